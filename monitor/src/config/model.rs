@@ -1,0 +1,288 @@
+//! The typed, validated rules that every other stage reads.
+//!
+//! These types are produced only by [`crate::config::load`] (or built directly
+//! in tests); they are always valid: every default is filled in and every
+//! cross-field constraint has been checked. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The kind of a monitored column: decides which statistics are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// Integers and floats: min, max, mean, variance, quantile sketch.
+    Numeric,
+    /// A small-to-medium set of values: distinct estimate and top-k counts.
+    Categorical,
+    /// Free text: distinct estimate and top-k (usually of little use), length not kept.
+    Text,
+    /// Event times: min, max and a quantile sketch of the epoch microseconds.
+    Timestamp,
+}
+
+impl ColumnKind {
+    /// Whether this kind keeps numeric statistics (min/max/mean/quantiles).
+    pub fn is_numeric_like(self) -> bool {
+        matches!(self, ColumnKind::Numeric | ColumnKind::Timestamp)
+    }
+}
+
+/// One monitored column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ColumnRule {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// Declared valid range (inclusive), numeric and timestamp columns only.
+    pub range: Option<(f64, f64)>,
+    /// Raw values never leave the process: a keyed hash stands in.
+    pub pii: bool,
+    /// Whether a null is expected to be rare (missing-rate checks use the baseline anyway).
+    pub nullable: bool,
+}
+
+/// Where the trust tag of a record comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustSource {
+    /// A column of the batch holds the tag.
+    Column(String),
+    /// Every record of this source carries the same tag.
+    Fixed(String),
+}
+
+/// Trust tags and their order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrustRules {
+    pub source: TrustSource,
+    /// Known tags, most trusted first. A tag seen in data but not listed is
+    /// profiled under its own name and ranked least trusted.
+    pub levels: Vec<String>,
+    /// Tags treated as low trust when attributing a change (default: every
+    /// level after the first half, rounded up).
+    pub low_trust: Vec<String>,
+}
+
+impl TrustRules {
+    /// Rank of a tag: 0 is the most trusted; unknown tags rank after all known.
+    pub fn rank(&self, tag: &str) -> usize {
+        self.levels
+            .iter()
+            .position(|l| l == tag)
+            .unwrap_or(self.levels.len())
+    }
+
+    /// Whether a tag counts as low trust (unknown tags do).
+    pub fn is_low_trust(&self, tag: &str) -> bool {
+        self.low_trust.iter().any(|l| l == tag) || !self.levels.iter().any(|l| l == tag)
+    }
+}
+
+/// The label column, whose class rates are tracked per trust tag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelRule {
+    pub column: String,
+    /// The class whose rate is monitored (the "positive" class), as text.
+    /// When absent every class is tracked and the rarest baseline class is monitored.
+    pub positive: Option<String>,
+}
+
+/// Thresholds of every check. Each has a default (see `Default`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    /// False-discovery rate for Benjamini-Hochberg across a batch's tests.
+    pub fdr: f64,
+    /// k in mean ± k·σ bands learned from the baseline's batch-to-batch variability.
+    pub k_sigma: f64,
+    /// Row count: minimum relative change (|obs-exp|/exp) to report.
+    pub row_count_min_rel_change: f64,
+    /// Trust-tag share: minimum absolute change of a tag's share.
+    pub tag_share_min_abs_change: f64,
+    /// Missing rate: minimum absolute change of the null share.
+    pub missing_min_abs_change: f64,
+    /// Range: minimum share of values outside the baseline/declared range.
+    pub range_min_share_outside: f64,
+    /// Range: quantiles of the baseline that bound the "seen" range.
+    pub range_quantiles: (f64, f64),
+    /// Distribution: PSI floor for numeric columns.
+    pub psi: f64,
+    /// Distribution: number of baseline quantile bins for PSI.
+    pub psi_bins: usize,
+    /// Distribution: Jensen-Shannon divergence floor (base 2, 0..1) for categorical columns.
+    pub js: f64,
+    /// Top categories: how many top values are tracked.
+    pub top_k: usize,
+    /// Top categories: minimum share for a value to count as "common" now.
+    pub top_min_share: f64,
+    /// Top categories: a value whose baseline share is below this is "rare".
+    pub rare_share: f64,
+    /// Label rate: minimum absolute change of the monitored class rate.
+    pub label_min_abs_change: f64,
+    /// Duplicate rows: minimum share of exact duplicate rows to report.
+    pub duplicate_min_share: f64,
+    /// Malformed: maximum tolerated share of quarantined records.
+    pub malformed_max_share: f64,
+    /// Minimum rows in a slice before its tests are run at all.
+    pub min_slice_rows: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            fdr: 0.001,
+            k_sigma: 4.0,
+            row_count_min_rel_change: 0.5,
+            tag_share_min_abs_change: 0.05,
+            missing_min_abs_change: 0.02,
+            range_min_share_outside: 0.005,
+            range_quantiles: (0.0, 1.0),
+            psi: 0.25,
+            psi_bins: 10,
+            js: 0.05,
+            top_k: 10,
+            top_min_share: 0.02,
+            rare_share: 0.001,
+            label_min_abs_change: 0.02,
+            duplicate_min_share: 0.05,
+            malformed_max_share: 0.01,
+            min_slice_rows: 200,
+        }
+    }
+}
+
+/// Sketch sizes: fixed per rules so that profiles stay mergeable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SketchParams {
+    /// t-digest compression (k).
+    pub tdigest_k: u16,
+    /// HyperLogLog log2(registers).
+    pub hll_lg_k: u8,
+    /// Frequent-items sketch map size (power of two); exact below 3/4 of it.
+    pub frequent_items_map: usize,
+}
+
+impl Default for SketchParams {
+    fn default() -> Self {
+        SketchParams {
+            tdigest_k: 100,
+            hll_lg_k: 12,
+            frequent_items_map: 1024,
+        }
+    }
+}
+
+/// Input limits: larger inputs are quarantined, never half-read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_rows: u64,
+    pub max_string_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 2 * 1024 * 1024 * 1024,
+            max_rows: 100_000_000,
+            max_string_len: 64 * 1024,
+        }
+    }
+}
+
+/// Where batches come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceRule {
+    /// A folder where ingestion drops Parquet files.
+    ParquetDrop {
+        path: PathBuf,
+        /// Polling interval when file events are unavailable, in milliseconds.
+        poll_interval_ms: u64,
+        /// File name glob of files to pick up (default `*.parquet`).
+        pattern: String,
+    },
+    /// No live source (profile, baseline and replay commands only).
+    None,
+}
+
+/// One dataset's rules: everything needed to profile and compare its batches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rules {
+    pub dataset: String,
+    pub source: SourceRule,
+    /// Folder holding state (history, checkpoints, alerts, quarantine).
+    pub state_dir: PathBuf,
+    /// Folder holding baselines and approvals (default `<state_dir>/baselines`).
+    pub baseline_dir: PathBuf,
+    /// Pin a baseline id; otherwise the latest approved baseline of the dataset is used.
+    pub baseline_id: Option<String>,
+    pub trust: TrustRules,
+    pub label: Option<LabelRule>,
+    /// Monitored columns in file order of the YAML.
+    pub columns: Vec<ColumnRule>,
+    pub thresholds: Thresholds,
+    pub sketch: SketchParams,
+    pub limits: Limits,
+    /// Name of the environment variable that holds the PII hashing key.
+    pub pii_key_env: String,
+    /// SHA-256 of the rules file bytes (hex): recorded with every profile and alert.
+    pub rules_hash: String,
+}
+
+impl Rules {
+    /// The rule of a column by name.
+    pub fn column(&self, name: &str) -> Option<&ColumnRule> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// A fingerprint of what shapes a profile (columns, kinds, trust, label,
+    /// sketch sizes): profiles merge only when these match.
+    pub fn profile_shape(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let shape = serde_json::json!({
+            "columns": self.columns,
+            "trust": self.trust,
+            "label": self.label,
+            "sketch": self.sketch,
+        });
+        hex::encode(Sha256::digest(shape.to_string().as_bytes()))
+    }
+}
+
+/// Allow building rules in tests without YAML.
+impl Rules {
+    pub fn for_tests(dataset: &str, columns: Vec<ColumnRule>) -> Rules {
+        Rules {
+            dataset: dataset.to_string(),
+            source: SourceRule::None,
+            state_dir: PathBuf::from("state"),
+            baseline_dir: PathBuf::from("state/baselines"),
+            baseline_id: None,
+            trust: TrustRules {
+                source: TrustSource::Column("trust_tag".into()),
+                levels: vec![
+                    "human_reviewed".into(),
+                    "vendor".into(),
+                    "user_reported".into(),
+                    "scraped".into(),
+                ],
+                low_trust: vec!["user_reported".into(), "scraped".into()],
+            },
+            label: Some(LabelRule {
+                column: "label".into(),
+                positive: Some("1".into()),
+            }),
+            columns,
+            thresholds: Thresholds::default(),
+            sketch: SketchParams::default(),
+            limits: Limits::default(),
+            pii_key_env: "DQMON_PII_KEY".into(),
+            rules_hash: String::new(),
+        }
+    }
+}
+
+/// A map from dataset name to its rules, for configs that include several.
+pub type RuleSet = BTreeMap<String, Rules>;
