@@ -1,1 +1,13 @@
-#[test] fn t(){}
+//! dqmon's integration tests: one test binary, one module per capability.
+//! They run the real `dqmon` binary (built by `cargo test --workspace`) on
+//! temporary state folders.
+
+mod common;
+
+mod baselines;
+mod config_errors;
+mod crash;
+mod daemon;
+mod golden;
+mod profile_exact;
+mod quickstart;

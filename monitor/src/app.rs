@@ -1,0 +1,537 @@
+//! The daemon: wires source → decode → profile → compare → alert → store for
+//! every dataset of a config, and owns shutdown.
+//!
+//! Each dataset has one worker thread that handles its drop folder's files
+//! one at a time, oldest first. A file is acknowledged (checkpointed) only
+//! after its manifest, profile, metrics and alerts are durably in the
+//! history; a crash at any point means the file is looked at again, and its
+//! batch id (dataset, file name, SHA-256 of the bytes) makes that idempotent.
+//! Shutdown (SIGINT/SIGTERM) lets the file in hand finish, then stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::alert::{Alert, BatchContext};
+use crate::baseline::Baseline;
+use crate::compare::{self, Check, Finding, Severity, Verdict};
+use crate::config::model::{ColumnKind, Rules, SourceRule};
+use crate::decode::DecodeError;
+use crate::decode::parquet::{ProfileFileError, profile_file};
+use crate::pii::{PiiKey, PiiKeyError};
+use crate::profile::BatchProfile;
+use crate::source::parquet_drop::{DropFolder, DroppedFile};
+use crate::store::baselines::{BaselineStore, BaselineStoreError};
+use crate::store::history::{
+    BatchStatus, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
+};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("dataset `{dataset}`: {source}")]
+    Baseline {
+        dataset: String,
+        #[source]
+        source: BaselineStoreError,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    History {
+        dataset: String,
+        #[source]
+        source: HistoryError,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    PiiKey {
+        dataset: String,
+        #[source]
+        source: PiiKeyError,
+    },
+    #[error(
+        "dataset `{dataset}` has no source to watch; add `source: {{ parquet_drop: {{ path: DIR }} }}` to its rules"
+    )]
+    NoSource { dataset: String },
+    #[error("dataset `{dataset}`: the drop folder {path} cannot be used: {reason}")]
+    DropFolder {
+        dataset: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// How `run` behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Handle the files present at start, then exit (instead of watching).
+    pub once: bool,
+    /// How long a file's size and mtime must stay unchanged before it is read.
+    pub settle: Duration,
+    /// Print alerts to stdout.
+    pub print_alerts: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            once: false,
+            settle: Duration::from_millis(500),
+            print_alerts: true,
+        }
+    }
+}
+
+/// What a run did, per dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: u64,
+    pub quarantined: u64,
+    pub replayed: u64,
+    pub skipped: u64,
+    pub alerts: u64,
+}
+
+/// A handle to stop a running daemon.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    wakers: Arc<std::sync::Mutex<Vec<mpsc::Sender<()>>>>,
+}
+
+impl Shutdown {
+    /// Ask every worker to finish the file in hand and stop.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        for w in self.wakers.lock().expect("wakers lock").iter() {
+            let _ = w.send(());
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    fn register(&self, tx: mpsc::Sender<()>) {
+        self.wakers.lock().expect("wakers lock").push(tx);
+    }
+}
+
+/// The batch id of a dropped file.
+pub fn batch_id(dataset: &str, name: &str, input_sha256: &str) -> String {
+    let key = format!("{dataset}\u{1f}{name}\u{1f}{input_sha256}");
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// One dataset's worker: its rules, baseline, history and drop folder.
+pub struct Worker {
+    rules: Rules,
+    pii: PiiKey,
+    baseline_id: String,
+    baseline: Baseline,
+    history: History,
+    folder: DropFolder,
+    poll: Duration,
+    opts: RunOptions,
+    pub summary: RunSummary,
+}
+
+impl Worker {
+    /// Open everything a dataset needs; every problem is an error before any file is touched.
+    pub fn open(rules: Rules, opts: RunOptions) -> Result<Worker, AppError> {
+        let dataset = rules.dataset.clone();
+        let (path, poll, pattern) = match &rules.source {
+            SourceRule::ParquetDrop {
+                path,
+                poll_interval_ms,
+                pattern,
+            } => (
+                path.clone(),
+                Duration::from_millis(*poll_interval_ms),
+                pattern.clone(),
+            ),
+            SourceRule::None => return Err(AppError::NoSource { dataset }),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| AppError::DropFolder {
+            dataset: dataset.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let folder =
+            DropFolder::new(&path, &pattern, opts.settle).map_err(|e| AppError::DropFolder {
+                dataset: dataset.clone(),
+                path: path.clone(),
+                reason: format!("bad pattern `{pattern}`: {e}"),
+            })?;
+        let store = BaselineStore::new(&rules.baseline_dir);
+        let (baseline_id, baseline, approval) = store
+            .approved(&dataset, rules.baseline_id.as_deref())
+            .map_err(|source| AppError::Baseline {
+                dataset: dataset.clone(),
+                source,
+            })?;
+        if baseline.shape != rules.profile_shape() {
+            return Err(AppError::Baseline {
+                dataset,
+                source: BaselineStoreError::WrongShape { id: baseline_id },
+            });
+        }
+        let history = History::open(&rules.state_dir).map_err(|source| AppError::History {
+            dataset: dataset.clone(),
+            source,
+        })?;
+        let pii = PiiKey::load(&rules.pii_key_env, &rules.state_dir).map_err(|source| {
+            AppError::PiiKey {
+                dataset: dataset.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(
+            dataset = %dataset,
+            baseline_id = %baseline_id,
+            approved_by = %approval.approved_by,
+            drop_folder = %path.display(),
+            "dataset ready"
+        );
+        Ok(Worker {
+            rules,
+            pii,
+            baseline_id,
+            baseline,
+            history,
+            folder,
+            poll,
+            opts,
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// Watch the drop folder until shutdown (or, with `once`, until every
+    /// file present has been handled).
+    pub fn run(mut self, shutdown: Shutdown) -> Result<RunSummary, AppError> {
+        let (tx, rx) = mpsc::channel::<()>();
+        shutdown.register(tx.clone());
+        let _watcher = self.watch(tx);
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let ready = match self.folder.ready(Instant::now()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(dataset = %self.rules.dataset, error = %e, "could not list the drop folder; retrying");
+                    Vec::new()
+                }
+            };
+            for file in ready {
+                if shutdown.is_triggered() {
+                    break;
+                }
+                self.handle(&file)?;
+            }
+            let pending = self.folder.next_check(Instant::now());
+            if self.opts.once && pending.is_none() {
+                break;
+            }
+            let wait = pending
+                .map_or(self.poll, |p| p.min(self.poll))
+                .max(Duration::from_millis(5));
+            let _ = rx.recv_timeout(wait);
+        }
+        Ok(self.summary)
+    }
+
+    fn watch(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "file events unavailable; polling the drop folder");
+                return None;
+            }
+        };
+        if let Err(e) = w.watch(self.folder.dir(), notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(error = %e, "file events unavailable; polling the drop folder");
+            return None;
+        }
+        Some(w)
+    }
+
+    fn history_err(&self, source: HistoryError) -> AppError {
+        AppError::History {
+            dataset: self.rules.dataset.clone(),
+            source,
+        }
+    }
+
+    /// Handle one complete file: skip, replay, quarantine or process it.
+    pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
+        let mut checkpoint = self.history.checkpoint().map_err(|e| self.history_err(e))?;
+        if let Some(e) = checkpoint.files.get(&file.name)
+            && e.size == file.size
+            && e.mtime_ns == file.mtime_ns
+            && self.history.contains(&e.batch_id)
+        {
+            return Ok(());
+        }
+        let sha = match crate::store::sha256_file(&file.path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(file = %file.path.display(), error = %e, "could not read a dropped file; will retry");
+                return Ok(());
+            }
+        };
+        let id = batch_id(&self.rules.dataset, &file.name, &sha);
+        if self.history.contains(&id) {
+            self.summary.skipped += 1;
+        } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
+            self.replayed(file, &id, &sha, &original)?;
+        } else {
+            match profile_file(&file.path, &self.rules, &self.pii) {
+                Ok(profile) => self.processed(file, &id, &sha, profile)?,
+                Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {
+                    tracing::warn!(file = %file.path.display(), error = %source, "could not read a dropped file; will retry");
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.quarantined(file, &id, &sha, &e.to_string())?;
+                    return Ok(());
+                }
+            }
+        }
+        checkpoint
+            .files
+            .retain(|name, _| self.folder.dir().join(name).exists());
+        checkpoint.files.insert(
+            file.name.clone(),
+            CheckpointEntry {
+                size: file.size,
+                mtime_ns: file.mtime_ns,
+                input_sha256: sha,
+                batch_id: id,
+            },
+        );
+        self.history
+            .save_checkpoint(&checkpoint)
+            .map_err(|e| self.history_err(e))
+    }
+
+    fn context(
+        &self,
+        file: &DroppedFile,
+        id: &str,
+        sha: &str,
+        batch_time: Option<String>,
+        rows: u64,
+    ) -> BatchContext {
+        BatchContext {
+            dataset: self.rules.dataset.clone(),
+            batch_id: id.to_string(),
+            source: file.path.display().to_string(),
+            input_sha256: sha.to_string(),
+            baseline_id: self.baseline_id.clone(),
+            rules_hash: self.rules.rules_hash.clone(),
+            batch_time,
+            rows,
+        }
+    }
+
+    fn manifest(&self, ctx: &BatchContext, status: BatchStatus, size: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            seq: self.history.next_seq(),
+            batch_id: ctx.batch_id.clone(),
+            dataset: ctx.dataset.clone(),
+            status,
+            source: ctx.source.clone(),
+            input_sha256: ctx.input_sha256.clone(),
+            input_bytes: size,
+            rows: ctx.rows,
+            rows_by_tag: Default::default(),
+            schema_fingerprint: None,
+            baseline_id: Some(self.baseline_id.clone()),
+            rules_hash: self.rules.rules_hash.clone(),
+            dqmon_version: env!("CARGO_PKG_VERSION").to_string(),
+            batch_time: ctx.batch_time.clone(),
+            reason: None,
+            findings: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+
+    fn commit(
+        &mut self,
+        mut m: Manifest,
+        findings: Vec<Finding>,
+        ctx: &BatchContext,
+        profile: Option<&BatchProfile>,
+    ) -> Result<(), AppError> {
+        m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
+        m.findings = findings;
+        let alerts = self
+            .history
+            .commit(m, profile)
+            .map_err(|e| self.history_err(e))?;
+        self.summary.alerts += alerts.len() as u64;
+        if self.opts.print_alerts {
+            for a in &alerts {
+                println!("{}", a.line());
+            }
+        }
+        Ok(())
+    }
+
+    fn processed(
+        &mut self,
+        file: &DroppedFile,
+        id: &str,
+        sha: &str,
+        profile: BatchProfile,
+    ) -> Result<(), AppError> {
+        let findings = compare::compare(&profile, &self.baseline, &self.rules);
+        let ctx = self.context(
+            file,
+            id,
+            sha,
+            batch_time(&profile, &self.rules),
+            profile.rows,
+        );
+        let mut m = self.manifest(&ctx, BatchStatus::Processed, file.size);
+        m.rows_by_tag = profile
+            .tags
+            .iter()
+            .map(|(t, s)| (t.clone(), s.rows))
+            .collect();
+        m.schema_fingerprint = Some(hex::encode(
+            &Sha256::digest(serde_json::to_vec(&profile.schema).expect("schema serializes"))[..8],
+        ));
+        tracing::info!(
+            dataset = %self.rules.dataset,
+            batch_id = %id,
+            source = %file.name,
+            rows = profile.rows,
+            findings = findings.len(),
+            "batch processed"
+        );
+        self.commit(m, findings, &ctx, Some(&profile))?;
+        self.summary.processed += 1;
+        Ok(())
+    }
+
+    fn replayed(
+        &mut self,
+        file: &DroppedFile,
+        id: &str,
+        sha: &str,
+        original: &str,
+    ) -> Result<(), AppError> {
+        let ctx = self.context(file, id, sha, None, 0);
+        let mut m = self.manifest(&ctx, BatchStatus::Replayed, file.size);
+        m.reason = Some(format!("same bytes as batch {original}"));
+        let finding = Finding::batch_level(
+            Check::ReplayedBatch,
+            Verdict::DataQuality,
+            Severity::Warning,
+            format!(
+                "{} has the same bytes (SHA-256 {sha}) as batch {original}, which is already in the history; it was not processed again",
+                file.name
+            ),
+        );
+        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, original = %original, "replayed batch");
+        self.commit(m, vec![finding], &ctx, None)?;
+        self.summary.replayed += 1;
+        Ok(())
+    }
+
+    fn quarantined(
+        &mut self,
+        file: &DroppedFile,
+        id: &str,
+        sha: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        let ctx = self.context(file, id, sha, None, 0);
+        let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file.size);
+        m.reason = Some(reason.to_string());
+        let finding = Finding::batch_level(
+            Check::MalformedRecords,
+            Verdict::DataQuality,
+            Severity::Warning,
+            format!("{} was quarantined: {reason}", file.name),
+        );
+        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, reason = %reason, "input quarantined");
+        self.commit(m, vec![finding], &ctx, None)?;
+        let moved = self
+            .history
+            .quarantine(&file.path, id, reason)
+            .map_err(|e| self.history_err(e))?;
+        tracing::info!(to = %moved.display(), "moved to quarantine");
+        self.summary.quarantined += 1;
+        Ok(())
+    }
+}
+
+/// The latest event time of a batch (max over its timestamp columns), RFC 3339.
+pub fn batch_time(profile: &BatchProfile, rules: &Rules) -> Option<String> {
+    let all = profile.all();
+    rules
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Timestamp)
+        .filter_map(|c| {
+            all.columns
+                .get(&c.name)?
+                .numeric
+                .as_ref()
+                .filter(|n| n.n > 0)
+                .map(|n| n.max)
+        })
+        .reduce(f64::max)
+        .and_then(|us| chrono::DateTime::from_timestamp_micros(us as i64))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// Run every dataset of a config until `shutdown` is triggered (or, with
+/// `once`, until the files present have been handled).
+pub fn run_datasets(
+    datasets: Vec<Rules>,
+    opts: RunOptions,
+    shutdown: Shutdown,
+) -> Result<Vec<(String, RunSummary)>, AppError> {
+    let workers = datasets
+        .into_iter()
+        .map(|r| Worker::open(r, opts.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            let name = w.rules.dataset.clone();
+            let s = shutdown.clone();
+            (name, std::thread::spawn(move || w.run(s)))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for (name, h) in handles {
+        match h.join().expect("worker thread does not panic") {
+            Ok(s) => out.push((name, s)),
+            Err(e) => {
+                shutdown.trigger();
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Where a dataset's alerts file is.
+pub fn alerts_file(rules: &Rules) -> PathBuf {
+    rules.state_dir.join("alerts.jsonl")
+}

@@ -1,0 +1,1514 @@
+//! Walking the YAML tree of a configuration file by hand.
+//!
+//! serde's `deny_unknown_fields` stops at the first mistake; here every
+//! mapping is walked key by key and every problem is collected with its YAML
+//! path, so that one run reports all of them. Values are only turned into the
+//! typed [`Rules`] when no problem was found.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+
+use super::error::Problem;
+use super::model::{
+    ColumnKind, ColumnRule, LabelRule, Limits, Rules, SketchParams, SourceRule, Thresholds,
+    TrustRules, TrustSource,
+};
+
+/// The YAML path used for problems about the file as a whole.
+pub(super) const ROOT: &str = "(top level)";
+
+const RULES_KEYS: &[&str] = &[
+    "dataset",
+    "source",
+    "state_dir",
+    "baseline_dir",
+    "baseline_id",
+    "trust",
+    "label",
+    "columns",
+    "thresholds",
+    "sketch",
+    "limits",
+    "pii_key_env",
+    "alerts",
+];
+const INCLUDE_KEYS: &[&str] = &["include", "state_dir"];
+const SOURCE_KEYS: &[&str] = &["parquet_drop"];
+const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
+const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
+const LABEL_KEYS: &[&str] = &["column", "positive"];
+const COLUMN_KEYS: &[&str] = &["kind", "range", "pii", "nullable"];
+const KINDS: &[&str] = &["numeric", "categorical", "text", "timestamp"];
+const THRESHOLD_KEYS: &[&str] = &[
+    "fdr",
+    "k_sigma",
+    "row_count_min_rel_change",
+    "tag_share_min_abs_change",
+    "missing_min_abs_change",
+    "range_min_share_outside",
+    "range_quantiles",
+    "psi",
+    "psi_bins",
+    "js",
+    "top_k",
+    "top_min_share",
+    "rare_share",
+    "label_min_abs_change",
+    "duplicate_min_share",
+    "malformed_max_share",
+    "min_slice_rows",
+];
+const SKETCH_KEYS: &[&str] = &["tdigest_k", "hll_lg_k", "frequent_items_map"];
+const LIMIT_KEYS: &[&str] = &["max_file_bytes", "max_rows", "max_string_len"];
+const ALERT_TYPES: &[&str] = &["stdout", "file", "email", "webhook"];
+const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "api_key", "apikey"];
+
+/// What a rules file needs from where it was found.
+pub(super) struct RulesContext<'a> {
+    /// The folder of the rules file: relative paths are resolved against it.
+    pub base_dir: &'a Path,
+    /// The `state_dir` of the top-level file that included this one, already resolved.
+    pub inherited_state_dir: Option<&'a Path>,
+    /// SHA-256 hex of the rules file bytes.
+    pub rules_hash: String,
+}
+
+/// The settings of a top-level include file.
+pub(super) struct IncludeFile {
+    /// The shared `state_dir`, resolved against the include file's folder.
+    pub state_dir: Option<PathBuf>,
+    /// Each valid entry of `include:`: its YAML path and the path as written.
+    pub include: Vec<(String, String)>,
+}
+
+/// Whether a parsed file is a top-level include file rather than a dataset rules file.
+pub(super) fn is_include_file(root: &Value) -> bool {
+    root.as_mapping()
+        .is_some_and(|m| m.contains_key("include") && !m.contains_key("dataset"))
+}
+
+/// Walk a top-level include file: the problems found and what could be read.
+pub(super) fn include_file(root: &Value, base_dir: &Path) -> (IncludeFile, Vec<Problem>) {
+    let mut w = Walker::default();
+    let mut out = IncludeFile {
+        state_dir: None,
+        include: Vec::new(),
+    };
+    if let Some(m) = w.root_map(root) {
+        let mut f = Fields::new("", m, INCLUDE_KEYS);
+        if let Some((p, v)) = f.get("state_dir") {
+            out.state_dir = w
+                .text(&p, v, "`state_dir: state`")
+                .map(|s| resolve(base_dir, &s));
+        }
+        if let Some((p, v)) = f.required(&mut w, "include", "`include: [rules/payments.yaml]`")
+            && let Some(items) = w.seq(&p, v, "`include: [rules/payments.yaml]`")
+        {
+            if items.is_empty() {
+                w.problem(
+                    &p,
+                    "the include list is empty; list at least one dataset rules file, e.g. `include: [rules/payments.yaml]`.",
+                );
+            }
+            for (i, item) in items.iter().enumerate() {
+                let ip = index_path(&p, i);
+                if let Some(s) = w.text(&ip, item, "a path such as `rules/payments.yaml`") {
+                    out.include.push((ip, s));
+                }
+            }
+        }
+        f.finish_with(&mut w, |k| {
+            RULES_KEYS.contains(&k).then(|| {
+                format!(
+                    "`{k}` belongs in each dataset's rules file, not in a top-level include file (which takes only `include` and `state_dir`); move it into the rules files."
+                )
+            })
+        });
+    }
+    (out, w.problems)
+}
+
+/// Walk a dataset rules file and build its [`Rules`], or return every problem found.
+pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<Problem>> {
+    let mut w = Walker::default();
+    let Some(m) = w.root_map(root) else {
+        return Err(w.problems);
+    };
+    let mut f = Fields::new("", m, RULES_KEYS);
+
+    let dataset = f
+        .required(&mut w, "dataset", "`dataset: payments`")
+        .and_then(|(p, v)| w.dataset_name(&p, v));
+    let source = match f.get("source") {
+        Some((p, v)) => w.source(&p, v, ctx.base_dir),
+        None => Some(SourceRule::None),
+    };
+    let state_root = match f.get("state_dir") {
+        Some((p, v)) => w
+            .text(&p, v, "`state_dir: state`")
+            .map(|s| resolve(ctx.base_dir, &s)),
+        None => Some(
+            ctx.inherited_state_dir
+                .map_or_else(|| ctx.base_dir.join("state"), Path::to_path_buf),
+        ),
+    };
+    let baseline_dir = match f.get("baseline_dir") {
+        Some((p, v)) => w
+            .text(&p, v, "`baseline_dir: baselines`")
+            .map(|s| Some(resolve(ctx.base_dir, &s))),
+        None => Some(None),
+    };
+    let baseline_id = match f.get("baseline_id") {
+        Some((p, v)) => w.baseline_id(&p, v).map(Some),
+        None => Some(None),
+    };
+    let trust = f
+        .required(
+            &mut w,
+            "trust",
+            "`trust: { column: trust_tag, levels: [human_reviewed, vendor, scraped] }`",
+        )
+        .map(|(p, v)| w.trust(&p, v));
+    let label = match f.get("label") {
+        Some((p, v)) => w.label(&p, v),
+        None => Section {
+            value: Some(None),
+            column: None,
+        },
+    };
+    let columns = f
+        .required(&mut w, "columns", "`columns: { amount: numeric }`")
+        .and_then(|(p, v)| w.columns(&p, v));
+    let (thresholds, thresholds_path) = match f.get("thresholds") {
+        Some((p, v)) => (w.thresholds(&p, v), p),
+        None => (Thresholds::default(), "thresholds".to_string()),
+    };
+    let sketch = match f.get("sketch") {
+        Some((p, v)) => w.sketch(&p, v),
+        None => SketchParams::default(),
+    };
+    let limits = match f.get("limits") {
+        Some((p, v)) => w.limits(&p, v),
+        None => Limits::default(),
+    };
+    let pii_key_env = match f.get("pii_key_env") {
+        Some((p, v)) => w.env_var_name(&p, v),
+        None => Some("DQMON_PII_KEY".to_string()),
+    };
+    if let Some((p, v)) = f.get("alerts") {
+        w.alerts(&p, v);
+    }
+    f.finish_with(&mut w, |k| {
+        (k == "include").then(|| {
+            "a dataset rules file cannot also include other files; remove `include:` here and list this file under `include:` of a separate top-level file instead.".to_string()
+        })
+    });
+
+    // Cross-field checks, run on whatever parts were readable.
+    let trust_column = trust.as_ref().and_then(|t| t.column.clone());
+    if let Some(cols) = &columns {
+        for (role, name) in [
+            ("trust", trust_column.as_ref().map(|(n, _)| n)),
+            ("label", label.column.as_ref().map(|(n, _)| n)),
+        ] {
+            let Some(name) = name else { continue };
+            if let Some(c) = cols.iter().find(|c| &c.name == name)
+                && let Some((kind, kind_path)) = &c.kind
+                && kind.is_numeric_like()
+            {
+                let what = if role == "trust" {
+                    "the trust column, whose values are trust tags"
+                } else {
+                    "the label column, whose values are classes"
+                };
+                w.problem(
+                    kind_path,
+                    format!(
+                        "`{name}` is {what}, so it cannot be monitored as `{}`; change its kind to `categorical` or remove it from `columns`.",
+                        kind_name(*kind)
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some((t, _)), Some((l, lp))) = (&trust_column, &label.column)
+        && t == l
+    {
+        w.problem(
+            lp,
+            format!(
+                "the label column cannot be the trust column `{t}` as well; set `label.column` to the column that holds the labels."
+            ),
+        );
+    }
+    if thresholds.rare_share >= thresholds.top_min_share {
+        w.problem(
+            &key_path(&thresholds_path, "rare_share"),
+            format!(
+                "`rare_share` ({}) must be below `top_min_share` ({}), otherwise no value can go from rare to common; lower `rare_share` or raise `top_min_share`.",
+                thresholds.rare_share, thresholds.top_min_share
+            ),
+        );
+    }
+
+    if !w.problems.is_empty() {
+        return Err(w.problems);
+    }
+    let (
+        Some(dataset),
+        Some(source),
+        Some(state_root),
+        Some(baseline_dir),
+        Some(baseline_id),
+        Some(Section {
+            value: Some(trust), ..
+        }),
+        Section {
+            value: Some(label), ..
+        },
+        Some(Some(columns)),
+        Some(pii_key_env),
+    ) = (
+        dataset,
+        source,
+        state_root,
+        baseline_dir,
+        baseline_id,
+        trust,
+        label,
+        columns.map(|cols| cols.into_iter().map(|c| c.rule).collect::<Option<Vec<_>>>()),
+        pii_key_env,
+    )
+    else {
+        // Every `None` above comes with a problem, so this is unreachable in
+        // practice; report it rather than panic.
+        return Err(vec![Problem::new(
+            ROOT,
+            "the file could not be read completely although no single problem was found; please report this as a bug of dqmon.",
+        )]);
+    };
+    let state_dir = state_root.join(&dataset);
+    let baseline_dir = baseline_dir.unwrap_or_else(|| state_dir.join("baselines"));
+    Ok(Rules {
+        dataset,
+        source,
+        state_dir,
+        baseline_dir,
+        baseline_id,
+        trust,
+        label,
+        columns,
+        thresholds,
+        sketch,
+        limits,
+        pii_key_env,
+        rules_hash: ctx.rules_hash.clone(),
+    })
+}
+
+/// A section as far as it could be read: the typed value when it is
+/// complete, and a column name with its YAML path that cross-field checks can
+/// use even when the rest of the section is broken.
+struct Section<T> {
+    value: Option<T>,
+    column: Option<(String, String)>,
+}
+
+/// One column as far as it could be read.
+struct ColumnOut {
+    name: String,
+    /// The kind and the YAML path where it was written.
+    kind: Option<(ColumnKind, String)>,
+    rule: Option<ColumnRule>,
+}
+
+#[derive(Default)]
+struct Walker {
+    problems: Vec<Problem>,
+}
+
+/// The bounds of a real-valued setting.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// Strictly between 0 and 1 (a probability such as a false-discovery rate).
+    Open01,
+    /// Between 0 and 1 inclusive (a share).
+    Unit,
+    /// Zero or more.
+    NonNegative,
+    /// More than zero.
+    Positive,
+}
+
+impl Walker {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        let path = if path.is_empty() { ROOT } else { path };
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn wrong_type(&mut self, path: &str, expected: &str, found_value: &Value, example: &str) {
+        let hint = match found_value {
+            Value::String(s) if expected.contains("number") && s.trim().parse::<f64>().is_ok() => {
+                format!("remove the quotes around `{}`", s.trim())
+            }
+            _ => format!("write {example} instead"),
+        };
+        self.problem(
+            path,
+            format!("expected {expected}, found {}; {hint}.", found(found_value)),
+        );
+    }
+
+    fn root_map<'a>(&mut self, root: &'a Value) -> Option<&'a Mapping> {
+        match root {
+            Value::Mapping(m) => Some(m),
+            Value::Null => {
+                self.problem(
+                    "",
+                    "the file is empty; write at least `dataset:`, `trust:` and `columns:`, or `include:` for a top-level file.",
+                );
+                None
+            }
+            other => {
+                self.wrong_type(
+                    "",
+                    "a map of settings",
+                    other,
+                    "`key: value` lines such as `dataset: payments`",
+                );
+                None
+            }
+        }
+    }
+
+    fn map<'a>(&mut self, path: &str, v: &'a Value, example: &str) -> Option<&'a Mapping> {
+        match v {
+            Value::Mapping(m) => Some(m),
+            other => {
+                self.wrong_type(path, "a map", other, example);
+                None
+            }
+        }
+    }
+
+    fn seq<'a>(&mut self, path: &str, v: &'a Value, example: &str) -> Option<&'a [Value]> {
+        match v {
+            Value::Sequence(s) => Some(s),
+            other => {
+                self.wrong_type(path, "a list", other, example);
+                None
+            }
+        }
+    }
+
+    /// Non-empty text.
+    fn text(&mut self, path: &str, v: &Value, example: &str) -> Option<String> {
+        match v {
+            Value::String(s) if s.trim().is_empty() => {
+                self.problem(path, format!("the value is empty; write {example}."));
+                None
+            }
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.wrong_type(path, "text", other, example);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, path: &str, v: &Value, key: &str) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.wrong_type(
+                    path,
+                    "`true` or `false`",
+                    other,
+                    &format!("`{key}: true` or `{key}: false`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A number that is not NaN.
+    fn number(&mut self, path: &str, v: &Value, example: &str) -> Option<f64> {
+        match v.as_f64() {
+            Some(x) if !x.is_nan() => Some(x),
+            Some(_) => {
+                self.problem(
+                    path,
+                    format!("`.nan` is not a usable value; write {example}."),
+                );
+                None
+            }
+            None => {
+                self.wrong_type(path, "a number", v, example);
+                None
+            }
+        }
+    }
+
+    /// A finite number within `bound`.
+    fn real(&mut self, path: &str, v: &Value, bound: Bound, example: &str) -> Option<f64> {
+        let x = self.number(path, v, example)?;
+        let (ok, rule) = match bound {
+            Bound::Open01 => (x > 0.0 && x < 1.0, "greater than 0 and less than 1"),
+            Bound::Unit => ((0.0..=1.0).contains(&x), "between 0 and 1 (a share)"),
+            Bound::NonNegative => (x.is_finite() && x >= 0.0, "a finite number, 0 or more"),
+            Bound::Positive => (x.is_finite() && x > 0.0, "a finite number greater than 0"),
+        };
+        if ok {
+            Some(x)
+        } else {
+            self.problem(
+                path,
+                format!("must be {rule}, found {x}; write {example} instead."),
+            );
+            None
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    fn whole(&mut self, path: &str, v: &Value, min: u64, max: u64, example: &str) -> Option<u64> {
+        let n = match v {
+            Value::Number(n) => n,
+            other => {
+                self.wrong_type(path, "a whole number", other, example);
+                return None;
+            }
+        };
+        let value = if let Some(u) = n.as_u64() {
+            Ok(u)
+        } else if n.as_i64().is_some() {
+            Err(())
+        } else {
+            match n.as_f64() {
+                // Whole floats such as `2e9` are fine when exact.
+                Some(x) if x.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&x) => {
+                    Ok(x as u64)
+                }
+                Some(x) if x.fract() == 0.0 && x < 0.0 => Err(()),
+                _ => {
+                    self.problem(
+                        path,
+                        format!("expected a whole number, found {n}; write {example} instead."),
+                    );
+                    return None;
+                }
+            }
+        };
+        match value {
+            Ok(u) if u >= min && u <= max => Some(u),
+            Ok(u) if u > max => {
+                self.problem(
+                    path,
+                    format!("must be at most {max}, found {u}; write {example} instead."),
+                );
+                None
+            }
+            _ => {
+                self.problem(
+                    path,
+                    format!("must be at least {min}, found {n}; write {example} instead."),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, path: &str, key: &str) {
+        self.problem(
+            path,
+            format!(
+                "secrets are never written in config files; set `{key}_env: VAR_NAME` (an environment variable) or `{key}_file: /path` instead."
+            ),
+        );
+    }
+
+    /// Report every secret-like key with a literal value anywhere below `v`.
+    fn scan_secrets(&mut self, path: &str, v: &Value) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, child) in m {
+                    let Some(k) = k.as_str() else { continue };
+                    let p = key_path(path, k);
+                    if is_secret_key(k) && is_literal(child) {
+                        self.secret(&p, k);
+                    } else {
+                        self.scan_secrets(&p, child);
+                    }
+                }
+            }
+            Value::Sequence(s) => {
+                for (i, child) in s.iter().enumerate() {
+                    self.scan_secrets(&index_path(path, i), child);
+                }
+            }
+            Value::Tagged(t) => self.scan_secrets(path, &t.value),
+            _ => {}
+        }
+    }
+
+    fn dataset_name(&mut self, path: &str, v: &Value) -> Option<String> {
+        let name = self.text(path, v, "`dataset: payments`")?;
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid_chars {
+            let fixed: String = name
+                .trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            self.problem(
+                path,
+                format!(
+                    "the dataset name `{name}` may only contain letters A-Z and a-z, digits, `_`, `.` and `-` (it names a folder); write e.g. `dataset: {fixed}`."
+                ),
+            );
+            None
+        } else if name == "." || name == ".." {
+            self.problem(
+                path,
+                format!(
+                    "the dataset name `{name}` would name a parent or current folder; write a real name such as `dataset: payments`."
+                ),
+            );
+            None
+        } else {
+            Some(name)
+        }
+    }
+
+    fn source(&mut self, path: &str, v: &Value, base_dir: &Path) -> Option<SourceRule> {
+        const EXAMPLE: &str = "`source: { parquet_drop: { path: drop/payments } }`";
+        let m = self.map(path, v, EXAMPLE)?;
+        let mut f = Fields::new(path, m, SOURCE_KEYS);
+        let out = match f.get("parquet_drop") {
+            Some((p, v)) => self.parquet_drop(&p, v, base_dir),
+            None => {
+                if f.is_empty() {
+                    self.problem(
+                        path,
+                        format!(
+                            "no source is given; write {EXAMPLE}, or remove `source:` when there is no live source."
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        f.finish(self);
+        out
+    }
+
+    fn parquet_drop(&mut self, path: &str, v: &Value, base_dir: &Path) -> Option<SourceRule> {
+        let m = self.map(path, v, "`parquet_drop: { path: drop/payments }`")?;
+        let mut f = Fields::new(path, m, PARQUET_DROP_KEYS);
+        let folder = f
+            .required(self, "path", "`path: drop/payments`")
+            .and_then(|(p, v)| self.text(&p, v, "`path: drop/payments`"))
+            .map(|s| resolve(base_dir, &s));
+        let poll = match f.get("poll_interval_ms") {
+            Some((p, v)) => self.whole(&p, v, 1, u64::MAX, "`poll_interval_ms: 500`"),
+            None => Some(500),
+        };
+        let pattern = match f.get("pattern") {
+            Some((p, v)) => self.text(&p, v, "`pattern: \"*.parquet\"`").and_then(|s| {
+                if s.contains('/') || s.contains('\\') {
+                    self.problem(
+                        &p,
+                        format!(
+                            "the pattern `{s}` contains a folder separator, but it is matched against file names only; put the folder in `path` and write e.g. `pattern: \"*.parquet\"`."
+                        ),
+                    );
+                    None
+                } else {
+                    Some(s)
+                }
+            }),
+            None => Some("*.parquet".to_string()),
+        };
+        f.finish(self);
+        Some(SourceRule::ParquetDrop {
+            path: folder?,
+            poll_interval_ms: poll?,
+            pattern: pattern?,
+        })
+    }
+
+    fn baseline_id(&mut self, path: &str, v: &Value) -> Option<String> {
+        const HINT: &str = "copy the full id of an approved baseline, or remove `baseline_id` to use the latest approved one";
+        let id = self.text(path, v, "`baseline_id: <64 lowercase hex characters>`")?;
+        if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            self.problem(
+                path,
+                format!(
+                    "a baseline id is 64 hexadecimal characters (a SHA-256), found {} characters that are not all hexadecimal digits; {HINT}.",
+                    id.chars().count()
+                ),
+            );
+            None
+        } else if id.chars().any(|c| c.is_ascii_uppercase()) {
+            self.problem(
+                path,
+                format!(
+                    "baseline ids are written in lowercase; write `baseline_id: {}`.",
+                    id.to_ascii_lowercase()
+                ),
+            );
+            None
+        } else {
+            Some(id)
+        }
+    }
+
+    fn trust(&mut self, path: &str, v: &Value) -> Section<TrustRules> {
+        let mut out = Section {
+            value: None,
+            column: None,
+        };
+        let Some(m) = self.map(
+            path,
+            v,
+            "`trust: { column: trust_tag, levels: [human_reviewed, vendor, scraped] }`",
+        ) else {
+            return out;
+        };
+        let mut f = Fields::new(path, m, TRUST_KEYS);
+        let column = f.get("column").map(|(p, v)| {
+            let name = self.text(&p, v, "`column: trust_tag`");
+            if let Some(n) = &name {
+                out.column = Some((n.clone(), p));
+            }
+            name
+        });
+        let fixed = f
+            .get("fixed")
+            .map(|(p, v)| (self.text(&p, v, "`fixed: vendor`"), p));
+        let source = match (column, &fixed) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    path,
+                    "both `column` and `fixed` are set; keep `column` when a column of the data holds the trust tag, or `fixed` when every record has the same tag, and remove the other.",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    path,
+                    "the trust tag source is missing; add `column: <name of the column holding the tag>` or `fixed: <the tag of every record>`.",
+                );
+                None
+            }
+            (Some(c), None) => c.map(TrustSource::Column),
+            (None, Some((x, _))) => x.clone().map(TrustSource::Fixed),
+        };
+
+        // The tags read, even from a list with problems, and whether the list is valid.
+        let (read_levels, levels_ok) = f
+            .required(
+                self,
+                "levels",
+                "`levels: [human_reviewed, vendor, scraped]`",
+            )
+            .map_or((Vec::new(), false), |(p, v)| {
+                self.tag_list(&p, v, None, "levels")
+            });
+        let levels = levels_ok.then(|| read_levels.clone());
+        if levels_ok
+            && read_levels.is_empty()
+            && let Some((p, _)) = f.peek("levels")
+        {
+            self.problem(
+                &p,
+                "the list of trust levels is empty; list every trust tag, most trusted first, e.g. `levels: [human_reviewed, vendor, scraped]`.",
+            );
+        }
+        let low_trust = match f.get("low_trust") {
+            Some((p, v)) => {
+                let known = (!read_levels.is_empty()).then_some(read_levels.as_slice());
+                let (tags, ok) = self.tag_list(&p, v, known, "low_trust");
+                ok.then_some(tags)
+            }
+            None => levels.as_ref().map(|l| l[l.len().div_ceil(2)..].to_vec()),
+        };
+        if let Some((Some(tag), p)) = &fixed
+            && !read_levels.is_empty()
+            && !read_levels.contains(tag)
+        {
+            self.problem(
+                p,
+                format!(
+                    "the fixed tag `{tag}` is not one of `trust.levels`; add it to `levels` at its place in the trust order, or fix its spelling{}.",
+                    suggestion_suffix(tag, &read_levels)
+                ),
+            );
+        }
+        f.finish(self);
+        if let (Some(source), Some(levels), Some(low_trust)) = (source, levels, low_trust)
+            && !levels.is_empty()
+        {
+            out.value = Some(TrustRules {
+                source,
+                levels,
+                low_trust,
+            });
+        }
+        out
+    }
+
+    /// A list of distinct trust tags; with `known`, each must be one of them.
+    /// Returns the tags that could be read and whether the whole list is valid.
+    fn tag_list(
+        &mut self,
+        path: &str,
+        v: &Value,
+        known: Option<&[String]>,
+        key: &str,
+    ) -> (Vec<String>, bool) {
+        let example = format!("`{key}: [user_reported, scraped]`");
+        let Some(items) = self.seq(path, v, &example) else {
+            return (Vec::new(), false);
+        };
+        let mut tags: Vec<String> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let p = index_path(path, i);
+            let Some(tag) = self.text(&p, item, "a trust tag such as `vendor`") else {
+                ok = false;
+                continue;
+            };
+            if tag == crate::profile::ALL {
+                self.problem(
+                    &p,
+                    "`all` is reserved for the whole batch and cannot be a trust tag; rename the tag in the data or map it to another name.".to_string(),
+                );
+                ok = false;
+            } else if let Some(j) = tags.iter().position(|t| t == &tag) {
+                self.problem(
+                    &p,
+                    format!(
+                        "`{tag}` is already listed at {}; list each trust tag once.",
+                        index_path(path, j)
+                    ),
+                );
+                ok = false;
+            } else if let Some(known) = known
+                && !known.contains(&tag)
+            {
+                self.problem(
+                    &p,
+                    format!(
+                        "`{tag}` is not one of `trust.levels`; list only tags from `levels` here{}.",
+                        suggestion_suffix(&tag, known)
+                    ),
+                );
+                ok = false;
+            }
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        (tags, ok)
+    }
+
+    /// The label section: the rule, with the label column name and its path as extra.
+    fn label(&mut self, path: &str, v: &Value) -> Section<Option<LabelRule>> {
+        let mut out = Section {
+            value: None,
+            column: None,
+        };
+        let Some(m) = self.map(path, v, "`label: { column: label, positive: \"1\" }`") else {
+            return out;
+        };
+        let mut f = Fields::new(path, m, LABEL_KEYS);
+        let column = f
+            .required(self, "column", "`column: label`")
+            .and_then(|(p, v)| {
+                let name = self.text(&p, v, "`column: label`")?;
+                out.column = Some((name.clone(), p));
+                Some(name)
+            });
+        let positive = match f.get("positive") {
+            Some((p, v)) => match v {
+                Value::String(s) => Some(Some(s.clone())),
+                Value::Number(n) => Some(Some(n.to_string())),
+                Value::Bool(b) => Some(Some(b.to_string())),
+                other => {
+                    self.wrong_type(&p, "a class value", other, "`positive: \"1\"`");
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        f.finish(self);
+        if let (Some(column), Some(positive)) = (column, positive) {
+            out.value = Some(Some(LabelRule { column, positive }));
+        }
+        out
+    }
+
+    fn columns(&mut self, path: &str, v: &Value) -> Option<Vec<ColumnOut>> {
+        let m = self.map(
+            path,
+            v,
+            "`columns: { amount: numeric, country: categorical }`",
+        )?;
+        let mut out: Vec<ColumnOut> = Vec::new();
+        for (k, v) in m {
+            let name = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.problem(
+                        path,
+                        format!(
+                            "a column name must be text, found {}; write the column name as a plain key, e.g. `amount: numeric`.",
+                            found(other)
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let p = key_path(path, &name);
+            if name.trim().is_empty() {
+                self.problem(
+                    &p,
+                    "a column name is empty; write the name of the column as it appears in the data.",
+                );
+                continue;
+            }
+            if out.iter().any(|c| c.name == name) {
+                self.problem(
+                    &p,
+                    format!("the column `{name}` is listed twice; list each column once."),
+                );
+                continue;
+            }
+            out.push(self.column(&p, name, v));
+        }
+        Some(out)
+    }
+
+    fn column(&mut self, path: &str, name: String, v: &Value) -> ColumnOut {
+        let mut out = ColumnOut {
+            name,
+            kind: None,
+            rule: None,
+        };
+        let m = match v {
+            Value::String(_) => {
+                out.kind = self.kind(path, v).map(|k| (k, path.to_string()));
+                out.rule = out.kind.as_ref().map(|(kind, _)| ColumnRule {
+                    name: out.name.clone(),
+                    kind: *kind,
+                    range: None,
+                    pii: false,
+                    nullable: true,
+                });
+                return out;
+            }
+            Value::Mapping(m) => m,
+            Value::Null => {
+                self.problem(
+                    path,
+                    format!(
+                        "the column `{}` has no kind; write `{}: numeric` (or `categorical`, `text`, `timestamp`).",
+                        out.name, out.name
+                    ),
+                );
+                return out;
+            }
+            other => {
+                self.wrong_type(
+                    path,
+                    "a column kind or a map of column settings",
+                    other,
+                    &format!("`{}: {{ kind: numeric }}`", out.name),
+                );
+                return out;
+            }
+        };
+        let mut f = Fields::new(path, m, COLUMN_KEYS);
+        out.kind = f
+            .required(self, "kind", "`kind: numeric`")
+            .and_then(|(p, v)| self.kind(&p, v).map(|k| (k, p)));
+        let range = match f.get("range") {
+            Some((p, v)) => {
+                let r = self.pair(&p, v, "`range: [0, 100000]`");
+                if let Some((kind, _)) = &out.kind
+                    && !kind.is_numeric_like()
+                {
+                    self.problem(
+                        &p,
+                        format!(
+                            "a range applies only to numeric and timestamp columns, and `{}` is `{}`; remove `range` or change the kind.",
+                            out.name,
+                            kind_name(*kind)
+                        ),
+                    );
+                    None
+                } else {
+                    r.map(Some)
+                }
+            }
+            None => Some(None),
+        };
+        let pii = match f.get("pii") {
+            Some((p, v)) => self.boolean(&p, v, "pii"),
+            None => Some(false),
+        };
+        let nullable = match f.get("nullable") {
+            Some((p, v)) => self.boolean(&p, v, "nullable"),
+            None => Some(true),
+        };
+        f.finish(self);
+        if let (Some((kind, _)), Some(range), Some(pii), Some(nullable)) =
+            (&out.kind, range, pii, nullable)
+        {
+            out.rule = Some(ColumnRule {
+                name: out.name.clone(),
+                kind: *kind,
+                range,
+                pii,
+                nullable,
+            });
+        }
+        out
+    }
+
+    fn kind(&mut self, path: &str, v: &Value) -> Option<ColumnKind> {
+        let s = self.text(path, v, "`kind: numeric`")?;
+        match s.as_str() {
+            "numeric" => Some(ColumnKind::Numeric),
+            "categorical" => Some(ColumnKind::Categorical),
+            "text" => Some(ColumnKind::Text),
+            "timestamp" => Some(ColumnKind::Timestamp),
+            _ => {
+                let mut message = format!(
+                    "unknown column kind `{s}`; write one of `numeric`, `categorical`, `text` or `timestamp`"
+                );
+                match suggest(&s, KINDS) {
+                    Some(k) => message.push_str(&format!(" (did you mean `{k}`?)")),
+                    None => message.push('.'),
+                }
+                self.problem(path, message);
+                None
+            }
+        }
+    }
+
+    /// A `[low, high]` list of two numbers with low < high.
+    fn pair(&mut self, path: &str, v: &Value, example: &str) -> Option<(f64, f64)> {
+        let items = self.seq(path, v, example)?;
+        if items.len() != 2 {
+            self.problem(
+                path,
+                format!(
+                    "expected a list of two numbers `[low, high]`, found {} items; write {example} instead.",
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        let lo = self.number(&index_path(path, 0), &items[0], example);
+        let hi = self.number(&index_path(path, 1), &items[1], example);
+        let (lo, hi) = (lo?, hi?);
+        if lo >= hi {
+            self.problem(
+                path,
+                format!(
+                    "the low end ({lo}) must be below the high end ({hi}); write `[low, high]` with low < high, e.g. `[{}, {}]`.",
+                    hi.min(lo),
+                    if lo == hi { lo + 1.0 } else { hi.max(lo) }
+                ),
+            );
+            return None;
+        }
+        Some((lo, hi))
+    }
+
+    fn thresholds(&mut self, path: &str, v: &Value) -> Thresholds {
+        let mut t = Thresholds::default();
+        let Some(m) = self.map(path, v, "`thresholds: { fdr: 0.001 }`") else {
+            return t;
+        };
+        let mut f = Fields::new(path, m, THRESHOLD_KEYS);
+        let reals: [(&str, Bound, &mut f64); 13] = [
+            ("fdr", Bound::Open01, &mut t.fdr),
+            ("k_sigma", Bound::Positive, &mut t.k_sigma),
+            (
+                "row_count_min_rel_change",
+                Bound::NonNegative,
+                &mut t.row_count_min_rel_change,
+            ),
+            (
+                "tag_share_min_abs_change",
+                Bound::Unit,
+                &mut t.tag_share_min_abs_change,
+            ),
+            (
+                "missing_min_abs_change",
+                Bound::Unit,
+                &mut t.missing_min_abs_change,
+            ),
+            (
+                "range_min_share_outside",
+                Bound::Unit,
+                &mut t.range_min_share_outside,
+            ),
+            ("psi", Bound::NonNegative, &mut t.psi),
+            ("js", Bound::Unit, &mut t.js),
+            ("top_min_share", Bound::Unit, &mut t.top_min_share),
+            ("rare_share", Bound::Unit, &mut t.rare_share),
+            (
+                "label_min_abs_change",
+                Bound::Unit,
+                &mut t.label_min_abs_change,
+            ),
+            (
+                "duplicate_min_share",
+                Bound::Unit,
+                &mut t.duplicate_min_share,
+            ),
+            (
+                "malformed_max_share",
+                Bound::Unit,
+                &mut t.malformed_max_share,
+            ),
+        ];
+        for (key, bound, slot) in reals {
+            if let Some((p, v)) = f.get(key) {
+                let example = format!("`{key}: {}`", *slot);
+                if let Some(x) = self.real(&p, v, bound, &example) {
+                    *slot = x;
+                }
+            }
+        }
+        if let Some((p, v)) = f.get("range_quantiles")
+            && let Some((lo, hi)) = self.pair(&p, v, "`range_quantiles: [0.001, 0.999]`")
+        {
+            if lo < 0.0 || hi > 1.0 {
+                self.problem(
+                    &p,
+                    format!(
+                        "quantiles must lie between 0 and 1, found [{lo}, {hi}]; write e.g. `range_quantiles: [0.001, 0.999]`."
+                    ),
+                );
+            } else {
+                t.range_quantiles = (lo, hi);
+            }
+        }
+        let max = usize::MAX as u64;
+        if let Some((p, v)) = f.get("psi_bins")
+            && let Some(n) = self.whole(&p, v, 2, max, "`psi_bins: 10`")
+        {
+            t.psi_bins = n as usize;
+        }
+        if let Some((p, v)) = f.get("top_k")
+            && let Some(n) = self.whole(&p, v, 1, max, "`top_k: 10`")
+        {
+            t.top_k = n as usize;
+        }
+        if let Some((p, v)) = f.get("min_slice_rows")
+            && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`min_slice_rows: 200`")
+        {
+            t.min_slice_rows = n;
+        }
+        f.finish(self);
+        t
+    }
+
+    fn sketch(&mut self, path: &str, v: &Value) -> SketchParams {
+        let mut s = SketchParams::default();
+        let Some(m) = self.map(path, v, "`sketch: { tdigest_k: 100 }`") else {
+            return s;
+        };
+        let mut f = Fields::new(path, m, SKETCH_KEYS);
+        if let Some((p, v)) = f.get("tdigest_k")
+            && let Some(n) = self.whole(&p, v, 10, u16::MAX.into(), "`tdigest_k: 100`")
+        {
+            s.tdigest_k = n as u16;
+        }
+        if let Some((p, v)) = f.get("hll_lg_k")
+            && let Some(n) = self.whole(&p, v, 4, 21, "`hll_lg_k: 12`")
+        {
+            s.hll_lg_k = n as u8;
+        }
+        if let Some((p, v)) = f.get("frequent_items_map")
+            && let Some(n) = self.whole(&p, v, 8, 1 << 40, "`frequent_items_map: 1024`")
+        {
+            if n.is_power_of_two() {
+                s.frequent_items_map = n as usize;
+            } else {
+                let up = n.next_power_of_two();
+                let down = up / 2;
+                let near = if n - down <= up - n { down } else { up };
+                self.problem(
+                    &p,
+                    format!(
+                        "the frequent-items map size must be a power of two (8, 16, 32, ...), found {n}; write `frequent_items_map: {near}` instead."
+                    ),
+                );
+            }
+        }
+        f.finish(self);
+        s
+    }
+
+    fn limits(&mut self, path: &str, v: &Value) -> Limits {
+        let mut l = Limits::default();
+        let Some(m) = self.map(path, v, "`limits: { max_rows: 100000000 }`") else {
+            return l;
+        };
+        let mut f = Fields::new(path, m, LIMIT_KEYS);
+        if let Some((p, v)) = f.get("max_file_bytes")
+            && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`max_file_bytes: 2147483648`")
+        {
+            l.max_file_bytes = n;
+        }
+        if let Some((p, v)) = f.get("max_rows")
+            && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`max_rows: 100000000`")
+        {
+            l.max_rows = n;
+        }
+        if let Some((p, v)) = f.get("max_string_len")
+            && let Some(n) = self.whole(&p, v, 1, usize::MAX as u64, "`max_string_len: 65536`")
+        {
+            l.max_string_len = n as usize;
+        }
+        f.finish(self);
+        l
+    }
+
+    fn env_var_name(&mut self, path: &str, v: &Value) -> Option<String> {
+        let name = self.text(path, v, "`pii_key_env: DQMON_PII_KEY`")?;
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Some(name)
+        } else {
+            self.problem(
+                path,
+                "this must be the name of an environment variable (letters, digits and `_`, not starting with a digit), not the key itself; write e.g. `pii_key_env: DQMON_PII_KEY` and put the key in that variable.",
+            );
+            None
+        }
+    }
+
+    /// Alerts are kept opaque for now: only each entry's `type` is checked,
+    /// and the rest is scanned for inline secrets.
+    fn alerts(&mut self, path: &str, v: &Value) {
+        const EXAMPLE: &str = "`alerts: [{ type: stdout }]`";
+        let Some(items) = self.seq(path, v, EXAMPLE) else {
+            self.scan_secrets(path, v);
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let p = index_path(path, i);
+            self.scan_secrets(&p, item);
+            let Some(m) = self.map(&p, item, "`- { type: stdout }`") else {
+                continue;
+            };
+            let tp = key_path(&p, "type");
+            match m.get("type") {
+                None | Some(Value::Null) => self.problem(
+                    &tp,
+                    "the alert has no `type`; add `type:` with one of `stdout`, `file`, `email` or `webhook`.",
+                ),
+                Some(t) => {
+                    if let Some(t) = self.text(&tp, t, "`type: stdout`")
+                        && !ALERT_TYPES.contains(&t.as_str())
+                    {
+                        let mut message = format!(
+                            "unknown alert type `{t}`; write one of `stdout`, `file`, `email` or `webhook`"
+                        );
+                        match suggest(&t, ALERT_TYPES) {
+                            Some(s) => message.push_str(&format!(" (did you mean `{s}`?)")),
+                            None => message.push('.'),
+                        }
+                        self.problem(&tp, message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The entries of one mapping, checked against the keys allowed there.
+struct Fields<'a> {
+    path: String,
+    known: &'static [&'static str],
+    entries: Vec<(&'a Value, &'a Value, bool)>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(path: &str, m: &'a Mapping, known: &'static [&'static str]) -> Fields<'a> {
+        Fields {
+            path: path.to_string(),
+            known,
+            entries: m.iter().map(|(k, v)| (k, v, false)).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value of `key` and its YAML path, without marking it as read.
+    fn peek(&self, key: &str) -> Option<(String, &'a Value)> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k.as_str() == Some(key))
+            .map(|(_, v, _)| (key_path(&self.path, key), *v))
+    }
+
+    /// The value of an optional key and its YAML path; an empty value counts as absent.
+    fn get(&mut self, key: &str) -> Option<(String, &'a Value)> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|(k, _, _)| k.as_str() == Some(key))?;
+        entry.2 = true;
+        (!entry.1.is_null()).then(|| (key_path(&self.path, key), entry.1))
+    }
+
+    /// The value of a required key; reports it missing or empty.
+    fn required(
+        &mut self,
+        w: &mut Walker,
+        key: &str,
+        example: &str,
+    ) -> Option<(String, &'a Value)> {
+        let present = self.peek(key).is_some();
+        let got = self.get(key);
+        if got.is_none() {
+            let what = if present {
+                format!("`{key}` has no value")
+            } else {
+                format!("the required key `{key}` is missing")
+            };
+            w.problem(
+                &key_path(&self.path, key),
+                format!("{what}; add {example}."),
+            );
+        }
+        got
+    }
+
+    fn finish(self, w: &mut Walker) {
+        self.finish_with(w, |_| None);
+    }
+
+    /// Report every key that was not read: unknown keys (with the closest
+    /// known key, or `hint` for keys that need a special explanation),
+    /// non-text keys and inline secrets.
+    fn finish_with(self, w: &mut Walker, hint: impl Fn(&str) -> Option<String>) {
+        for (k, v, used) in self.entries {
+            if used {
+                continue;
+            }
+            let Some(k) = k.as_str() else {
+                w.problem(
+                    &self.path,
+                    format!(
+                        "a key must be text, found {}; remove it or write one of {}.",
+                        found(k),
+                        list(self.known)
+                    ),
+                );
+                continue;
+            };
+            let p = key_path(&self.path, k);
+            if is_secret_key(k) && is_literal(v) {
+                w.secret(&p, k);
+                continue;
+            }
+            let message = if let Some(h) = hint(k) {
+                h
+            } else if let Some(s) = suggest(k, self.known) {
+                format!("unknown key `{k}`; did you mean `{s}`?")
+            } else {
+                format!(
+                    "unknown key `{k}`; remove it or use one of the keys allowed here: {}.",
+                    list(self.known)
+                )
+            };
+            w.problem(&p, message);
+            w.scan_secrets(&p, v);
+        }
+    }
+}
+
+/// Resolve a path written in a file against the file's folder; absolute paths are kept.
+pub(super) fn resolve(base_dir: &Path, written: &str) -> PathBuf {
+    let p = Path::new(written);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// The YAML path of `key` below `parent`: `a.b`, or `a["odd key"]` for keys
+/// that are not plain words.
+fn key_path(parent: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match (parent.is_empty() || parent == ROOT, plain) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("[{key:?}]"),
+        (false, true) => format!("{parent}.{key}"),
+        (false, false) => format!("{parent}[{key:?}]"),
+    }
+}
+
+fn index_path(parent: &str, i: usize) -> String {
+    format!("{parent}[{i}]")
+}
+
+/// A short description of a value for "found …" messages.
+fn found(v: &Value) -> String {
+    match v {
+        Value::Null => "an empty value".to_string(),
+        Value::Bool(b) => format!("a boolean (`{b}`)"),
+        Value::Number(n) => format!("a number (`{n}`)"),
+        Value::String(s) => {
+            let short: String = s.chars().take(40).collect();
+            let more = if short.len() < s.len() { "..." } else { "" };
+            format!("a string ({short:?}{more})")
+        }
+        Value::Sequence(_) => "a list".to_string(),
+        Value::Mapping(_) => "a map".to_string(),
+        Value::Tagged(t) => format!("a value tagged `{}`", t.tag),
+    }
+}
+
+fn kind_name(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Numeric => "numeric",
+        ColumnKind::Categorical => "categorical",
+        ColumnKind::Text => "text",
+        ColumnKind::Timestamp => "timestamp",
+    }
+}
+
+fn list(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a key names a secret (`password`, `smtp_token`, `api-key`, ...);
+/// the `_env` and `_file` forms that point at a secret are fine.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    if k.ends_with("_env") || k.ends_with("_file") {
+        return false;
+    }
+    SECRET_WORDS.iter().any(|w| k.contains(w))
+}
+
+fn is_literal(v: &Value) -> bool {
+    match v {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => true,
+        Value::Tagged(t) => is_literal(&t.value),
+        Value::Null | Value::Sequence(_) | Value::Mapping(_) => false,
+    }
+}
+
+/// The candidate closest to `word` when it is at most 2 edits away (ignoring case).
+fn suggest<'c, S: AsRef<str>>(word: &str, candidates: &'c [S]) -> Option<&'c str> {
+    let w = word.to_lowercase();
+    let len = w.chars().count();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&w, &c.as_ref().to_lowercase()), c.as_ref()))
+        .filter(|&(d, _)| d <= 2 && d < len)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+fn suggestion_suffix(word: &str, candidates: &[String]) -> String {
+    suggest(word, candidates)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("treshold", "thresholds"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kind", "kind"), 0);
+        assert_eq!(suggest("treshold", RULES_KEYS), Some("thresholds"));
+        assert_eq!(suggest("colums", RULES_KEYS), Some("columns"));
+        assert_eq!(suggest("zzzzzz", RULES_KEYS), None);
+    }
+
+    #[test]
+    fn secret_keys_are_recognised() {
+        for k in [
+            "password",
+            "smtp_password",
+            "api-key",
+            "API_KEY",
+            "token",
+            "client_secret",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in [
+            "password_env",
+            "token_file",
+            "pii_key_env",
+            "dataset",
+            "top_k",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn key_paths_quote_odd_keys() {
+        assert_eq!(key_path("", "dataset"), "dataset");
+        assert_eq!(key_path("columns", "amount"), "columns.amount");
+        assert_eq!(key_path("columns", "a.b"), "columns[\"a.b\"]");
+        assert_eq!(index_path("trust.levels", 2), "trust.levels[2]");
+    }
+}

@@ -1,0 +1,616 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+const MINIMAL: &str = "\
+dataset: payments
+trust:
+  column: trust_tag
+  levels: [human_reviewed, vendor, user_reported, scraped]
+columns:
+  amount: numeric
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn sha(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The problems of an `Invalid` error as (yaml_path, message) pairs.
+fn problems(err: ConfigError) -> Vec<(String, String)> {
+    match err {
+        ConfigError::Invalid { problems, .. } => problems
+            .into_iter()
+            .map(|p| (p.yaml_path, p.message))
+            .collect(),
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+fn paths(problems: &[(String, String)]) -> Vec<&str> {
+    problems.iter().map(|(p, _)| p.as_str()).collect()
+}
+
+fn message<'a>(problems: &'a [(String, String)], path: &str) -> &'a str {
+    problems
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, m)| m.as_str())
+        .unwrap_or_else(|| panic!("no problem at {path}: {problems:#?}"))
+}
+
+fn parse_err(yaml: &str) -> Vec<(String, String)> {
+    problems(parse_rules(yaml, Path::new("/cfg"), "test.yaml").unwrap_err())
+}
+
+#[test]
+fn minimal_file_loads_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "payments.yaml", MINIMAL);
+    let config = load(&path).unwrap();
+
+    assert_eq!(config.path, path);
+    assert_eq!(config.hash, sha(&[MINIMAL]));
+    assert_eq!(config.datasets.len(), 1);
+    let r = &config.datasets[0];
+    let state = dir.path().join("state").join("payments");
+    let expected = Rules {
+        dataset: "payments".into(),
+        source: SourceRule::None,
+        state_dir: state.clone(),
+        baseline_dir: state.join("baselines"),
+        baseline_id: None,
+        trust: TrustRules {
+            source: TrustSource::Column("trust_tag".into()),
+            levels: vec![
+                "human_reviewed".into(),
+                "vendor".into(),
+                "user_reported".into(),
+                "scraped".into(),
+            ],
+            low_trust: vec!["user_reported".into(), "scraped".into()],
+        },
+        label: None,
+        columns: vec![ColumnRule {
+            name: "amount".into(),
+            kind: ColumnKind::Numeric,
+            range: None,
+            pii: false,
+            nullable: true,
+        }],
+        thresholds: Thresholds::default(),
+        sketch: SketchParams::default(),
+        limits: Limits::default(),
+        pii_key_env: "DQMON_PII_KEY".into(),
+        rules_hash: sha(&[MINIMAL]),
+    };
+    assert_eq!(r, &expected);
+    assert_eq!(config.dataset("payments"), Some(r));
+    assert_eq!(config.dataset("other"), None);
+}
+
+#[test]
+fn default_low_trust_is_the_second_half_rounded_up() {
+    let low = |levels: &str| {
+        let yaml = format!(
+            "dataset: d\ntrust: {{ fixed: a, levels: {levels} }}\ncolumns: {{ x: text }}\n"
+        );
+        parse_rules(&yaml, Path::new(""), "t.yaml")
+            .unwrap()
+            .trust
+            .low_trust
+    };
+    assert_eq!(low("[a]"), Vec::<String>::new());
+    assert_eq!(low("[a, b]"), vec!["b"]);
+    assert_eq!(low("[a, b, c]"), vec!["c"]);
+    assert_eq!(low("[a, b, c, d, e]"), vec!["d", "e"]);
+}
+
+#[test]
+fn full_file_round_trips_every_field() {
+    let yaml = "\
+dataset: payments.eu-1
+source:
+  parquet_drop:
+    path: drop/payments
+    poll_interval_ms: 250
+    pattern: \"batch-*.parquet\"
+state_dir: /var/lib/dqmon
+baseline_dir: baselines
+baseline_id: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+trust:
+  fixed: vendor
+  levels: [human_reviewed, vendor, user_reported, scraped]
+  low_trust: [scraped]
+label:
+  column: is_fraud
+  positive: 1
+columns:
+  amount: { kind: numeric, range: [0, 100000], pii: false, nullable: false }
+  email: { kind: text, pii: true }
+  country: categorical
+  created_at: { kind: timestamp, range: [-1.5e3, .inf] }
+  trust_tag: categorical
+thresholds:
+  fdr: 0.01
+  k_sigma: 3.5
+  row_count_min_rel_change: 0.75
+  tag_share_min_abs_change: 0.1
+  missing_min_abs_change: 0.03
+  range_min_share_outside: 0.01
+  range_quantiles: [0.001, 0.999]
+  psi: 0.2
+  psi_bins: 20
+  js: 0.1
+  top_k: 25
+  top_min_share: 0.05
+  rare_share: 0.002
+  label_min_abs_change: 0.04
+  duplicate_min_share: 0.1
+  malformed_max_share: 0.02
+  min_slice_rows: 500
+sketch: { tdigest_k: 200, hll_lg_k: 14, frequent_items_map: 4096 }
+limits: { max_file_bytes: 1000000, max_rows: 5000, max_string_len: 1024 }
+pii_key_env: MY_PII_KEY
+alerts:
+  - type: stdout
+  - { type: webhook, url: \"https://example.invalid/hook\", token_env: HOOK_TOKEN }
+";
+    let r = parse_rules(yaml, Path::new("/etc/dqmon"), "full.yaml").unwrap();
+    let expected = Rules {
+        dataset: "payments.eu-1".into(),
+        source: SourceRule::ParquetDrop {
+            path: PathBuf::from("/etc/dqmon/drop/payments"),
+            poll_interval_ms: 250,
+            pattern: "batch-*.parquet".into(),
+        },
+        state_dir: PathBuf::from("/var/lib/dqmon/payments.eu-1"),
+        baseline_dir: PathBuf::from("/etc/dqmon/baselines"),
+        baseline_id: Some(
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+        ),
+        trust: TrustRules {
+            source: TrustSource::Fixed("vendor".into()),
+            levels: vec![
+                "human_reviewed".into(),
+                "vendor".into(),
+                "user_reported".into(),
+                "scraped".into(),
+            ],
+            low_trust: vec!["scraped".into()],
+        },
+        label: Some(LabelRule {
+            column: "is_fraud".into(),
+            positive: Some("1".into()),
+        }),
+        columns: vec![
+            ColumnRule {
+                name: "amount".into(),
+                kind: ColumnKind::Numeric,
+                range: Some((0.0, 100000.0)),
+                pii: false,
+                nullable: false,
+            },
+            ColumnRule {
+                name: "email".into(),
+                kind: ColumnKind::Text,
+                range: None,
+                pii: true,
+                nullable: true,
+            },
+            ColumnRule {
+                name: "country".into(),
+                kind: ColumnKind::Categorical,
+                range: None,
+                pii: false,
+                nullable: true,
+            },
+            ColumnRule {
+                name: "created_at".into(),
+                kind: ColumnKind::Timestamp,
+                range: Some((-1500.0, f64::INFINITY)),
+                pii: false,
+                nullable: true,
+            },
+            ColumnRule {
+                name: "trust_tag".into(),
+                kind: ColumnKind::Categorical,
+                range: None,
+                pii: false,
+                nullable: true,
+            },
+        ],
+        thresholds: Thresholds {
+            fdr: 0.01,
+            k_sigma: 3.5,
+            row_count_min_rel_change: 0.75,
+            tag_share_min_abs_change: 0.1,
+            missing_min_abs_change: 0.03,
+            range_min_share_outside: 0.01,
+            range_quantiles: (0.001, 0.999),
+            psi: 0.2,
+            psi_bins: 20,
+            js: 0.1,
+            top_k: 25,
+            top_min_share: 0.05,
+            rare_share: 0.002,
+            label_min_abs_change: 0.04,
+            duplicate_min_share: 0.1,
+            malformed_max_share: 0.02,
+            min_slice_rows: 500,
+        },
+        sketch: SketchParams {
+            tdigest_k: 200,
+            hll_lg_k: 14,
+            frequent_items_map: 4096,
+        },
+        limits: Limits {
+            max_file_bytes: 1_000_000,
+            max_rows: 5000,
+            max_string_len: 1024,
+        },
+        pii_key_env: "MY_PII_KEY".into(),
+        rules_hash: sha(&[yaml]),
+    };
+    assert_eq!(r, expected);
+}
+
+#[test]
+fn every_mistake_is_reported_with_its_path() {
+    let yaml = "\
+dataset: pay ments
+treshold: 3
+trust:
+  column: trust_tag
+  levels: [human_reviewed, vendor, vendor, scraped]
+  low_trust: [scrapped]
+label: { column: label }
+columns:
+  amount: { kind: numeric, range: [10, 1] }
+  country: { kind: categorical, range: [0, 5] }
+  email: { kind: txt, pii: \"yes\" }
+  trust_tag: numeric
+  label: { kind: numeric }
+thresholds:
+  fdr: 1.5
+  psi: \"0.3\"
+  psi_bins: 1
+  top_k: 0
+  range_quantiles: [0.9, 0.1]
+sketch: { tdigest_k: 5, hll_lg_k: 22, frequent_items_map: 1000 }
+limits: { max_rows: -1 }
+baseline_id: abc
+alerts:
+  - type: pager
+  - { url: x }
+";
+    let found = parse_err(yaml);
+    assert_eq!(
+        paths(&found),
+        vec![
+            "dataset",
+            "baseline_id",
+            "trust.levels[2]",
+            "trust.low_trust[0]",
+            "columns.amount.range",
+            "columns.country.range",
+            "columns.email.kind",
+            "columns.email.pii",
+            "thresholds.fdr",
+            "thresholds.psi",
+            "thresholds.range_quantiles",
+            "thresholds.psi_bins",
+            "thresholds.top_k",
+            "sketch.tdigest_k",
+            "sketch.hll_lg_k",
+            "sketch.frequent_items_map",
+            "limits.max_rows",
+            "alerts[0].type",
+            "alerts[1].type",
+            "treshold",
+            "columns.trust_tag",
+            "columns.label.kind",
+        ],
+        "{found:#?}"
+    );
+    let m = |p| message(&found, p);
+    assert!(m("dataset").contains("`dataset: pay_ments`"));
+    assert!(m("trust.levels[2]").contains("already listed at trust.levels[1]"));
+    assert!(m("trust.low_trust[0]").contains("did you mean `scraped`?"));
+    assert!(m("columns.amount.range").contains("must be below the high end"));
+    assert!(m("columns.country.range").contains("only to numeric and timestamp"));
+    assert!(m("columns.email.kind").contains("did you mean `text`?"));
+    assert_eq!(
+        m("columns.email.pii"),
+        "expected `true` or `false`, found a string (\"yes\"); write `pii: true` or `pii: false` instead."
+    );
+    assert!(m("thresholds.fdr").contains("greater than 0 and less than 1, found 1.5"));
+    assert_eq!(
+        m("thresholds.psi"),
+        "expected a number, found a string (\"0.3\"); remove the quotes around `0.3`."
+    );
+    assert!(m("thresholds.psi_bins").contains("at least 2"));
+    assert!(m("sketch.frequent_items_map").contains("`frequent_items_map: 1024`"));
+    assert!(m("limits.max_rows").contains("at least 1, found -1"));
+    assert!(m("alerts[0].type").contains("`webhook`"));
+    assert!(m("alerts[1].type").contains("has no `type`"));
+    assert_eq!(
+        m("treshold"),
+        "unknown key `treshold`; did you mean `thresholds`?"
+    );
+    assert!(m("columns.trust_tag").contains("trust column"));
+    assert!(m("columns.label.kind").contains("label column"));
+}
+
+#[test]
+fn missing_required_keys_and_wrong_section_types() {
+    let found = parse_err("trust: { levels: [] }\nthresholds: 5\n");
+    assert_eq!(
+        paths(&found),
+        vec!["dataset", "trust", "trust.levels", "columns", "thresholds"],
+        "{found:#?}"
+    );
+    assert!(message(&found, "dataset").contains("the required key `dataset` is missing"));
+    assert!(message(&found, "trust").contains("add `column:"));
+    assert!(message(&found, "thresholds").contains("expected a map, found a number (`5`)"));
+}
+
+#[test]
+fn trust_cross_checks() {
+    let found = parse_err(
+        "dataset: d\n\
+         trust: { column: tag, fixed: vendor, levels: [a, b] }\n\
+         label: { column: tag }\n\
+         columns: { x: text }\n",
+    );
+    assert_eq!(
+        paths(&found),
+        vec!["trust", "trust.fixed", "label.column"],
+        "{found:#?}"
+    );
+    assert!(message(&found, "trust").contains("remove the other"));
+    assert!(message(&found, "trust.fixed").contains("not one of `trust.levels`"));
+    assert!(message(&found, "label.column").contains("cannot be the trust column `tag`"));
+}
+
+#[test]
+fn typo_in_nested_key_is_suggested() {
+    let found = parse_err(&format!(
+        "{MINIMAL}thresholds: {{ psii: 0.3 }}\nsketch: {{ tdigest: 100 }}\ncolumns2: {{}}\nxyzzy: 1\n"
+    ));
+    assert_eq!(
+        found,
+        vec![
+            (
+                "thresholds.psii".to_string(),
+                "unknown key `psii`; did you mean `psi`?".to_string()
+            ),
+            (
+                "sketch.tdigest".to_string(),
+                "unknown key `tdigest`; did you mean `tdigest_k`?".to_string()
+            ),
+            (
+                "columns2".to_string(),
+                "unknown key `columns2`; did you mean `columns`?".to_string()
+            ),
+            (
+                "xyzzy".to_string(),
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`.".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn inline_secrets_are_rejected_with_env_and_file_advice() {
+    let yaml = format!(
+        "{MINIMAL}api_key: sk-live-123\n\
+         alerts:\n  - {{ type: email, smtp_password: hunter2, smtp_password_env: SMTP_PW }}\n\
+         credentials: {{ token: abc }}\n"
+    );
+    let found = parse_err(&yaml);
+    assert_eq!(
+        paths(&found),
+        vec![
+            "alerts[0].smtp_password",
+            "api_key",
+            "credentials",
+            "credentials.token"
+        ],
+        "{found:#?}"
+    );
+    assert_eq!(
+        message(&found, "alerts[0].smtp_password"),
+        "secrets are never written in config files; set `smtp_password_env: VAR_NAME` (an environment variable) or `smtp_password_file: /path` instead."
+    );
+    assert!(message(&found, "api_key").contains("`api_key_env: VAR_NAME`"));
+    for (_, m) in &found {
+        assert!(!m.contains("hunter2") && !m.contains("sk-live") && !m.contains("abc"));
+    }
+}
+
+#[test]
+fn column_names_are_not_mistaken_for_secrets() {
+    let yaml = "dataset: d\ntrust: { fixed: a, levels: [a] }\ncolumns: { auth_token: text, password_hash: { kind: text, pii: true } }\n";
+    let r = parse_rules(yaml, Path::new(""), "t.yaml").unwrap();
+    assert_eq!(r.columns.len(), 2);
+}
+
+#[test]
+fn include_file_with_two_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "dataset: a\ntrust: { fixed: x, levels: [x] }\ncolumns: { n: numeric }\nsource: { parquet_drop: { path: drop } }\n";
+    let b = "dataset: b\nstate_dir: own_state\ntrust: { column: t, levels: [x, y] }\ncolumns: { c: categorical }\n";
+    let top = "state_dir: shared_state\ninclude: [rules/a.yaml, rules/b.yaml]\n";
+    write(dir.path(), "rules/a.yaml", a);
+    write(dir.path(), "rules/b.yaml", b);
+    let top_path = write(dir.path(), "dqmon.yaml", top);
+
+    let config = load(&top_path).unwrap();
+    assert_eq!(config.hash, sha(&[top, a, b]));
+    let names: Vec<&str> = config.datasets.iter().map(|r| r.dataset.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    let (ra, rb) = (&config.datasets[0], &config.datasets[1]);
+    assert_eq!(ra.state_dir, dir.path().join("shared_state").join("a"));
+    assert_eq!(ra.baseline_dir, dir.path().join("shared_state/a/baselines"));
+    assert_eq!(
+        ra.source,
+        SourceRule::ParquetDrop {
+            path: dir.path().join("rules/drop"),
+            poll_interval_ms: 500,
+            pattern: "*.parquet".into(),
+        }
+    );
+    assert_eq!(ra.rules_hash, sha(&[a]));
+    assert_eq!(rb.state_dir, dir.path().join("rules/own_state/b"));
+    assert_eq!(rb.trust.low_trust, vec!["y"]);
+}
+
+#[test]
+fn duplicate_dataset_across_includes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "dataset: same\ntrust: { fixed: x, levels: [x] }\ncolumns: { n: numeric }\n";
+    write(dir.path(), "a.yaml", rules);
+    write(dir.path(), "b.yaml", rules);
+    let top_path = write(dir.path(), "top.yaml", "include: [a.yaml, b.yaml]\n");
+
+    let err = load(&top_path).unwrap_err();
+    let text = err.to_string();
+    let found = problems(err);
+    assert_eq!(paths(&found), vec!["include[1]"]);
+    assert!(
+        found[0]
+            .1
+            .contains("the dataset `same`, which `a.yaml` (include[0]) already defines")
+    );
+    assert!(text.starts_with(&format!(
+        "found 1 problem in {}:\n  - include[1]: ",
+        top_path.display()
+    )));
+}
+
+#[test]
+fn errors_in_several_files_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        "dataset: a\ncolumns: { n: numeric }\n",
+    );
+    write(dir.path(), "b.yaml", "dataset: [oops\n");
+    let top_path = write(
+        dir.path(),
+        "top.yaml",
+        "include: [a.yaml, b.yaml, missing.yaml]\nthresholds: { fdr: 0.1 }\n",
+    );
+    let err = load(&top_path).unwrap_err();
+    let ConfigError::Several { errors, .. } = &err else {
+        panic!("expected Several, got {err:?}");
+    };
+    assert_eq!(errors.len(), 3);
+    let all: Vec<(PathBuf, String)> = err
+        .problems()
+        .into_iter()
+        .map(|(f, p)| (f.to_path_buf(), p.yaml_path.clone()))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            (top_path.clone(), "thresholds".to_string()),
+            (top_path.clone(), "include[2]".to_string()),
+            (dir.path().join("a.yaml"), "trust".to_string()),
+        ]
+    );
+    assert!(matches!(
+        &errors[2],
+        ConfigError::Yaml { line: Some(2), .. }
+    ));
+    assert!(err.to_string().contains("has errors in 3 files"));
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let yaml = "dataset: payments\ntrust:\n  column: trust_tag\n   levels: [a\n";
+    let err = parse_rules(yaml, Path::new(""), "bad.yaml").unwrap_err();
+    match &err {
+        ConfigError::Yaml {
+            path,
+            line,
+            column,
+            message,
+        } => {
+            assert_eq!(path, Path::new("bad.yaml"));
+            assert_eq!((*line, *column), (Some(4), Some(10)), "{message}");
+            assert!(!message.contains("at line 4 column 10"), "{message}");
+        }
+        other => panic!("expected Yaml, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("bad.yaml is not valid YAML at line 4, column 10: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_yaml_keys_are_syntax_errors_with_location() {
+    let err = parse_rules("dataset: a\ndataset: b\n", Path::new(""), "dup.yaml").unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Yaml { line: Some(_), message, .. } if message.contains("duplicate entry with key \"dataset\"")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(&dir.path().join("nope.yaml")).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn invalid_display_lists_every_problem() {
+    let err = parse_rules(
+        "dataset: d\ntrust: { fixed: a, levels: [a] }\ncolumns: { x: txt }\nsketch: { hll_lg_k: 3 }\n",
+        Path::new(""),
+        "rules/d.yaml",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "found 2 problems in rules/d.yaml:");
+    assert!(lines[1].starts_with("  - columns.x: unknown column kind `txt`"));
+    assert!(lines[2].starts_with("  - sketch.hll_lg_k: must be at least 4, found 3"));
+}
+
+#[test]
+fn rules_file_cannot_also_include() {
+    let found = parse_err(&format!("{MINIMAL}include: [x.yaml]\n"));
+    assert_eq!(paths(&found), vec!["include"]);
+    assert!(found[0].1.contains("separate top-level file"));
+}
+
+#[test]
+fn empty_file_is_reported() {
+    let found = parse_err("");
+    assert_eq!(paths(&found), vec!["(top level)"]);
+}

@@ -1,0 +1,984 @@
+//! Profiles: a pure function of record batches and the rules.
+//!
+//! A [`BatchProfile`] holds, per trust tag, the row count, the label class
+//! counts, and per monitored column the count, nulls and either numeric
+//! statistics (min, max, mean, M2, declared-range violations, a t-digest) or
+//! value statistics (HyperLogLog distinct estimate, heavy hitters). The
+//! whole-batch slice (`all`) is the merge of the tag slices, so that the
+//! `all` numbers are exactly consistent with the tags.
+//!
+//! Profiles are mergeable: `merge(profile(a), profile(b))` equals
+//! `profile(a ++ b)` exactly for counts, min, max and label counts, and within
+//! the sketches' documented error for quantiles, distinct counts and heavy
+//! hitters. Baselines and windows are merges of batch profiles.
+//!
+//! The hot path works column by column with typed loops and Arrow kernels
+//! (casts); dictionary-encoded columns are counted by key and each distinct
+//! value is hashed once per record batch. Raw values of `pii` columns never
+//! leave this module: only keyed hashes are stored.
+//!
+//! This module does no I/O and reads no clock.
+
+pub mod sketch;
+mod summary;
+
+use std::collections::BTreeMap;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Float64Array, Int64Array,
+    PrimitiveArray, RecordBatch, StringArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    ArrowDictionaryKeyType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use foldhash::fast::FixedState;
+use serde::{Deserialize, Serialize};
+
+use crate::config::model::{ColumnKind, ColumnRule, Rules, TrustSource};
+use crate::pii::PiiKey;
+pub use sketch::{Distinct, Quantiles, SketchError, TopValues, ValueCount};
+pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
+
+/// Version of the serialized profile format. Bump on any incompatible change.
+pub const PROFILE_FORMAT: u32 = 1;
+
+/// Name of the slice that holds the rows whose trust tag is null or absent.
+pub const UNTAGGED: &str = "untagged";
+
+/// Name of the whole-batch slice in summaries.
+pub const ALL: &str = "all";
+
+type FastMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
+
+/// Profiling failed: the input does not fit the rules, or profiles do not merge.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Sketch(#[from] SketchError),
+    #[error(
+        "profiles of different shapes cannot be merged (dataset {left_dataset} shape {left_shape} vs dataset {right_dataset} shape {right_shape}); the rules' columns, trust tags, label or sketch sizes changed: rebuild the baseline with the current rules"
+    )]
+    Shape {
+        left_dataset: String,
+        left_shape: String,
+        right_dataset: String,
+        right_shape: String,
+    },
+    #[error("column `{column}` could not be read as {kind:?}: {reason}")]
+    Column {
+        column: String,
+        kind: ColumnKind,
+        reason: String,
+    },
+    #[error("profile format {found} is not supported by this dqmon (expects {PROFILE_FORMAT})")]
+    Format { found: u32 },
+}
+
+/// Numeric statistics of one column in one slice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NumericProfile {
+    /// Finite values (the ones every other statistic is computed from).
+    pub n: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean (Welford/Chan), for the variance.
+    pub m2: f64,
+    /// Values below / above the declared range (0 when no range is declared).
+    pub below_range: u64,
+    pub above_range: u64,
+    /// NaN and infinite values (counted in the column's `count`, in no other statistic).
+    pub non_finite: u64,
+    pub quantiles: Quantiles,
+}
+
+impl NumericProfile {
+    /// Population variance.
+    pub fn variance(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.m2 / self.n as f64
+        }
+    }
+
+    fn merge(&mut self, other: &NumericProfile) -> Result<(), SketchError> {
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        if other.n > 0 && self.n == 0 {
+            self.min = other.min;
+            self.max = other.max;
+            self.mean = other.mean;
+            self.m2 = other.m2;
+        } else if other.n > 0 {
+            let delta = other.mean - self.mean;
+            self.mean += delta * nb / n;
+            self.m2 += other.m2 + delta * delta * na * nb / n;
+            self.min = self.min.min(other.min);
+            self.max = self.max.max(other.max);
+        }
+        self.below_range += other.below_range;
+        self.above_range += other.above_range;
+        self.n += other.n;
+        self.non_finite += other.non_finite;
+        self.quantiles.merge(&other.quantiles)
+    }
+}
+
+/// Value statistics (categorical and text columns) of one column in one slice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValuesProfile {
+    pub distinct: Distinct,
+    pub top: TopValues,
+}
+
+/// Statistics of one column in one slice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnProfile {
+    /// Non-null values.
+    pub count: u64,
+    pub nulls: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numeric: Option<NumericProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValuesProfile>,
+}
+
+impl ColumnProfile {
+    /// Share of nulls among the slice's rows that had this column.
+    pub fn missing_rate(&self) -> f64 {
+        let total = self.count + self.nulls;
+        if total == 0 {
+            0.0
+        } else {
+            self.nulls as f64 / total as f64
+        }
+    }
+
+    fn merge(&mut self, other: &ColumnProfile) -> Result<(), SketchError> {
+        self.count += other.count;
+        self.nulls += other.nulls;
+        match (&mut self.numeric, &other.numeric) {
+            (Some(a), Some(b)) => a.merge(b)?,
+            (None, Some(b)) => self.numeric = Some(b.clone()),
+            _ => {}
+        }
+        match (&mut self.values, &other.values) {
+            (Some(a), Some(b)) => {
+                a.distinct.merge(&b.distinct)?;
+                a.top.merge(&b.top)?;
+            }
+            (None, Some(b)) => self.values = Some(b.clone()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Everything profiled about one slice (one trust tag, or the whole batch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SliceProfile {
+    pub rows: u64,
+    /// Label class (as text) to count; rows with a null label are not counted.
+    pub labels: BTreeMap<String, u64>,
+    pub columns: BTreeMap<String, ColumnProfile>,
+    /// Distinct rows (over the profiled columns), for duplicate detection.
+    pub distinct_rows: Distinct,
+}
+
+impl SliceProfile {
+    fn empty(rules: &Rules) -> SliceProfile {
+        SliceProfile {
+            rows: 0,
+            labels: BTreeMap::new(),
+            columns: BTreeMap::new(),
+            distinct_rows: Distinct::new(rules.sketch.hll_lg_k),
+        }
+    }
+
+    /// Rows with a non-null label.
+    pub fn labelled(&self) -> u64 {
+        self.labels.values().sum()
+    }
+
+    /// Share of rows that duplicate another row of the slice (estimate).
+    pub fn duplicate_share(&self) -> f64 {
+        if self.rows == 0 {
+            return 0.0;
+        }
+        let distinct = self.distinct_rows.estimate().min(self.rows as f64);
+        1.0 - distinct / self.rows as f64
+    }
+
+    /// Bring every sketch to its stored form, so that a profile answers the
+    /// same whether just computed or read back.
+    pub fn canonicalize(&mut self) {
+        self.distinct_rows.canonicalize();
+        for c in self.columns.values_mut() {
+            if let Some(n) = &mut c.numeric {
+                n.quantiles.canonicalize();
+            }
+            if let Some(v) = &mut c.values {
+                v.distinct.canonicalize();
+                v.top.canonicalize();
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &SliceProfile) -> Result<(), SketchError> {
+        self.rows += other.rows;
+        for (k, v) in &other.labels {
+            *self.labels.entry(k.clone()).or_default() += v;
+        }
+        for (name, col) in &other.columns {
+            match self.columns.get_mut(name) {
+                Some(mine) => mine.merge(col)?,
+                None => {
+                    self.columns.insert(name.clone(), col.clone());
+                }
+            }
+        }
+        self.distinct_rows.merge(&other.distinct_rows)
+    }
+}
+
+/// The profile of one batch, or the merge of several.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchProfile {
+    pub format: u32,
+    pub dataset: String,
+    /// [`Rules::profile_shape`] of the rules that produced it.
+    pub shape: String,
+    /// How many batch profiles were merged into this one.
+    pub batches: u64,
+    pub rows: u64,
+    /// Column name to logical type, for schema checks (all columns of the input).
+    pub schema: BTreeMap<String, String>,
+    /// One slice per trust tag seen.
+    pub tags: BTreeMap<String, SliceProfile>,
+}
+
+impl BatchProfile {
+    /// The whole-batch slice: the merge of every tag slice.
+    pub fn all(&self) -> SliceProfile {
+        let mut iter = self.tags.values();
+        let mut all = match iter.next() {
+            Some(first) => first.clone(),
+            None => {
+                return SliceProfile {
+                    rows: 0,
+                    labels: BTreeMap::new(),
+                    columns: BTreeMap::new(),
+                    distinct_rows: Distinct::new(12),
+                };
+            }
+        };
+        for s in iter {
+            // slices of one profile always share sketch parameters
+            all.merge(s)
+                .expect("slices of one profile share parameters");
+        }
+        all
+    }
+
+    /// Merge another profile of the same dataset and rules shape into this one.
+    pub fn merge(&mut self, other: &BatchProfile) -> Result<(), ProfileError> {
+        if other.format != PROFILE_FORMAT {
+            return Err(ProfileError::Format {
+                found: other.format,
+            });
+        }
+        if self.shape != other.shape || self.dataset != other.dataset {
+            return Err(ProfileError::Shape {
+                left_dataset: self.dataset.clone(),
+                left_shape: self.shape.clone(),
+                right_dataset: other.dataset.clone(),
+                right_shape: other.shape.clone(),
+            });
+        }
+        self.batches += other.batches;
+        self.rows += other.rows;
+        for (name, ty) in &other.schema {
+            match self.schema.get_mut(name) {
+                Some(mine) if mine != ty && !mine.split(" | ").any(|t| t == ty) => {
+                    mine.push_str(" | ");
+                    mine.push_str(ty);
+                }
+                Some(_) => {}
+                None => {
+                    self.schema.insert(name.clone(), ty.clone());
+                }
+            }
+        }
+        for (tag, slice) in &other.tags {
+            match self.tags.get_mut(tag) {
+                Some(mine) => mine.merge(slice)?,
+                None => {
+                    self.tags.insert(tag.clone(), slice.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A compact, readable view (what `dqmon profile --json` prints).
+    pub fn summary(&self, top_k: usize) -> ProfileSummary {
+        summary::summarize(self, top_k)
+    }
+}
+
+/// The logical type of a column, ignoring physical encodings (dictionary,
+/// views, large offsets) so that the same data from Parquet or Kafka compares equal.
+pub fn logical_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Dictionary(_, v) => logical_type(v),
+        DataType::Utf8View | DataType::LargeUtf8 => "Utf8".into(),
+        DataType::BinaryView | DataType::LargeBinary => "Binary".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Per-slice accumulator of a numeric column for one record batch.
+#[derive(Default)]
+struct NumScratch {
+    values: Vec<f64>,
+    nulls: u64,
+}
+
+/// Builds a [`BatchProfile`] from a stream of record batches.
+pub struct Profiler<'r> {
+    rules: &'r Rules,
+    pii: &'r PiiKey,
+    profile: BatchProfile,
+    /// Tag name to slice index and back.
+    slice_names: Vec<String>,
+    slices: Vec<SliceProfile>,
+    /// Reused buffers.
+    slice_of_row: Vec<u32>,
+    row_hash: Vec<u64>,
+    num_scratch: Vec<NumScratch>,
+}
+
+impl<'r> Profiler<'r> {
+    pub fn new(rules: &'r Rules, pii: &'r PiiKey) -> Self {
+        Profiler {
+            rules,
+            pii,
+            profile: BatchProfile {
+                format: PROFILE_FORMAT,
+                dataset: rules.dataset.clone(),
+                shape: rules.profile_shape(),
+                batches: 1,
+                rows: 0,
+                schema: BTreeMap::new(),
+                tags: BTreeMap::new(),
+            },
+            slice_names: Vec::new(),
+            slices: Vec::new(),
+            slice_of_row: Vec::new(),
+            row_hash: Vec::new(),
+            num_scratch: Vec::new(),
+        }
+    }
+
+    fn slice_index(&mut self, tag: &str) -> u32 {
+        if let Some(i) = self.slice_names.iter().position(|n| n == tag) {
+            return i as u32;
+        }
+        self.slice_names.push(tag.to_string());
+        self.slices.push(SliceProfile::empty(self.rules));
+        (self.slice_names.len() - 1) as u32
+    }
+
+    /// The columns (by name) that profiling reads: monitored columns, the
+    /// trust-tag column and the label column. Readers may project to these.
+    pub fn needed_columns(rules: &Rules) -> Vec<String> {
+        let mut names: Vec<String> = rules.columns.iter().map(|c| c.name.clone()).collect();
+        if let TrustSource::Column(c) = &rules.trust.source {
+            names.push(c.clone());
+        }
+        if let Some(l) = &rules.label {
+            names.push(l.column.clone());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Record the full schema of the input (including unread columns).
+    pub fn observe_schema(&mut self, schema: &arrow::datatypes::Schema) {
+        for f in schema.fields() {
+            self.profile
+                .schema
+                .entry(f.name().clone())
+                .or_insert_with(|| logical_type(f.data_type()));
+        }
+    }
+
+    /// Profile one record batch.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<(), ProfileError> {
+        let n = batch.num_rows();
+        if n == 0 {
+            self.observe_schema(batch.schema().as_ref());
+            return Ok(());
+        }
+        self.observe_schema(batch.schema().as_ref());
+        self.profile.rows += n as u64;
+        self.assign_slices(batch)?;
+        let nslices = self.slices.len();
+        let mut counts = vec![0u64; nslices];
+        for &s in &self.slice_of_row {
+            counts[s as usize] += 1;
+        }
+        for (s, c) in counts.iter().enumerate() {
+            self.slices[s].rows += c;
+        }
+
+        self.row_hash.clear();
+        self.row_hash.resize(n, 0x9E37_79B9_7F4A_7C15);
+
+        let rules = self.rules;
+        for rule in &rules.columns {
+            let Some(array) = batch.column_by_name(&rule.name) else {
+                continue;
+            };
+            hash_column(array, &mut self.row_hash);
+            if rule.kind.is_numeric_like() {
+                self.update_numeric(rule, array)?;
+            } else {
+                self.update_values(rule, array)?;
+            }
+        }
+        if let Some(label) = &rules.label
+            && let Some(array) = batch.column_by_name(&label.column)
+        {
+            if rules.column(&label.column).is_none() {
+                hash_column(array, &mut self.row_hash);
+            }
+            self.update_labels(&label.column, array)?;
+        }
+        if let TrustSource::Column(c) = &rules.trust.source
+            && rules.column(c).is_none()
+            && let Some(array) = batch.column_by_name(c)
+        {
+            hash_column(array, &mut self.row_hash);
+        }
+        for (i, &h) in self.row_hash.iter().enumerate() {
+            self.slices[self.slice_of_row[i] as usize]
+                .distinct_rows
+                .update_u64(h);
+        }
+        Ok(())
+    }
+
+    /// Fill `slice_of_row` with the slice index of every row.
+    fn assign_slices(&mut self, batch: &RecordBatch) -> Result<(), ProfileError> {
+        let n = batch.num_rows();
+        self.slice_of_row.clear();
+        let column = match &self.rules.trust.source {
+            TrustSource::Fixed(tag) => {
+                let tag = tag.clone();
+                let s = self.slice_index(&tag);
+                self.slice_of_row.resize(n, s);
+                return Ok(());
+            }
+            TrustSource::Column(c) => c.clone(),
+        };
+        let Some(array) = batch.column_by_name(&column) else {
+            let s = self.slice_index(UNTAGGED);
+            self.slice_of_row.resize(n, s);
+            return Ok(());
+        };
+        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+            column: column.clone(),
+            kind: ColumnKind::Categorical,
+            reason,
+        })?;
+        let values = dict.values().as_string::<i32>();
+        let mut map: Vec<u32> = Vec::with_capacity(values.len() + 1);
+        for k in 0..values.len() {
+            let idx = if values.is_null(k) {
+                self.slice_index(UNTAGGED)
+            } else {
+                self.slice_index(values.value(k))
+            };
+            map.push(idx);
+        }
+        let keys = dict.keys();
+        if keys.null_count() == 0 {
+            self.slice_of_row
+                .extend(keys.values().iter().map(|&k| map[k as usize]));
+        } else {
+            let untagged = self.slice_index(UNTAGGED);
+            self.slice_of_row.extend(
+                keys.iter()
+                    .map(|k| k.map(|k| map[k as usize]).unwrap_or(untagged)),
+            );
+        }
+        Ok(())
+    }
+
+    fn update_numeric(&mut self, rule: &ColumnRule, array: &ArrayRef) -> Result<(), ProfileError> {
+        let floats = to_f64(array).map_err(|reason| ProfileError::Column {
+            column: rule.name.clone(),
+            kind: rule.kind,
+            reason,
+        })?;
+        let nslices = self.slices.len();
+        if self.num_scratch.len() < nslices {
+            self.num_scratch.resize_with(nslices, NumScratch::default);
+        }
+        for s in &mut self.num_scratch {
+            s.values.clear();
+            s.nulls = 0;
+        }
+        let values = floats.values();
+        match floats.nulls() {
+            None => {
+                for (i, &v) in values.iter().enumerate() {
+                    self.num_scratch[self.slice_of_row[i] as usize]
+                        .values
+                        .push(v);
+                }
+            }
+            Some(nulls) => {
+                for (i, &v) in values.iter().enumerate() {
+                    let s = &mut self.num_scratch[self.slice_of_row[i] as usize];
+                    if nulls.is_valid(i) {
+                        s.values.push(v);
+                    } else {
+                        s.nulls += 1;
+                    }
+                }
+            }
+        }
+        let sketch = &self.rules.sketch;
+        for (s, scratch) in self.num_scratch.iter().enumerate().take(nslices) {
+            let col = self.slices[s]
+                .columns
+                .entry(rule.name.clone())
+                .or_insert_with(|| ColumnProfile {
+                    count: 0,
+                    nulls: 0,
+                    numeric: None,
+                    values: None,
+                });
+            col.nulls += scratch.nulls;
+            if scratch.values.is_empty() {
+                continue;
+            }
+            col.count += scratch.values.len() as u64;
+            let part = numeric_part(&scratch.values, rule.range, sketch.tdigest_k);
+            match &mut col.numeric {
+                Some(existing) => existing.merge(&part)?,
+                None => col.numeric = Some(part),
+            }
+        }
+        Ok(())
+    }
+
+    fn update_values(&mut self, rule: &ColumnRule, array: &ArrayRef) -> Result<(), ProfileError> {
+        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+            column: rule.name.clone(),
+            kind: rule.kind,
+            reason,
+        })?;
+        let nslices = self.slices.len();
+        let values = dict.values().as_string::<i32>();
+        let nd = values.len();
+        let mut counts = vec![0u64; nslices * nd];
+        let mut nulls = vec![0u64; nslices];
+        let keys = dict.keys();
+        match keys.nulls() {
+            None => {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    counts[self.slice_of_row[i] as usize * nd + k as usize] += 1;
+                }
+            }
+            Some(valid) => {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    let s = self.slice_of_row[i] as usize;
+                    if valid.is_valid(i) {
+                        counts[s * nd + k as usize] += 1;
+                    } else {
+                        nulls[s] += 1;
+                    }
+                }
+            }
+        }
+        let sketch = &self.rules.sketch;
+        for s in 0..nslices {
+            let col = self.slices[s]
+                .columns
+                .entry(rule.name.clone())
+                .or_insert_with(|| ColumnProfile {
+                    count: 0,
+                    nulls: 0,
+                    numeric: None,
+                    values: None,
+                });
+            col.nulls += nulls[s];
+            let vp = col.values.get_or_insert_with(|| ValuesProfile {
+                distinct: Distinct::new(sketch.hll_lg_k),
+                top: TopValues::new(sketch.frequent_items_map),
+            });
+            let row = &counts[s * nd..(s + 1) * nd];
+            for (k, &c) in row.iter().enumerate() {
+                if c == 0 {
+                    continue;
+                }
+                if values.is_null(k) {
+                    col.nulls += c;
+                    continue;
+                }
+                col.count += c;
+                let v = values.value(k);
+                vp.distinct.update_str(v);
+                if rule.pii {
+                    vp.top.update_with_count(&self.pii.hash(v), c);
+                } else {
+                    vp.top.update_with_count(v, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update_labels(&mut self, column: &str, array: &ArrayRef) -> Result<(), ProfileError> {
+        let nslices = self.slices.len();
+        let err = |reason: String| ProfileError::Column {
+            column: column.to_string(),
+            kind: ColumnKind::Categorical,
+            reason,
+        };
+        let int_like = matches!(
+            array.data_type(),
+            DataType::Boolean
+                | DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+        );
+        if int_like {
+            let ints = cast(array, &DataType::Int64).map_err(|e| err(e.to_string()))?;
+            let ints: &Int64Array = ints.as_primitive();
+            let mut maps: Vec<FastMap<i64, u64>> =
+                (0..nslices).map(|_| FastMap::default()).collect();
+            for (i, v) in ints.iter().enumerate() {
+                if let Some(v) = v {
+                    *maps[self.slice_of_row[i] as usize].entry(v).or_default() += 1;
+                }
+            }
+            for (s, m) in maps.into_iter().enumerate() {
+                for (v, c) in m {
+                    *self.slices[s].labels.entry(v.to_string()).or_default() += c;
+                }
+            }
+        } else {
+            let dict = to_dictionary(array).map_err(err)?;
+            let values = dict.values().as_string::<i32>();
+            for (i, k) in dict.keys().iter().enumerate() {
+                if let Some(k) = k
+                    && values.is_valid(k as usize)
+                {
+                    *self.slices[self.slice_of_row[i] as usize]
+                        .labels
+                        .entry(values.value(k as usize).to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish: the profile of everything seen.
+    pub fn finish(mut self) -> BatchProfile {
+        for (name, mut slice) in self.slice_names.into_iter().zip(self.slices) {
+            slice.canonicalize();
+            self.profile.tags.insert(name, slice);
+        }
+        self.profile
+    }
+}
+
+/// Numeric statistics of a slice's non-null values (non-finite ones only counted).
+fn numeric_part(values: &[f64], range: Option<(f64, f64)>, k: u16) -> NumericProfile {
+    let mut n = 0u64;
+    let mut sum = 0.0f64;
+    let mut min = f64::INFINITY;
+    let mut max = f64::NEG_INFINITY;
+    for &v in values {
+        if v.is_finite() {
+            n += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+    }
+    let non_finite = values.len() as u64 - n;
+    let mean = if n == 0 { 0.0 } else { sum / n as f64 };
+    let mut m2 = 0.0;
+    let mut quantiles = Quantiles::new(k);
+    let (mut below, mut above) = (0u64, 0u64);
+    let (lo, hi) = range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+    for &v in values {
+        if v.is_finite() {
+            let d = v - mean;
+            m2 += d * d;
+            below += (v < lo) as u64;
+            above += (v > hi) as u64;
+            quantiles.update(v);
+        }
+    }
+    if n == 0 {
+        (min, max) = (0.0, 0.0);
+    }
+    quantiles.canonicalize();
+    NumericProfile {
+        n,
+        min,
+        max,
+        mean,
+        m2,
+        below_range: below,
+        above_range: above,
+        non_finite,
+        quantiles,
+    }
+}
+
+/// Any numeric, temporal or boolean array as f64 (timestamps as epoch microseconds).
+fn to_f64(array: &ArrayRef) -> Result<Float64Array, String> {
+    let dt = array.data_type();
+    let arr: ArrayRef = match dt {
+        DataType::Float64 => array.clone(),
+        DataType::Timestamp(unit, _) => {
+            let micros = if *unit == TimeUnit::Microsecond {
+                array.clone()
+            } else {
+                cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                    .map_err(|e| e.to_string())?
+            };
+            let ints = cast(&micros, &DataType::Int64).map_err(|e| e.to_string())?;
+            cast(&ints, &DataType::Float64).map_err(|e| e.to_string())?
+        }
+        DataType::Date32 | DataType::Date64 => {
+            let ts = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map_err(|e| e.to_string())?;
+            let ints = cast(&ts, &DataType::Int64).map_err(|e| e.to_string())?;
+            cast(&ints, &DataType::Float64).map_err(|e| e.to_string())?
+        }
+        DataType::Dictionary(_, _) => {
+            let plain = cast(array, dict_value_type(dt)).map_err(|e| e.to_string())?;
+            return to_f64(&plain);
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            return Err(format!(
+                "it holds text ({dt}); declare it `kind: categorical` or `kind: text`"
+            ));
+        }
+        _ => cast(array, &DataType::Float64).map_err(|e| e.to_string())?,
+    };
+    Ok(arr.as_primitive::<arrow::datatypes::Float64Type>().clone())
+}
+
+fn dict_value_type(dt: &DataType) -> &DataType {
+    match dt {
+        DataType::Dictionary(_, v) => v,
+        other => other,
+    }
+}
+
+/// Any array as a dictionary of Utf8 values with i32 keys (dictionaries are
+/// re-keyed without touching rows; plain strings are interned once).
+fn to_dictionary(array: &ArrayRef) -> Result<DictionaryArray<Int32Type>, String> {
+    match array.data_type() {
+        DataType::Dictionary(k, v) if **v == DataType::Utf8 => match **k {
+            DataType::Int32 => Ok(array.as_dictionary::<Int32Type>().clone()),
+            DataType::Int8 => rekey(array.as_dictionary::<Int8Type>()),
+            DataType::Int16 => rekey(array.as_dictionary::<Int16Type>()),
+            DataType::Int64 => rekey(array.as_dictionary::<Int64Type>()),
+            DataType::UInt8 => rekey(array.as_dictionary::<UInt8Type>()),
+            DataType::UInt16 => rekey(array.as_dictionary::<UInt16Type>()),
+            DataType::UInt32 => rekey(array.as_dictionary::<UInt32Type>()),
+            DataType::UInt64 => rekey(array.as_dictionary::<UInt64Type>()),
+            _ => Err(format!("unsupported dictionary key type {k}")),
+        },
+        DataType::Utf8 => Ok(intern(array.as_string::<i32>().iter())),
+        DataType::LargeUtf8 => Ok(intern(array.as_string::<i64>().iter())),
+        DataType::Utf8View => Ok(intern(array.as_string_view().iter())),
+        _ => {
+            let text = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+            Ok(intern(text.as_string::<i32>().iter()))
+        }
+    }
+}
+
+fn rekey<K: ArrowDictionaryKeyType>(
+    d: &DictionaryArray<K>,
+) -> Result<DictionaryArray<Int32Type>, String>
+where
+    K::Native: TryInto<i32>,
+{
+    let keys: PrimitiveArray<Int32Type> = d
+        .keys()
+        .iter()
+        .map(|k| k.and_then(|k| k.try_into().ok()))
+        .collect();
+    let values = cast(d.values(), &DataType::Utf8).map_err(|e| e.to_string())?;
+    DictionaryArray::try_new(keys, values).map_err(|e| e.to_string())
+}
+
+/// Build a dictionary from a string iterator with a deterministic hash map.
+fn intern<'a>(iter: impl Iterator<Item = Option<&'a str>>) -> DictionaryArray<Int32Type> {
+    let mut index: FastMap<&'a str, i32> = FastMap::default();
+    let mut values: Vec<&'a str> = Vec::new();
+    let keys: PrimitiveArray<Int32Type> = iter
+        .map(|v| {
+            v.map(|s| {
+                *index.entry(s).or_insert_with(|| {
+                    values.push(s);
+                    (values.len() - 1) as i32
+                })
+            })
+        })
+        .collect();
+    let values = StringArray::from(values);
+    DictionaryArray::try_new(keys, std::sync::Arc::new(values)).expect("keys index values")
+}
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h.rotate_left(5) ^ v).wrapping_mul(0x5851_F42D_4C95_7F2D)
+}
+
+/// Fold one column into the per-row hashes used for duplicate detection.
+fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
+    const NULL: u64 = 0xA5A5_5A5A_0F0F_F0F0;
+    fn prim<T: ArrowPrimitiveType>(
+        a: &PrimitiveArray<T>,
+        out: &mut [u64],
+        f: impl Fn(T::Native) -> u64,
+    ) {
+        match a.nulls() {
+            None => {
+                for (h, &v) in out.iter_mut().zip(a.values().iter()) {
+                    *h = mix(*h, f(v));
+                }
+            }
+            Some(n) => {
+                for (i, (h, &v)) in out.iter_mut().zip(a.values().iter()).enumerate() {
+                    *h = mix(*h, if n.is_valid(i) { f(v) } else { NULL });
+                }
+            }
+        }
+    }
+    fn strs<'a>(it: impl Iterator<Item = Option<&'a str>>, out: &mut [u64]) {
+        for (h, v) in out.iter_mut().zip(it) {
+            let x = match v {
+                Some(s) => twox_hash::XxHash3_64::oneshot(s.as_bytes()),
+                None => NULL,
+            };
+            *h = mix(*h, x);
+        }
+    }
+    use arrow::datatypes as t;
+    match array.data_type() {
+        DataType::Int8 => prim(array.as_primitive::<t::Int8Type>(), row_hash, |v| v as u64),
+        DataType::Int16 => prim(array.as_primitive::<t::Int16Type>(), row_hash, |v| v as u64),
+        DataType::Int32 => prim(array.as_primitive::<t::Int32Type>(), row_hash, |v| v as u64),
+        DataType::Int64 => prim(array.as_primitive::<t::Int64Type>(), row_hash, |v| v as u64),
+        DataType::UInt8 => prim(array.as_primitive::<t::UInt8Type>(), row_hash, |v| v as u64),
+        DataType::UInt16 => prim(array.as_primitive::<t::UInt16Type>(), row_hash, |v| {
+            v as u64
+        }),
+        DataType::UInt32 => prim(array.as_primitive::<t::UInt32Type>(), row_hash, |v| {
+            v as u64
+        }),
+        DataType::UInt64 => prim(array.as_primitive::<t::UInt64Type>(), row_hash, |v| v),
+        DataType::Float32 => prim(array.as_primitive::<t::Float32Type>(), row_hash, |v| {
+            v.to_bits() as u64
+        }),
+        DataType::Float64 => prim(array.as_primitive::<t::Float64Type>(), row_hash, |v| {
+            v.to_bits()
+        }),
+        DataType::Date32 => prim(array.as_primitive::<t::Date32Type>(), row_hash, |v| {
+            v as u64
+        }),
+        DataType::Date64 => prim(array.as_primitive::<t::Date64Type>(), row_hash, |v| {
+            v as u64
+        }),
+        DataType::Timestamp(TimeUnit::Second, _) => prim(
+            array.as_primitive::<t::TimestampSecondType>(),
+            row_hash,
+            |v| v as u64,
+        ),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => prim(
+            array.as_primitive::<t::TimestampMillisecondType>(),
+            row_hash,
+            |v| v as u64,
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => prim(
+            array.as_primitive::<t::TimestampMicrosecondType>(),
+            row_hash,
+            |v| v as u64,
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => prim(
+            array.as_primitive::<t::TimestampNanosecondType>(),
+            row_hash,
+            |v| v as u64,
+        ),
+        DataType::Boolean => {
+            let b: &BooleanArray = array.as_boolean();
+            for (h, v) in row_hash.iter_mut().zip(b.iter()) {
+                *h = mix(*h, v.map(|v| v as u64 + 1).unwrap_or(NULL));
+            }
+        }
+        DataType::Utf8 => strs(array.as_string::<i32>().iter(), row_hash),
+        DataType::LargeUtf8 => strs(array.as_string::<i64>().iter(), row_hash),
+        DataType::Utf8View => strs(array.as_string_view().iter(), row_hash),
+        DataType::Dictionary(_, _) => {
+            if let Ok(dict) = to_dictionary(array) {
+                let values = dict.values().as_string::<i32>();
+                let hashes: Vec<u64> = (0..values.len())
+                    .map(|k| {
+                        if values.is_null(k) {
+                            NULL
+                        } else {
+                            twox_hash::XxHash3_64::oneshot(values.value(k).as_bytes())
+                        }
+                    })
+                    .collect();
+                for (h, k) in row_hash.iter_mut().zip(dict.keys().iter()) {
+                    *h = mix(*h, k.map(|k| hashes[k as usize]).unwrap_or(NULL));
+                }
+            }
+        }
+        _ => {
+            if let Ok(text) = cast(array, &DataType::Utf8) {
+                strs(text.as_string::<i32>().iter(), row_hash);
+            }
+        }
+    }
+}
+
+/// Profile a whole in-memory input: a convenience for tests and small inputs.
+pub fn profile_batches<'a>(
+    rules: &Rules,
+    pii: &PiiKey,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<BatchProfile, ProfileError> {
+    let mut p = Profiler::new(rules, pii);
+    for b in batches {
+        p.update(b)?;
+    }
+    Ok(p.finish())
+}
+
+#[cfg(test)]
+mod tests;

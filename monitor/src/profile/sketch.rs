@@ -1,0 +1,487 @@
+//! Mergeable sketches used by profiles, wrapped so that they serialize as
+//! versioned bytes (base64 in JSON) and refuse to merge with sketches built
+//! with other parameters.
+//!
+//! The sketches are Apache DataSketches' (the `datasketches` crate): a
+//! t-digest for quantiles, HyperLogLog for distinct counts and the
+//! frequent-items (Misra-Gries) sketch for heavy hitters. All three are
+//! deterministic: the same updates in the same order give the same bytes.
+//! (DataSketches' KLL is not used because it draws random bits.)
+//!
+//! This module owns sketch state only; it does no I/O and reads no clock.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
+use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
+use datasketches::tdigest::TDigestMut;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Sketches of different parameters cannot be merged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SketchError {
+    #[error(
+        "cannot merge {kind} sketches built with different parameters ({left} vs {right}); rebuild the baseline with the current rules"
+    )]
+    Mismatch {
+        kind: &'static str,
+        left: String,
+        right: String,
+    },
+    #[error("a stored {kind} sketch could not be decoded: {reason}")]
+    Decode { kind: &'static str, reason: String },
+}
+
+fn b64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&B64.encode(bytes))
+}
+
+fn unb64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    B64.decode(text.as_bytes()).map_err(D::Error::custom)
+}
+
+/// HLL bytes with the coupons of list and set modes sorted: the sketch
+/// writes them in hash-table order, which depends on insertion history, so
+/// equal sketches could otherwise serialize differently. (Dense HLL images
+/// are already canonical.) Readers rebuild the table from any order.
+fn canonical_hll(mut bytes: Vec<u8>) -> Vec<u8> {
+    let start = match bytes.get(7).map(|m| m & 0x3) {
+        Some(0) => 8,
+        Some(1) => 12,
+        _ => return bytes,
+    };
+    if bytes.len() > start {
+        let mut coupons: Vec<u32> = bytes[start..]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        coupons.sort_unstable();
+        for (i, c) in coupons.iter().enumerate() {
+            bytes[start + 4 * i..start + 4 * i + 4].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// Frequent-items bytes with the (count, item) pairs sorted by item, for
+/// the same reason as [`canonical_hll`].
+fn canonical_frequent_items(bytes: Vec<u8>) -> Vec<u8> {
+    const HEADER: usize = 32;
+    if bytes.first() != Some(&4) || bytes.len() < HEADER {
+        return bytes;
+    }
+    let n = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let counts_end = HEADER + 8 * n;
+    if bytes.len() < counts_end {
+        return bytes;
+    }
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(n);
+    let mut at = counts_end;
+    for i in 0..n {
+        let Some(len) = bytes.get(at..at + 4) else {
+            return bytes;
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(item) = bytes.get(at..at + 4 + len) else {
+            return bytes;
+        };
+        pairs.push((item, &bytes[HEADER + 8 * i..HEADER + 8 * i + 8]));
+        at += 4 + len;
+    }
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..HEADER]);
+    for (_, count) in &pairs {
+        out.extend_from_slice(count);
+    }
+    for (item, _) in &pairs {
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// Quantile sketch (t-digest) over f64 values.
+#[derive(Clone, Debug)]
+pub struct Quantiles {
+    digest: TDigestMut,
+}
+
+impl Quantiles {
+    pub fn new(k: u16) -> Self {
+        Quantiles {
+            digest: TDigestMut::new(k.max(10)).expect("k >= 10"),
+        }
+    }
+
+    #[inline]
+    pub fn update(&mut self, value: f64) {
+        self.digest.update(value);
+    }
+
+    pub fn k(&self) -> u16 {
+        self.digest.k()
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.digest.total_weight()
+    }
+
+    pub fn merge(&mut self, other: &Quantiles) -> Result<(), SketchError> {
+        if self.k() != other.k() {
+            return Err(SketchError::Mismatch {
+                kind: "t-digest",
+                left: format!("k={}", self.k()),
+                right: format!("k={}", other.k()),
+            });
+        }
+        self.digest.merge(&other.digest);
+        self.canonicalize();
+        Ok(())
+    }
+
+    /// Bring the digest to its stored form (compressed, as a serialize and
+    /// deserialize round trip leaves it), so that answers are the same
+    /// whether a profile was just computed or read back from the history.
+    pub fn canonicalize(&mut self) {
+        let bytes = self.digest.clone().serialize();
+        self.digest = TDigestMut::deserialize(&bytes).expect("a t-digest reads back its own bytes");
+    }
+
+    /// Value at rank `q` in [0, 1]; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let mut d = self.digest.clone();
+        d.quantile(q.clamp(0.0, 1.0)).ok().flatten()
+    }
+
+    /// Values at several ranks.
+    pub fn quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        let mut d = self.digest.clone();
+        d.quantiles(qs).ok().flatten()
+    }
+
+    /// Share of values at or below each split point (strictly increasing).
+    pub fn cdf(&self, split_points: &[f64]) -> Option<Vec<f64>> {
+        let mut d = self.digest.clone();
+        // the sketch returns one more entry (the total, 1.0); keep one per point
+        d.cdf(split_points).ok().flatten().map(|mut v| {
+            v.truncate(split_points.len());
+            v
+        })
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.digest.clone().serialize()
+    }
+}
+
+impl PartialEq for Quantiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl Serialize for Quantiles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        b64(&self.to_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = unb64(d)?;
+        let digest = TDigestMut::deserialize(&bytes).map_err(|e| {
+            D::Error::custom(SketchError::Decode {
+                kind: "t-digest",
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(Quantiles { digest })
+    }
+}
+
+/// Distinct-count sketch (HyperLogLog, 8 bits per register).
+#[derive(Clone, Debug)]
+pub struct Distinct {
+    sketch: HllSketch,
+}
+
+impl Distinct {
+    pub fn new(lg_k: u8) -> Self {
+        Distinct {
+            sketch: HllSketch::new(lg_k.clamp(4, 21), HllType::Hll8).expect("lg_k in 4..=21"),
+        }
+    }
+
+    #[inline]
+    pub fn update_str(&mut self, value: &str) {
+        self.sketch.update(value);
+    }
+
+    #[inline]
+    pub fn update_u64(&mut self, value: u64) {
+        self.sketch.update_with_coupon(Coupon::from_value(value));
+    }
+
+    pub fn lg_k(&self) -> u8 {
+        self.sketch.lg_config_k()
+    }
+
+    /// The distinct-count estimate. It uses the composite estimator, a
+    /// function of the registers only, so that a sketch, its serialized copy
+    /// and a union with the same registers all give the same number (the
+    /// default HIP estimator depends on update history).
+    pub fn estimate(&self) -> f64 {
+        self.sketch.composite_estimate()
+    }
+
+    pub fn merge(&mut self, other: &Distinct) -> Result<(), SketchError> {
+        if self.lg_k() != other.lg_k() {
+            return Err(SketchError::Mismatch {
+                kind: "HyperLogLog",
+                left: format!("lg_k={}", self.lg_k()),
+                right: format!("lg_k={}", other.lg_k()),
+            });
+        }
+        let mut union = HllUnion::new(self.lg_k()).expect("lg_k in range");
+        union.update(&self.sketch);
+        union.update(&other.sketch);
+        self.sketch = union.to_sketch(HllType::Hll8);
+        self.canonicalize();
+        Ok(())
+    }
+
+    /// Bring the sketch to its stored form (see [`Quantiles::canonicalize`]).
+    pub fn canonicalize(&mut self) {
+        self.sketch = HllSketch::deserialize(&self.to_bytes())
+            .expect("an HLL sketch reads back its own bytes");
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        canonical_hll(self.sketch.serialize())
+    }
+}
+
+impl PartialEq for Distinct {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl Serialize for Distinct {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        b64(&self.to_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Distinct {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = unb64(d)?;
+        let sketch = HllSketch::deserialize(&bytes).map_err(|e| {
+            D::Error::custom(SketchError::Decode {
+                kind: "HyperLogLog",
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(Distinct { sketch })
+    }
+}
+
+/// Heavy-hitters sketch over string values. Counts are exact while fewer
+/// than 3/4 of `map_size` distinct values were seen.
+#[derive(Clone, Debug)]
+pub struct TopValues {
+    sketch: FrequentItemsSketch<String>,
+}
+
+/// One value of a [`TopValues`] sketch with its estimated count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueCount {
+    pub value: String,
+    pub count: u64,
+}
+
+impl TopValues {
+    pub fn new(map_size: usize) -> Self {
+        TopValues {
+            sketch: FrequentItemsSketch::new(map_size.next_power_of_two().max(8))
+                .expect("power of two >= 8"),
+        }
+    }
+
+    #[inline]
+    pub fn update_with_count(&mut self, value: &str, count: u64) {
+        if count > 0 {
+            self.sketch.update_with_count_ref(value, count);
+        }
+    }
+
+    pub fn map_size(&self) -> usize {
+        self.sketch.max_map_size()
+    }
+
+    /// Upper bound of the counting error of any value (0 while exact).
+    pub fn max_error(&self) -> u64 {
+        self.sketch.maximum_error()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.sketch.total_weight()
+    }
+
+    /// Estimated count of one value (0 if not tracked).
+    pub fn estimate(&self, value: &str) -> u64 {
+        self.sketch.estimate(value)
+    }
+
+    /// Every tracked value, most frequent first, ties by value: deterministic.
+    pub fn all(&self) -> Vec<ValueCount> {
+        let mut rows: Vec<ValueCount> = self
+            .sketch
+            .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
+            .into_iter()
+            .map(|r| ValueCount {
+                value: r.item().clone(),
+                count: r.estimate(),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        rows
+    }
+
+    /// The `k` most frequent values.
+    pub fn top(&self, k: usize) -> Vec<ValueCount> {
+        let mut all = self.all();
+        all.truncate(k);
+        all
+    }
+
+    pub fn merge(&mut self, other: &TopValues) -> Result<(), SketchError> {
+        if self.map_size() != other.map_size() {
+            return Err(SketchError::Mismatch {
+                kind: "frequent-items",
+                left: format!("map_size={}", self.map_size()),
+                right: format!("map_size={}", other.map_size()),
+            });
+        }
+        self.sketch.merge(&other.sketch);
+        self.canonicalize();
+        Ok(())
+    }
+
+    /// Bring the sketch to its stored form (see [`Quantiles::canonicalize`]).
+    pub fn canonicalize(&mut self) {
+        self.sketch = FrequentItemsSketch::deserialize(&self.to_bytes())
+            .expect("a frequent-items sketch reads back its own bytes");
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        canonical_frequent_items(self.sketch.serialize())
+    }
+
+    /// A copy where every value is replaced by `f(value)` (used for PII).
+    pub fn map_values(&self, f: impl Fn(&str) -> String) -> TopValues {
+        let mut out = TopValues::new(self.map_size());
+        for vc in self.all() {
+            out.update_with_count(&f(&vc.value), vc.count);
+        }
+        out
+    }
+}
+
+impl PartialEq for TopValues {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl Serialize for TopValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        b64(&self.to_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopValues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = unb64(d)?;
+        let sketch = FrequentItemsSketch::<String>::deserialize(&bytes).map_err(|e| {
+            D::Error::custom(SketchError::Decode {
+                kind: "frequent-items",
+                reason: e.to_string(),
+            })
+        })?;
+        Ok(TopValues { sketch })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_roundtrip_and_merge() {
+        let mut a = Quantiles::new(100);
+        let mut b = Quantiles::new(100);
+        for i in 0..10_000 {
+            a.update(i as f64);
+            b.update((i + 10_000) as f64);
+        }
+        let json = serde_json::to_string(&a).unwrap();
+        let back: Quantiles = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.weight(), 10_000);
+        a.merge(&b).unwrap();
+        let median = a.quantile(0.5).unwrap();
+        assert!((median - 10_000.0).abs() < 200.0, "median {median}");
+        let cdf = a.cdf(&[5_000.0, 15_000.0]).unwrap();
+        assert_eq!(cdf.len(), 2);
+        assert!((cdf[0] - 0.25).abs() < 0.01 && (cdf[1] - 0.75).abs() < 0.01);
+        assert!(a.merge(&Quantiles::new(50)).is_err());
+    }
+
+    #[test]
+    fn distinct_union_is_exact_union() {
+        let mut a = Distinct::new(12);
+        let mut b = Distinct::new(12);
+        let mut all = Distinct::new(12);
+        for i in 0..5_000u64 {
+            a.update_u64(i);
+            all.update_u64(i);
+        }
+        for i in 2_500..8_000u64 {
+            b.update_u64(i);
+            all.update_u64(i);
+        }
+        a.merge(&b).unwrap();
+        // a union holds the same registers; its estimator may differ slightly
+        assert!((a.estimate() - all.estimate()).abs() < all.estimate() * 0.02);
+        assert!((a.estimate() - 8_000.0).abs() < 8_000.0 * 0.05);
+        let back: Distinct = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn top_values_exact_when_small() {
+        let mut t = TopValues::new(64);
+        t.update_with_count("b", 3);
+        t.update_with_count("a", 3);
+        t.update_with_count("c", 7);
+        assert_eq!(
+            t.top(2),
+            vec![
+                ValueCount {
+                    value: "c".into(),
+                    count: 7
+                },
+                ValueCount {
+                    value: "a".into(),
+                    count: 3
+                }
+            ]
+        );
+        assert_eq!(t.max_error(), 0);
+        let back: TopValues = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.all(), t.all());
+    }
+}

@@ -1,0 +1,325 @@
+//! Unit and property tests of profiling and merging.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::model::{ColumnKind, ColumnRule, Rules};
+
+fn rules() -> Rules {
+    let col = |name: &str, kind, pii| ColumnRule {
+        name: name.into(),
+        kind,
+        range: if kind == ColumnKind::Numeric {
+            Some((0.0, 100.0))
+        } else {
+            None
+        },
+        pii,
+        nullable: true,
+    };
+    Rules::for_tests(
+        "t",
+        vec![
+            col("x", ColumnKind::Numeric, false),
+            col("n", ColumnKind::Numeric, false),
+            col("cat", ColumnKind::Categorical, false),
+            col("mail", ColumnKind::Text, true),
+        ],
+    )
+}
+
+const TAGS: [&str; 4] = ["human_reviewed", "vendor", "user_reported", "scraped"];
+const CATS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+#[derive(Debug, Clone)]
+struct Row {
+    x: Option<f64>,
+    n: Option<i64>,
+    cat: Option<usize>,
+    tag: Option<usize>,
+    label: Option<i8>,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        prop::option::weighted(0.9, -50.0f64..150.0),
+        prop::option::weighted(0.8, -1000i64..1000),
+        prop::option::weighted(0.9, 0usize..CATS.len()),
+        prop::option::weighted(0.95, 0usize..TAGS.len()),
+        prop::option::weighted(0.9, 0i8..2),
+    )
+        .prop_map(|(x, n, cat, tag, label)| Row {
+            x,
+            n,
+            cat,
+            tag,
+            label,
+        })
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Float64, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("cat", DataType::Utf8, true),
+        Field::new("mail", DataType::Utf8, true),
+        Field::new("trust_tag", DataType::Utf8, true),
+        Field::new("label", DataType::Int8, true),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(rows.iter().map(|r| r.x).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.n).collect::<Int64Array>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.cat.map(|c| CATS[c]))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.cat.map(|c| format!("{}@example.com", CATS[c])))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.tag.map(|t| TAGS[t]))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(rows.iter().map(|r| r.label).collect::<Int8Array>()),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn key() -> PiiKey {
+    PiiKey::from_bytes(b"unit-test-key-0123456789")
+}
+
+fn assert_exact_parts_equal(a: &SliceProfile, b: &SliceProfile) {
+    assert_eq!(a.rows, b.rows);
+    assert_eq!(a.labels, b.labels);
+    assert_eq!(
+        a.columns.keys().collect::<Vec<_>>(),
+        b.columns.keys().collect::<Vec<_>>()
+    );
+    for (name, ca) in &a.columns {
+        let cb = &b.columns[name];
+        assert_eq!((ca.count, ca.nulls), (cb.count, cb.nulls), "column {name}");
+        match (&ca.numeric, &cb.numeric) {
+            (Some(x), Some(y)) => {
+                assert_eq!((x.n, x.min, x.max), (y.n, y.min, y.max), "column {name}");
+                assert_eq!(
+                    (x.below_range, x.above_range),
+                    (y.below_range, y.above_range)
+                );
+                let tol = 1e-9 * (1.0 + x.mean.abs());
+                assert!(
+                    (x.mean - y.mean).abs() <= tol,
+                    "mean {} vs {}",
+                    x.mean,
+                    y.mean
+                );
+                assert!(
+                    (x.m2 - y.m2).abs() <= 1e-6 * (1.0 + x.m2.abs()),
+                    "m2 {} vs {}",
+                    x.m2,
+                    y.m2
+                );
+                assert_eq!(x.quantiles.weight(), y.quantiles.weight());
+                // documented t-digest rank error: well under 2% of rank at k=100
+                if x.n > 20 {
+                    let (qa, qb) = (
+                        x.quantiles.quantile(0.5).unwrap(),
+                        y.quantiles.quantile(0.5).unwrap(),
+                    );
+                    let ra = y.quantiles.cdf(&[qa]).unwrap()[0];
+                    assert!((ra - 0.5).abs() < 0.05, "median {qa} vs {qb}: rank {ra}");
+                }
+            }
+            (None, None) => {}
+            other => panic!("numeric presence differs for {name}: {other:?}"),
+        }
+        match (&ca.values, &cb.values) {
+            (Some(x), Some(y)) => {
+                // few distinct values: the heavy-hitters sketch is exact, HLL unions are exact
+                assert_eq!(x.top.all(), y.top.all(), "column {name}");
+                assert_eq!(
+                    x.distinct.estimate(),
+                    y.distinct.estimate(),
+                    "column {name}"
+                );
+            }
+            (None, None) => {}
+            other => panic!("values presence differs for {name}: {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// merge(profile(a), profile(b)) == profile(a ++ b): exactly for counts,
+    /// min, max, label counts and small-vocabulary top values; within float
+    /// error for mean and M2; within the sketch error for quantiles.
+    #[test]
+    fn merge_equals_profile_of_concatenation(rows in prop::collection::vec(row(), 1..400), cut in 0usize..400) {
+        let rules = rules();
+        let cut = cut.min(rows.len());
+        let (left, right) = rows.split_at(cut);
+        let pii = key();
+        let whole = profile_batches(&rules, &pii, [&batch(&rows)]).unwrap();
+        let mut merged = profile_batches(&rules, &pii, [&batch(left)]).unwrap();
+        let b = profile_batches(&rules, &pii, [&batch(right)]).unwrap();
+        merged.merge(&b).unwrap();
+        prop_assert_eq!(merged.rows, whole.rows);
+        prop_assert_eq!(merged.batches, 2);
+        let tags: Vec<_> = whole.tags.keys().collect();
+        prop_assert_eq!(merged.tags.keys().collect::<Vec<_>>(), tags);
+        for (tag, slice) in &whole.tags {
+            assert_exact_parts_equal(&merged.tags[tag], slice);
+        }
+        assert_exact_parts_equal(&merged.all(), &whole.all());
+    }
+
+    /// Profiling in several record batches gives the same as one record batch.
+    #[test]
+    fn streaming_equals_one_shot(rows in prop::collection::vec(row(), 2..300), cut in 1usize..300) {
+        let rules = rules();
+        let cut = cut.min(rows.len() - 1);
+        let pii = key();
+        let whole = profile_batches(&rules, &pii, [&batch(&rows)]).unwrap();
+        let (a, b) = rows.split_at(cut);
+        let streamed = profile_batches(&rules, &pii, [&batch(a), &batch(b)]).unwrap();
+        for (tag, slice) in &whole.tags {
+            assert_exact_parts_equal(&streamed.tags[tag], slice);
+        }
+    }
+}
+
+#[test]
+fn counts_by_tag_and_pii_never_raw() {
+    let rows = vec![
+        Row {
+            x: Some(1.0),
+            n: Some(5),
+            cat: Some(0),
+            tag: Some(0),
+            label: Some(1),
+        },
+        Row {
+            x: None,
+            n: Some(7),
+            cat: Some(1),
+            tag: Some(0),
+            label: Some(0),
+        },
+        Row {
+            x: Some(300.0),
+            n: None,
+            cat: None,
+            tag: Some(3),
+            label: Some(1),
+        },
+        Row {
+            x: Some(-2.0),
+            n: Some(1),
+            cat: Some(0),
+            tag: None,
+            label: None,
+        },
+    ];
+    let p = profile_batches(&rules(), &key(), [&batch(&rows)]).unwrap();
+    assert_eq!(p.rows, 4);
+    let hr = &p.tags["human_reviewed"];
+    assert_eq!(hr.rows, 2);
+    assert_eq!(
+        hr.labels,
+        BTreeMap::from([("0".into(), 1), ("1".into(), 1)])
+    );
+    let x = &hr.columns["x"];
+    assert_eq!((x.count, x.nulls), (1, 1));
+    let scraped_x = p.tags["scraped"].columns["x"].numeric.as_ref().unwrap();
+    assert_eq!(scraped_x.above_range, 1);
+    assert_eq!(p.tags[UNTAGGED].rows, 1);
+    let all = p.all();
+    let xa = all.columns["x"].numeric.as_ref().unwrap();
+    assert_eq!((xa.min, xa.max, xa.below_range), (-2.0, 300.0, 1));
+    let json = serde_json::to_string(&p).unwrap();
+    let summary = serde_json::to_string(&p.summary(10)).unwrap();
+    for text in [&json, &summary] {
+        assert!(!text.contains("example.com"), "raw pii value leaked");
+    }
+    let mail = all.columns["mail"].values.as_ref().unwrap();
+    assert!(
+        mail.top
+            .all()
+            .iter()
+            .all(|v| v.value.starts_with(crate::pii::PII_PREFIX))
+    );
+}
+
+#[test]
+fn profile_roundtrips_through_json_and_is_deterministic() {
+    let rows: Vec<Row> = (0..500)
+        .map(|i| Row {
+            x: Some((i % 97) as f64),
+            n: Some(i),
+            cat: Some((i % 6) as usize),
+            tag: Some((i % 4) as usize),
+            label: Some((i % 7 == 0) as i8),
+        })
+        .collect();
+    let a = profile_batches(&rules(), &key(), [&batch(&rows)]).unwrap();
+    let b = profile_batches(&rules(), &key(), [&batch(&rows)]).unwrap();
+    let (ja, jb) = (
+        serde_json::to_vec(&a).unwrap(),
+        serde_json::to_vec(&b).unwrap(),
+    );
+    assert!(ja == jb, "same input, same bytes");
+    let back: BatchProfile = serde_json::from_slice(&ja).unwrap();
+    let summary = |p: &BatchProfile| serde_json::to_string(&p.summary(10)).unwrap();
+    let (sb, sa) = (summary(&back), summary(&a));
+    if sb != sa {
+        let i = sb
+            .bytes()
+            .zip(sa.bytes())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
+        panic!(
+            "summaries differ at {i}: {} | {}",
+            &sb[i.saturating_sub(80)..(i + 40).min(sb.len())],
+            &sa[i.saturating_sub(80)..(i + 40).min(sa.len())]
+        );
+    }
+    // after one round trip the stored form is stable
+    let once = serde_json::to_vec(&back).unwrap();
+    let again: BatchProfile = serde_json::from_slice(&once).unwrap();
+    let twice = serde_json::to_vec(&again).unwrap();
+    if twice != once {
+        let (x, y) = (
+            String::from_utf8(once).unwrap(),
+            String::from_utf8(twice).unwrap(),
+        );
+        let i = x
+            .bytes()
+            .zip(y.bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "stored form is not stable at {i}: {}",
+            &x[i.saturating_sub(150)..i + 10]
+        );
+    }
+}
+
+#[test]
+fn merging_other_shapes_is_refused() {
+    let r = rules();
+    let p = profile_batches(&r, &key(), [&batch(&[])]).unwrap();
+    let mut other_rules = r.clone();
+    other_rules.sketch.tdigest_k = 50;
+    let mut q = profile_batches(&other_rules, &key(), [&batch(&[])]).unwrap();
+    assert!(matches!(q.merge(&p), Err(ProfileError::Shape { .. })));
+}

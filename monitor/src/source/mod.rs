@@ -1,0 +1,4 @@
+//! Sources: where raw batches come from, with what is needed to acknowledge
+//! them. A source knows nothing of Arrow or statistics.
+
+pub mod parquet_drop;

@@ -1,0 +1,495 @@
+//! The history of a dataset: one manifest per batch (the commit point), the
+//! batch's profile, its metrics in long format (Parquet, for SQL), and the
+//! alerts file. Also the drop-folder checkpoint and the quarantine.
+//!
+//! Layout under the dataset's state folder:
+//!
+//! ```text
+//! history/batches/<batch_id>.json     manifest: origin, hashes, status, findings, alerts
+//! history/profiles/<batch_id>.json    the batch profile (mergeable)
+//! history/metrics/<batch_id>.parquet  dataset, batch_id, batch_time, slice, column, metric, value
+//! alerts.jsonl                        every alert, one JSON object per line
+//! checkpoint.json                     files of the drop folder already handled
+//! quarantine/<file> + <file>.reason   bad inputs and why
+//! ```
+//!
+//! A batch is in the history when its manifest exists; the manifest is
+//! written last (temp file, fsync, rename), so a crash leaves either nothing
+//! or a complete batch. Alerts are appended after the manifest; on open,
+//! alerts of committed batches that are missing from the alerts file (a
+//! crash in between) are appended, and a torn last line is cut: each alert
+//! id appears exactly once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::fsutil;
+use crate::alert::Alert;
+use crate::compare::Finding;
+use crate::profile::{ALL, BatchProfile, SliceProfile};
+
+/// Version of the manifest format.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Profiled and compared.
+    Processed,
+    /// Bad input, moved to quarantine.
+    Quarantined,
+    /// Same bytes as a batch already in the history, under another name.
+    Replayed,
+}
+
+/// The manifest of one batch: the commit record of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Commit order within the dataset's history.
+    pub seq: u64,
+    pub batch_id: String,
+    pub dataset: String,
+    pub status: BatchStatus,
+    /// File name or topic/partition/offsets.
+    pub source: String,
+    pub input_sha256: String,
+    pub input_bytes: u64,
+    pub rows: u64,
+    pub rows_by_tag: BTreeMap<String, u64>,
+    pub schema_fingerprint: Option<String>,
+    pub baseline_id: Option<String>,
+    pub rules_hash: String,
+    pub dqmon_version: String,
+    pub batch_time: Option<String>,
+    /// Why the input was quarantined, or which batch it replays.
+    pub reason: Option<String>,
+    pub findings: Vec<Finding>,
+    pub alerts: Vec<Alert>,
+}
+
+/// History I/O failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(
+        "could not write the history at {path}: {source}; check that the state folder is writable and has space"
+    )]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("history record {path} is unreadable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("could not write metrics: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
+    move |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file of the drop folder already handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub input_sha256: String,
+    pub batch_id: String,
+}
+
+/// The drop folder's checkpoint: file name to what was handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub files: BTreeMap<String, CheckpointEntry>,
+}
+
+/// The history of one dataset.
+pub struct History {
+    root: PathBuf,
+    by_sha: HashMap<String, String>,
+    ids: HashSet<String>,
+    next_seq: u64,
+}
+
+impl History {
+    /// Open (and repair) the history in a dataset's state folder.
+    pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
+        let root = state_dir.to_path_buf();
+        for d in [
+            "history/batches",
+            "history/profiles",
+            "history/metrics",
+            "quarantine",
+        ] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let mut h = History {
+            root,
+            by_sha: HashMap::new(),
+            ids: HashSet::new(),
+            next_seq: 0,
+        };
+        let manifests = h.manifests()?;
+        for m in &manifests {
+            h.ids.insert(m.batch_id.clone());
+            if m.status != BatchStatus::Replayed {
+                h.by_sha
+                    .entry(m.input_sha256.clone())
+                    .or_insert(m.batch_id.clone());
+            }
+            h.next_seq = h.next_seq.max(m.seq + 1);
+        }
+        h.repair_alerts(&manifests)?;
+        h.remove_orphans()?;
+        Ok(h)
+    }
+
+    /// Profiles and metrics written by a batch that crashed before its
+    /// manifest: not in the history, so not visible to queries either.
+    fn remove_orphans(&self) -> Result<(), HistoryError> {
+        for (dir, ext) in [("history/profiles", "json"), ("history/metrics", "parquet")] {
+            let d = self.root.join(dir);
+            for entry in fs::read_dir(&d).map_err(io(&d))? {
+                let path = entry.map_err(io(&d))?.path();
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                let is_tmp = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                let orphan = path.extension().and_then(|e| e.to_str()) == Some(ext)
+                    && !self.ids.contains(stem);
+                if is_tmp || orphan {
+                    fs::remove_file(&path).map_err(io(&path))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn alerts_path(&self) -> PathBuf {
+        self.root.join("alerts.jsonl")
+    }
+
+    fn manifest_path(&self, batch_id: &str) -> PathBuf {
+        self.root
+            .join("history/batches")
+            .join(format!("{batch_id}.json"))
+    }
+
+    /// Every manifest, in commit order.
+    pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
+        let dir = self.root.join("history/batches");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            let m: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            out.push(m);
+        }
+        out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+        Ok(out)
+    }
+
+    /// Whether a batch is in the history.
+    pub fn contains(&self, batch_id: &str) -> bool {
+        self.ids.contains(batch_id)
+    }
+
+    /// The batch that already holds these input bytes, if any.
+    pub fn batch_with_input(&self, sha256: &str) -> Option<&str> {
+        self.by_sha.get(sha256).map(String::as_str)
+    }
+
+    /// The next commit sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Commit a batch: metrics and profile first, the manifest last (the
+    /// commit point), then its alerts. Returns the alerts newly appended.
+    pub fn commit(
+        &mut self,
+        manifest: Manifest,
+        profile: Option<&BatchProfile>,
+    ) -> Result<Vec<Alert>, HistoryError> {
+        if self.contains(&manifest.batch_id) {
+            return Ok(Vec::new());
+        }
+        if let Some(p) = profile {
+            let path = self
+                .root
+                .join("history/profiles")
+                .join(format!("{}.json", manifest.batch_id));
+            fsutil::write_atomic(&path, &serde_json::to_vec(p).expect("profiles serialize"))
+                .map_err(io(&path))?;
+            let path = self
+                .root
+                .join("history/metrics")
+                .join(format!("{}.parquet", manifest.batch_id));
+            let bytes = metrics_parquet(&manifest, p)?;
+            fsutil::write_atomic(&path, &bytes).map_err(io(&path))?;
+        }
+        let path = self.manifest_path(&manifest.batch_id);
+        fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&manifest).expect("manifests serialize"),
+        )
+        .map_err(io(&path))?;
+        self.ids.insert(manifest.batch_id.clone());
+        if manifest.status != BatchStatus::Replayed {
+            self.by_sha
+                .entry(manifest.input_sha256.clone())
+                .or_insert(manifest.batch_id.clone());
+        }
+        self.next_seq = self.next_seq.max(manifest.seq + 1);
+        self.append_alerts(&manifest.alerts)?;
+        Ok(manifest.alerts)
+    }
+
+    fn append_alerts(&self, alerts: &[Alert]) -> Result<(), HistoryError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let path = self.alerts_path();
+        let mut buf = Vec::new();
+        for a in alerts {
+            serde_json::to_writer(&mut buf, a).expect("alerts serialize");
+            buf.push(b'\n');
+        }
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(&buf).map_err(io(&path))?;
+        f.sync_data().map_err(io(&path))
+    }
+
+    /// Cut a torn last line and append alerts of committed batches that are
+    /// missing from the alerts file.
+    fn repair_alerts(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+        let path = self.alerts_path();
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let complete = match text.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if complete < text.len() {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            f.set_len(complete as u64).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
+        }
+        let mut present = HashSet::new();
+        for line in text[..complete]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
+                && let Some(id) = v.get("alert_id").and_then(|v| v.as_str())
+            {
+                present.insert(id.to_string());
+            }
+        }
+        let missing: Vec<Alert> = manifests
+            .iter()
+            .flat_map(|m| m.alerts.iter())
+            .filter(|a| !present.contains(&a.alert_id))
+            .cloned()
+            .collect();
+        self.append_alerts(&missing)
+    }
+
+    /// Read the checkpoint (empty when absent).
+    pub fn checkpoint(&self) -> Result<Checkpoint, HistoryError> {
+        let path = self.root.join("checkpoint.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| HistoryError::Corrupt {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Write the checkpoint durably.
+    pub fn save_checkpoint(&self, c: &Checkpoint) -> Result<(), HistoryError> {
+        let path = self.root.join("checkpoint.json");
+        fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(c).expect("checkpoints serialize"),
+        )
+        .map_err(io(&path))
+    }
+
+    /// Move a bad input into quarantine with a `.reason` file beside it.
+    /// Idempotent: a file already moved is left alone.
+    pub fn quarantine(
+        &self,
+        file: &Path,
+        batch_id: &str,
+        reason: &str,
+    ) -> Result<PathBuf, HistoryError> {
+        let dir = self.root.join("quarantine");
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut target = dir.join(&name);
+        if target.exists() {
+            target = dir.join(format!("{}-{name}", &batch_id[..12.min(batch_id.len())]));
+        }
+        let reason_path = PathBuf::from(format!("{}.reason", target.display()));
+        fsutil::write_atomic(&reason_path, format!("{reason}\n").as_bytes())
+            .map_err(io(&reason_path))?;
+        if file.exists() {
+            if fs::rename(file, &target).is_err() {
+                // another filesystem: copy, sync, then remove
+                fs::copy(file, &target).map_err(io(&target))?;
+                fs::File::open(&target)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&target))?;
+                fs::remove_file(file).map_err(io(file))?;
+            }
+            fsutil::sync_dir(&dir).map_err(io(&dir))?;
+        }
+        Ok(target)
+    }
+}
+
+/// The long-format metrics of a batch as Parquet bytes.
+fn metrics_parquet(m: &Manifest, p: &BatchProfile) -> Result<Vec<u8>, HistoryError> {
+    let rows = metric_rows(p);
+    let n = rows.len();
+    let time = m
+        .batch_time
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_micros());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("batch_id", DataType::Utf8, false),
+        Field::new(
+            "batch_time",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("slice", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![m.dataset.as_str(); n])),
+        Arc::new(StringArray::from(vec![m.batch_id.as_str(); n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![time; n]).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)
+        .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_created_by("dqmon".into())
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(buf)
+}
+
+type MetricRow = (String, Option<String>, &'static str, f64);
+
+/// Metrics of every slice and column, long format.
+pub fn metric_rows(p: &BatchProfile) -> Vec<MetricRow> {
+    let mut out = Vec::new();
+    let all = p.all();
+    let total = all.rows.max(1) as f64;
+    let mut slices: Vec<(&str, &SliceProfile)> = vec![(ALL, &all)];
+    slices.extend(p.tags.iter().map(|(k, v)| (k.as_str(), v)));
+    for (name, s) in slices {
+        let mut push = |col: Option<&str>, metric: &'static str, v: f64| {
+            if v.is_finite() {
+                out.push((name.to_string(), col.map(str::to_string), metric, v));
+            }
+        };
+        push(None, "rows", s.rows as f64);
+        push(None, "tag_share", s.rows as f64 / total);
+        push(None, "duplicate_share", s.duplicate_share());
+        let labelled = s.labelled();
+        for (class, c) in &s.labels {
+            if labelled > 0 {
+                let metric: &'static str = "label_rate";
+                out.push((
+                    name.to_string(),
+                    Some(format!("label={class}")),
+                    metric,
+                    *c as f64 / labelled as f64,
+                ));
+            }
+        }
+        for (col, c) in &s.columns {
+            let mut push = |metric: &'static str, v: f64| {
+                if v.is_finite() {
+                    out.push((name.to_string(), Some(col.clone()), metric, v));
+                }
+            };
+            push("count", c.count as f64);
+            push("nulls", c.nulls as f64);
+            push("missing_rate", c.missing_rate());
+            if let Some(n) = c.numeric.as_ref().filter(|n| n.n > 0) {
+                push("min", n.min);
+                push("max", n.max);
+                push("mean", n.mean);
+                push("stddev", n.variance().sqrt());
+                if let Some(q) = n.quantiles.quantiles(&[0.01, 0.5, 0.99]) {
+                    push("p01", q[0]);
+                    push("p50", q[1]);
+                    push("p99", q[2]);
+                }
+                push("out_of_range", (n.below_range + n.above_range) as f64);
+            }
+            if let Some(v) = &c.values {
+                push("distinct_estimate", v.distinct.estimate().round());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `dqmon` binary built alongside this test binary.
+pub fn dqmon_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("dqmon");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the dqmon binary",
+        bin.display()
+    );
+    bin
+}
+
+/// Run dqmon with arguments; returns its output.
+pub fn dqmon(args: &[&str]) -> Output {
+    Command::new(dqmon_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DQMON_PII_KEY")
+        .output()
+        .expect("dqmon runs")
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Copy `rules/fixtures.yaml` into `dir` (so state lands in `dir/state`).
+pub fn fixture_rules(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("rules/fixtures.yaml")).unwrap();
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Write one generated batch as Parquet.
+pub fn write_batch(
+    path: &Path,
+    rows: usize,
+    batch_index: u64,
+    scenario: dqmon::fixtures::Scenario,
+) {
+    let batch = dqmon::fixtures::generate(&dqmon::fixtures::BatchSpec {
+        rows,
+        seed: 7,
+        batch_index,
+        scenario,
+    });
+    dqmon::fixtures::write_parquet(&batch, path).unwrap();
+}
