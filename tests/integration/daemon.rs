@@ -411,3 +411,37 @@ fn bad_inputs_are_quarantined_with_reasons_and_good_files_go_on() {
         .count();
     assert_eq!(malformed, 5);
 }
+
+#[test]
+fn input_limits_quarantine_oversized_files() {
+    let s = Setup::new();
+    let mut text = fs::read_to_string(&s.rules).unwrap();
+    text.push_str("limits: { max_rows: 3000, max_string_len: 100000 }\n");
+    fs::write(&s.rules, text).unwrap();
+    s.drop_batch("big.parquet", 100, Scenario::Clean); // 4,000 rows > 3,000
+    let out = s.spawn(&["--once"]).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reason = fs::read_to_string(s.state.join("quarantine/big.parquet.reason")).unwrap();
+    assert!(reason.contains("max_rows"), "{reason}");
+
+    let mut text = fs::read_to_string(&s.rules).unwrap();
+    text = text.replace(
+        "max_rows: 3000, max_string_len: 100000",
+        "max_rows: 100000, max_string_len: 10",
+    );
+    fs::write(&s.rules, text).unwrap();
+    s.drop_batch("long_strings.parquet", 101, Scenario::Clean); // free_text is longer than 10 bytes
+    let out = s.spawn(&["--once"]).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reason =
+        fs::read_to_string(s.state.join("quarantine/long_strings.parquet.reason")).unwrap();
+    assert!(reason.contains("max_string_len"), "{reason}");
+}
