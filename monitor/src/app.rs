@@ -27,7 +27,7 @@ use crate::profile::BatchProfile;
 use crate::source::parquet_drop::{DropFolder, DroppedFile};
 use crate::store::baselines::{BaselineStore, BaselineStoreError};
 use crate::store::history::{
-    BatchStatus, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
+    BatchStatus, Checkpoint, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
 };
 
 /// Why the daemon could not start or had to stop.
@@ -132,6 +132,8 @@ pub struct Worker {
     baseline_id: String,
     baseline: Baseline,
     history: History,
+    /// The drop folder's checkpoint, kept in memory and saved after each file.
+    checkpoint: Checkpoint,
     folder: DropFolder,
     poll: Duration,
     opts: RunOptions,
@@ -182,6 +184,10 @@ impl Worker {
             dataset: dataset.clone(),
             source,
         })?;
+        let checkpoint = history.checkpoint().map_err(|source| AppError::History {
+            dataset: dataset.clone(),
+            source,
+        })?;
         let pii = PiiKey::load(&rules.pii_key_env, &rules.state_dir).map_err(|source| {
             AppError::PiiKey {
                 dataset: dataset.clone(),
@@ -201,6 +207,7 @@ impl Worker {
             baseline_id,
             baseline,
             history,
+            checkpoint,
             folder,
             poll,
             opts,
@@ -270,8 +277,7 @@ impl Worker {
 
     /// Handle one complete file: skip, replay, quarantine or process it.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
-        let mut checkpoint = self.history.checkpoint().map_err(|e| self.history_err(e))?;
-        if let Some(e) = checkpoint.files.get(&file.name)
+        if let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
             && e.mtime_ns == file.mtime_ns
             && self.history.contains(&e.batch_id)
@@ -287,6 +293,14 @@ impl Worker {
         };
         let id = batch_id(&self.rules.dataset, &file.name, &sha);
         if self.history.contains(&id) {
+            // Already committed. A crash may have come between the commit of
+            // a quarantined batch and the move: finish the move now.
+            if let Some(reason) = self.history.quarantine_reason(&id) {
+                self.history
+                    .quarantine(&file.path, &id, &reason)
+                    .map_err(|e| self.history_err(e))?;
+                return Ok(());
+            }
             self.summary.skipped += 1;
         } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
             self.replayed(file, &id, &sha, &original)?;
@@ -303,10 +317,11 @@ impl Worker {
                 }
             }
         }
-        checkpoint
+        let dir = self.folder.dir().to_path_buf();
+        self.checkpoint
             .files
-            .retain(|name, _| self.folder.dir().join(name).exists());
-        checkpoint.files.insert(
+            .retain(|name, _| dir.join(name).exists());
+        self.checkpoint.files.insert(
             file.name.clone(),
             CheckpointEntry {
                 size: file.size,
@@ -316,7 +331,7 @@ impl Worker {
             },
         );
         self.history
-            .save_checkpoint(&checkpoint)
+            .save_checkpoint(&self.checkpoint)
             .map_err(|e| self.history_err(e))
     }
 

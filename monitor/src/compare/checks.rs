@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::stats::{self, Band};
 use super::{Check, Finding, Severity, Verdict, band, band_key};
 use crate::config::model::{ColumnKind, Rules};
-use crate::profile::{ALL, BatchProfile, ColumnProfile, SliceProfile};
+use crate::profile::{ALL, BatchProfile, ColumnProfile, SliceProfile, ValuesProfile};
 
 /// How a test's numbers read in a message.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -537,29 +537,40 @@ fn psi(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     t.statistic = value;
     let n = stats::n_eff(o.n as f64, b.n as f64);
     t.p = stats::p_chi2(n * value, (r.expected.len() - 1) as f64);
-    t.effect = value;
-    t.threshold = ctx.level_threshold(
-        ctx.rules.thresholds.psi,
-        ctx.band(Check::Distribution, Some(name), slice),
-    );
-    t.contribution = ctx.weights(slice).0 * value;
+    level_test(ctx, t, ctx.rules.thresholds.psi, name, slice, out);
+}
+
+/// The batch's and the baseline's value statistics of a column in a slice,
+/// when both have values.
+fn value_columns<'a>(
+    ctx: &'a Ctx,
+    slice: &str,
+    name: &str,
+) -> Option<(
+    &'a ColumnProfile,
+    &'a ColumnProfile,
+    &'a ValuesProfile,
+    &'a ValuesProfile,
+)> {
+    let oc = column(ctx.batch_slices.get(slice), name)?;
+    let bc = column(ctx.reference.slice(slice), name)?;
+    let (o, b) = (oc.values.as_ref()?, bc.values.as_ref()?);
+    (oc.count > 0 && bc.count > 0).then_some((oc, bc, o, b))
+}
+
+/// Finish a distribution test whose effect is a divergence level.
+fn level_test(ctx: &Ctx, mut t: Test, floor: f64, name: &str, slice: &str, out: &mut Vec<Test>) {
+    t.effect = t.observed;
+    t.threshold = ctx.level_threshold(floor, ctx.band(Check::Distribution, Some(name), slice));
+    t.contribution = ctx.weights(slice).0 * t.observed;
     t.eligible = ctx.eligible(slice);
     out.push(t);
 }
 
 fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
-    let (Some(oc), Some(bc)) = (
-        column(ctx.batch_slices.get(slice), name),
-        column(ctx.reference.slice(slice), name),
-    ) else {
+    let Some((oc, bc, o, b)) = value_columns(ctx, slice, name) else {
         return;
     };
-    let (Some(o), Some(b)) = (oc.values.as_ref(), bc.values.as_ref()) else {
-        return;
-    };
-    if oc.count == 0 || bc.count == 0 {
-        return;
-    }
     let k = ctx.rules.thresholds.top_k.max(1) * 2;
     let mut cats: Vec<String> = b.top.top(k).into_iter().map(|v| v.value).collect();
     for v in o.top.top(k) {
@@ -590,29 +601,13 @@ fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         8.0 * n * value * std::f64::consts::LN_2,
         (p.len() - 1) as f64,
     );
-    t.effect = value;
-    t.threshold = ctx.level_threshold(
-        ctx.rules.thresholds.js,
-        ctx.band(Check::Distribution, Some(name), slice),
-    );
-    t.contribution = ctx.weights(slice).0 * value;
-    t.eligible = ctx.eligible(slice);
-    out.push(t);
+    level_test(ctx, t, ctx.rules.thresholds.js, name, slice, out);
 }
 
 fn top_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
-    let (Some(oc), Some(bc)) = (
-        column(ctx.batch_slices.get(slice), name),
-        column(ctx.reference.slice(slice), name),
-    ) else {
+    let Some((oc, bc, o, b)) = value_columns(ctx, slice, name) else {
         return;
     };
-    let (Some(o), Some(b)) = (oc.values.as_ref(), bc.values.as_ref()) else {
-        return;
-    };
-    if oc.count == 0 || bc.count == 0 {
-        return;
-    }
     let th = &ctx.rules.thresholds;
     let (on, bn) = (oc.count, bc.count);
     let (wo, wb) = ctx.weights(slice);

@@ -122,6 +122,8 @@ pub struct History {
     root: PathBuf,
     by_sha: HashMap<String, String>,
     ids: HashSet<String>,
+    /// Why each quarantined batch was quarantined.
+    quarantined: HashMap<String, String>,
     next_seq: u64,
 }
 
@@ -142,11 +144,16 @@ impl History {
             root,
             by_sha: HashMap::new(),
             ids: HashSet::new(),
+            quarantined: HashMap::new(),
             next_seq: 0,
         };
         let manifests = h.manifests()?;
         for m in &manifests {
             h.ids.insert(m.batch_id.clone());
+            if m.status == BatchStatus::Quarantined {
+                h.quarantined
+                    .insert(m.batch_id.clone(), m.reason.clone().unwrap_or_default());
+            }
             if m.status != BatchStatus::Replayed {
                 h.by_sha
                     .entry(m.input_sha256.clone())
@@ -221,6 +228,11 @@ impl History {
         self.ids.contains(batch_id)
     }
 
+    /// Why a batch was quarantined (`None` if it was not).
+    pub fn quarantine_reason(&self, batch_id: &str) -> Option<String> {
+        self.quarantined.get(batch_id).cloned()
+    }
+
     /// The batch that already holds these input bytes, if any.
     pub fn batch_with_input(&self, sha256: &str) -> Option<&str> {
         self.by_sha.get(sha256).map(String::as_str)
@@ -262,6 +274,12 @@ impl History {
         )
         .map_err(io(&path))?;
         self.ids.insert(manifest.batch_id.clone());
+        if manifest.status == BatchStatus::Quarantined {
+            self.quarantined.insert(
+                manifest.batch_id.clone(),
+                manifest.reason.clone().unwrap_or_default(),
+            );
+        }
         if manifest.status != BatchStatus::Replayed {
             self.by_sha
                 .entry(manifest.input_sha256.clone())
