@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use super::stats::{self, Band};
 use super::{Check, Finding, Severity, Verdict, band, band_key};
 use crate::config::model::{ColumnKind, Rules};
-use crate::profile::{ALL, BatchProfile, ColumnProfile, SliceProfile, ValuesProfile};
+use crate::profile::{
+    ALL, BatchProfile, ColumnProfile, NumericProfile, SliceProfile, ValuesProfile,
+};
 
 /// How a test's numbers read in a message.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -460,18 +462,26 @@ fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
     }
 }
 
-fn out_of_range(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
-    let (Some(o), Some(b)) = (
-        column(ctx.batch_slices.get(slice), name).and_then(|c| c.numeric.as_ref()),
-        column(ctx.reference.slice(slice), name).and_then(|c| c.numeric.as_ref()),
-    ) else {
-        return;
-    };
-    let Some(r) = ctx
+/// The batch's and the baseline's numeric statistics of a column in a
+/// slice, with the baseline's bins and range.
+fn numeric_columns<'a>(
+    ctx: &'a Ctx,
+    slice: &str,
+    name: &str,
+) -> Option<(&'a NumericProfile, &'a NumericProfile, &'a NumRef)> {
+    let o = column(ctx.batch_slices.get(slice), name)?
+        .numeric
+        .as_ref()?;
+    let b = column(ctx.reference.slice(slice), name)?.numeric.as_ref()?;
+    let r = ctx
         .reference
         .numeric
-        .get(&(slice.to_string(), name.to_string()))
-    else {
+        .get(&(slice.to_string(), name.to_string()))?;
+    Some((o, b, r))
+}
+
+fn out_of_range(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
+    let Some((o, b, r)) = numeric_columns(ctx, slice, name) else {
         return;
     };
     let mut t = blank(Check::OutOfRange, Some(name), slice, Unit::Share);
@@ -512,17 +522,7 @@ fn out_of_range(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
 }
 
 fn psi(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
-    let (Some(o), Some(b)) = (
-        column(ctx.batch_slices.get(slice), name).and_then(|c| c.numeric.as_ref()),
-        column(ctx.reference.slice(slice), name).and_then(|c| c.numeric.as_ref()),
-    ) else {
-        return;
-    };
-    let Some(r) = ctx
-        .reference
-        .numeric
-        .get(&(slice.to_string(), name.to_string()))
-    else {
+    let Some((o, b, r)) = numeric_columns(ctx, slice, name) else {
         return;
     };
     if o.n == 0 || r.edges.is_empty() {
@@ -689,29 +689,19 @@ fn duplicates(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
 /// Schema changes of the batch against the baseline (always batch level).
 fn schema_findings(profile: &BatchProfile, reference: &BatchProfile) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mk = |check: Check, col: &str, base: &str, obs: &str, severity: Severity| Finding {
-        check,
-        column: Some(col.to_string()),
-        trust_tag: ALL.to_string(),
-        value: None,
-        baseline_value: if base.is_empty() { 0.0 } else { 1.0 },
-        observed_value: if obs.is_empty() { 0.0 } else { 1.0 },
-        statistic_name: "count".into(),
-        statistic: 1.0,
-        threshold: 0.0,
-        p_value: 0.0,
-        effect_size: 1.0,
-        moved_tags: Vec::new(),
-        attribution: BTreeMap::new(),
-        verdict: Verdict::DataQuality,
-        severity,
-        message: match check {
+    let mk = |check: Check, col: &str, base: &str, obs: &str, severity: Severity| {
+        let message = match check {
             Check::SchemaNewColumn => format!("new column `{col}` ({obs}) is not in the baseline"),
             Check::SchemaMissingColumn => {
                 format!("column `{col}` ({base}) is in the baseline but missing from this batch")
             }
             _ => format!("column `{col}` changed type from {base} to {obs}"),
-        },
+        };
+        let mut f = Finding::batch_level(check, Verdict::DataQuality, severity, message);
+        f.column = Some(col.to_string());
+        f.baseline_value = if base.is_empty() { 0.0 } else { 1.0 };
+        f.observed_value = if obs.is_empty() { 0.0 } else { 1.0 };
+        f
     };
     for (col, ty) in &profile.schema {
         match reference.schema.get(col) {
