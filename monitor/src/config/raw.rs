@@ -1353,13 +1353,35 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Resolve a path written in a file against the file's folder; absolute paths are kept.
+/// Resolve a path written in a file against the file's folder; absolute paths
+/// are kept. `.` and `..` are resolved lexically (`rules/../drop` → `drop`), so
+/// that paths in logs and alerts read as users expect.
 pub(super) fn resolve(base_dir: &Path, written: &str) -> PathBuf {
+    use std::path::Component;
     let p = Path::new(written);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base_dir.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !matches!(out.components().next_back(), Some(Component::RootDir)) {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
@@ -1510,5 +1532,18 @@ mod tests {
         assert_eq!(key_path("columns", "amount"), "columns.amount");
         assert_eq!(key_path("columns", "a.b"), "columns[\"a.b\"]");
         assert_eq!(index_path("trust.levels", 2), "trust.levels[2]");
+        assert_eq!(
+            resolve(Path::new("rules"), "../fixtures/drop"),
+            PathBuf::from("fixtures/drop")
+        );
+        assert_eq!(resolve(Path::new(""), "../x"), PathBuf::from("../x"));
+        assert_eq!(
+            resolve(Path::new("/a/b"), "./c/../d"),
+            PathBuf::from("/a/b/d")
+        );
+        assert_eq!(
+            resolve(Path::new("rules"), "/abs/p"),
+            PathBuf::from("/abs/p")
+        );
     }
 }
