@@ -785,15 +785,7 @@ pub(super) fn findings(
                 .filter(|(t, _)| rules.trust.is_low_trust(t))
                 .map(|(_, s)| s)
                 .sum();
-            let verdict = if check.is_data_quality() {
-                Verdict::DataQuality
-            } else if moved.is_empty() && low_share >= 0.8 {
-                Verdict::PossiblePoisoning
-            } else if matches!(check, Check::RowCount | Check::DuplicateRows) {
-                Verdict::DataQuality
-            } else {
-                Verdict::Drift
-            };
+            let verdict = verdict(check, moved.is_empty() && low_share >= 0.8);
             out.push(finding(
                 &tests[a],
                 verdict,
@@ -803,15 +795,7 @@ pub(super) fn findings(
         } else {
             for &i in &moved {
                 let tag = &tests[i].slice;
-                let verdict = if check.is_data_quality() {
-                    Verdict::DataQuality
-                } else if rules.trust.is_low_trust(tag) {
-                    Verdict::PossiblePoisoning
-                } else if matches!(check, Check::RowCount | Check::DuplicateRows) {
-                    Verdict::DataQuality
-                } else {
-                    Verdict::Drift
-                };
+                let verdict = verdict(check, rules.trust.is_low_trust(tag));
                 out.push(finding(
                     &tests[i],
                     verdict,
@@ -831,6 +815,21 @@ pub(super) fn findings(
         ))
     });
     out
+}
+
+/// How a hit reads: data-quality checks always as data quality; otherwise a
+/// change that sits in low-trust tags as possible poisoning, and a broad one
+/// as drift (volume and duplicate changes as data quality).
+fn verdict(check: Check, in_low_trust: bool) -> Verdict {
+    if check.is_data_quality() {
+        Verdict::DataQuality
+    } else if in_low_trust {
+        Verdict::PossiblePoisoning
+    } else if matches!(check, Check::RowCount | Check::DuplicateRows) {
+        Verdict::DataQuality
+    } else {
+        Verdict::Drift
+    }
 }
 
 /// Share of the change each tag contributes (by absolute contribution).
