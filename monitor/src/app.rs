@@ -61,6 +61,12 @@ pub enum AppError {
         path: PathBuf,
         reason: String,
     },
+    #[error("dataset `{dataset}`: {source}")]
+    Kafka {
+        dataset: String,
+        #[source]
+        source: Box<crate::source::kafka::KafkaSourceError>,
+    },
 }
 
 /// How `run` behaves.
@@ -125,6 +131,28 @@ pub fn batch_id(dataset: &str, name: &str, input_sha256: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
+/// Where a batch came from, as its manifest and alerts record it: a dropped
+/// file or a Kafka topic/partition/offset range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOrigin {
+    /// The full origin (file path, or `kafka:topic/partition@first-last`).
+    pub source: String,
+    /// A short name for logs and messages (file name, or the same as `source`).
+    pub name: String,
+    /// Input bytes.
+    pub size: u64,
+}
+
+impl From<&DroppedFile> for BatchOrigin {
+    fn from(f: &DroppedFile) -> BatchOrigin {
+        BatchOrigin {
+            source: f.path.display().to_string(),
+            name: f.name.clone(),
+            size: f.size,
+        }
+    }
+}
+
 /// One dataset's worker: its rules, baseline, history and drop folder.
 pub struct Worker {
     rules: Rules,
@@ -134,7 +162,8 @@ pub struct Worker {
     history: History,
     /// The drop folder's checkpoint, kept in memory and saved after each file.
     checkpoint: Checkpoint,
-    folder: DropFolder,
+    /// The drop folder (`None` for a Kafka source, which drives the worker itself).
+    folder: Option<DropFolder>,
     poll: Duration,
     opts: RunOptions,
     pub summary: RunSummary,
@@ -144,6 +173,9 @@ impl Worker {
     /// Open everything a dataset needs; every problem is an error before any file is touched.
     pub fn open(rules: Rules, opts: RunOptions) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
+        if let SourceRule::Kafka(_) = &rules.source {
+            return Self::open_with(rules, opts, None, Duration::ZERO);
+        }
         let (path, poll, pattern) = match &rules.source {
             SourceRule::ParquetDrop {
                 path,
@@ -154,7 +186,9 @@ impl Worker {
                 Duration::from_millis(*poll_interval_ms),
                 pattern.clone(),
             ),
-            SourceRule::None => return Err(AppError::NoSource { dataset }),
+            SourceRule::None | SourceRule::Kafka(_) => {
+                return Err(AppError::NoSource { dataset });
+            }
         };
         std::fs::create_dir_all(&path).map_err(|e| AppError::DropFolder {
             dataset: dataset.clone(),
@@ -167,6 +201,17 @@ impl Worker {
                 path: path.clone(),
                 reason: format!("bad pattern `{pattern}`: {e}"),
             })?;
+        Self::open_with(rules, opts, Some(folder), poll)
+    }
+
+    /// Open the baseline, history and PII key of a dataset (shared by every source).
+    fn open_with(
+        rules: Rules,
+        opts: RunOptions,
+        folder: Option<DropFolder>,
+        poll: Duration,
+    ) -> Result<Worker, AppError> {
+        let dataset = rules.dataset.clone();
         let store = BaselineStore::new(&rules.baseline_dir);
         let (baseline_id, baseline, approval) = store
             .approved(&dataset, rules.baseline_id.as_deref())
@@ -198,7 +243,7 @@ impl Worker {
             dataset = %dataset,
             baseline_id = %baseline_id,
             approved_by = %approval.approved_by,
-            drop_folder = %path.display(),
+            source = %source_label(&rules.source),
             "dataset ready"
         );
         Ok(Worker {
@@ -218,6 +263,9 @@ impl Worker {
     /// Watch the drop folder until shutdown (or, with `once`, until every
     /// file present has been handled).
     pub fn run(mut self, shutdown: Shutdown) -> Result<RunSummary, AppError> {
+        if matches!(self.rules.source, SourceRule::Kafka(_)) {
+            return crate::source::kafka::run_worker(self, shutdown);
+        }
         let (tx, rx) = mpsc::channel::<()>();
         shutdown.register(tx.clone());
         let _watcher = self.watch(tx);
@@ -225,7 +273,10 @@ impl Worker {
             if shutdown.is_triggered() {
                 break;
             }
-            let ready = match self.folder.ready(Instant::now()) {
+            let Some(folder) = self.folder.as_mut() else {
+                break;
+            };
+            let ready = match folder.ready(Instant::now()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(dataset = %self.rules.dataset, error = %e, "could not list the drop folder; retrying");
@@ -238,7 +289,10 @@ impl Worker {
                 }
                 self.handle(&file)?;
             }
-            let pending = self.folder.next_check(Instant::now());
+            let pending = self
+                .folder
+                .as_ref()
+                .and_then(|f| f.next_check(Instant::now()));
             if self.opts.once && pending.is_none() {
                 break;
             }
@@ -261,7 +315,8 @@ impl Worker {
                 return None;
             }
         };
-        if let Err(e) = w.watch(self.folder.dir(), notify::RecursiveMode::NonRecursive) {
+        let dir = self.folder.as_ref()?.dir();
+        if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
             tracing::warn!(error = %e, "file events unavailable; polling the drop folder");
             return None;
         }
@@ -303,10 +358,10 @@ impl Worker {
             }
             self.summary.skipped += 1;
         } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
-            self.replayed(file, &id, &sha, &original)?;
+            self.replayed(&file.into(), &id, &sha, &original)?;
         } else {
             match profile_file(&file.path, &self.rules, &self.pii) {
-                Ok(profile) => self.processed(file, &id, &sha, profile)?,
+                Ok(profile) => self.processed(&file.into(), &id, &sha, profile)?,
                 Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {
                     tracing::warn!(file = %file.path.display(), error = %source, "could not read a dropped file; will retry");
                     return Ok(());
@@ -317,7 +372,9 @@ impl Worker {
                 }
             }
         }
-        let dir = self.folder.dir().to_path_buf();
+        let Some(dir) = self.folder.as_ref().map(|f| f.dir().to_path_buf()) else {
+            return Ok(());
+        };
         self.checkpoint
             .files
             .retain(|name, _| dir.join(name).exists());
@@ -337,7 +394,7 @@ impl Worker {
 
     fn context(
         &self,
-        file: &DroppedFile,
+        file: &BatchOrigin,
         id: &str,
         sha: &str,
         batch_time: Option<String>,
@@ -346,7 +403,7 @@ impl Worker {
         BatchContext {
             dataset: self.rules.dataset.clone(),
             batch_id: id.to_string(),
-            source: file.path.display().to_string(),
+            source: file.source.clone(),
             input_sha256: sha.to_string(),
             baseline_id: self.baseline_id.clone(),
             rules_hash: self.rules.rules_hash.clone(),
@@ -402,12 +459,26 @@ impl Worker {
 
     fn processed(
         &mut self,
-        file: &DroppedFile,
+        file: &BatchOrigin,
         id: &str,
         sha: &str,
         profile: BatchProfile,
     ) -> Result<(), AppError> {
-        let findings = compare::compare(&profile, &self.baseline, &self.rules);
+        self.processed_with(file, id, sha, profile, Vec::new())
+    }
+
+    /// Compare a batch's profile with the baseline and commit it with its
+    /// findings (plus `extra` findings the source made, such as a malformed share).
+    pub fn processed_with(
+        &mut self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        profile: BatchProfile,
+        extra: Vec<Finding>,
+    ) -> Result<(), AppError> {
+        let mut findings = compare::compare(&profile, &self.baseline, &self.rules);
+        findings.extend(extra);
         let ctx = self.context(
             file,
             id,
@@ -437,9 +508,10 @@ impl Worker {
         Ok(())
     }
 
-    fn replayed(
+    /// Commit a batch whose bytes are already in the history under another id.
+    pub fn replayed(
         &mut self,
-        file: &DroppedFile,
+        file: &BatchOrigin,
         id: &str,
         sha: &str,
         original: &str,
@@ -469,6 +541,24 @@ impl Worker {
         sha: &str,
         reason: &str,
     ) -> Result<(), AppError> {
+        self.rejected(&file.into(), id, sha, reason)?;
+        let moved = self
+            .history
+            .quarantine(&file.path, id, reason)
+            .map_err(|e| self.history_err(e))?;
+        tracing::info!(to = %moved.display(), "moved to quarantine");
+        Ok(())
+    }
+
+    /// Commit a batch that could not be profiled at all (status quarantined,
+    /// with a malformed-input finding); moving its input aside is the source's job.
+    pub fn rejected(
+        &mut self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
         let ctx = self.context(file, id, sha, None, 0);
         let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file.size);
         m.reason = Some(reason.to_string());
@@ -480,13 +570,37 @@ impl Worker {
         );
         tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, reason = %reason, "input quarantined");
         self.commit(m, vec![finding], &ctx, None)?;
-        let moved = self
-            .history
-            .quarantine(&file.path, id, reason)
-            .map_err(|e| self.history_err(e))?;
-        tracing::info!(to = %moved.display(), "moved to quarantine");
         self.summary.quarantined += 1;
         Ok(())
+    }
+
+    /// The dataset's rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The PII key profiles are built with.
+    pub fn pii(&self) -> &PiiKey {
+        &self.pii
+    }
+
+    /// Whether the run stops once the input present at start is handled.
+    pub fn once(&self) -> bool {
+        self.opts.once
+    }
+
+    /// The dataset's history (read-only: commits go through the worker).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}
+
+/// What a dataset reads from, for logs.
+fn source_label(source: &SourceRule) -> String {
+    match source {
+        SourceRule::ParquetDrop { path, .. } => format!("drop folder {}", path.display()),
+        SourceRule::Kafka(k) => format!("kafka topics {} at {}", k.topics.join(","), k.brokers),
+        SourceRule::None => "none".to_string(),
     }
 }
 

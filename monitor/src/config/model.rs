@@ -205,6 +205,8 @@ pub enum SourceRule {
     },
     /// No live source (profile, baseline and replay commands only).
     None,
+    /// Kafka topics read as a consumer group of dqmon's own.
+    Kafka(KafkaSource),
 }
 
 /// One dataset's rules: everything needed to profile and compare its batches.
@@ -286,3 +288,65 @@ impl Rules {
 
 /// A map from dataset name to its rules, for configs that include several.
 pub type RuleSet = BTreeMap<String, Rules>;
+
+/// How the messages of a Kafka topic carry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFormat {
+    /// One JSON object per message.
+    Json,
+    /// Many JSON objects per message, one per line.
+    JsonLines,
+    /// An Arrow IPC stream per message (one or more record batches).
+    ArrowIpc,
+}
+
+/// Where the trust tag of a Kafka record comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaTrust {
+    /// From the records themselves (the rules' `trust.column`, or `trust.fixed`).
+    Records,
+    /// From this message header; the tag is written into the rules' trust column.
+    Header(String),
+    /// Fixed per topic (topic name to tag); written into the rules' trust column.
+    Topics(BTreeMap<String, String>),
+}
+
+/// Where a secret client property's value is read from at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    /// An environment variable.
+    Env(String),
+    /// A file (its content, trailing newline removed).
+    File(PathBuf),
+}
+
+/// A Kafka source (`source: { kafka: ... }`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KafkaSource {
+    /// `bootstrap.servers`, comma separated.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group (`group.id`); every dqmon replica of a dataset uses the same one.
+    pub group_id: String,
+    pub format: MessageFormat,
+    pub trust: KafkaTrust,
+    /// Messages with the same value of this header form one batch.
+    pub batch_id_header: Option<String>,
+    /// A window (or a batch-id batch) closes at this many records...
+    pub max_records: u64,
+    /// ...or this many payload bytes...
+    pub max_bytes: u64,
+    /// ...or this many milliseconds after its first message.
+    pub max_ms: u64,
+    /// Larger messages go to the dead-letter topic unread.
+    pub max_message_bytes: u64,
+    /// Bad messages are produced here with their reason in headers.
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties passed through as written (no secrets).
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, read from env vars or files.
+    pub secret_properties: BTreeMap<String, SecretRef>,
+}

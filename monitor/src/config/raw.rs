@@ -15,6 +15,8 @@ use super::model::{
     TrustRules, TrustSource,
 };
 
+mod kafka;
+
 /// The YAML path used for problems about the file as a whole.
 pub(super) const ROOT: &str = "(top level)";
 
@@ -34,7 +36,7 @@ const RULES_KEYS: &[&str] = &[
     "alerts",
 ];
 const INCLUDE_KEYS: &[&str] = &["include", "state_dir"];
-const SOURCE_KEYS: &[&str] = &["parquet_drop"];
+const SOURCE_KEYS: &[&str] = &["parquet_drop", "kafka"];
 const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
 const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
 const LABEL_KEYS: &[&str] = &["column", "positive"];
@@ -251,6 +253,12 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
             ),
         );
     }
+
+    let trust_is_fixed = trust
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .is_some_and(|t| matches!(t.source, TrustSource::Fixed(_)));
+    kafka::check_trust(&mut w, source.as_ref(), trust_is_fixed);
 
     if !w.problems.is_empty() {
         return Err(w.problems);
@@ -592,8 +600,18 @@ impl Walker {
         const EXAMPLE: &str = "`source: { parquet_drop: { path: drop/payments } }`";
         let m = self.map(path, v, EXAMPLE)?;
         let mut f = Fields::new(path, m, SOURCE_KEYS);
+        let kafka = f.get("kafka");
         let out = match f.get("parquet_drop") {
-            Some((p, v)) => self.parquet_drop(&p, v, base_dir),
+            Some((p, v)) => {
+                if let Some((kp, _)) = &kafka {
+                    self.problem(
+                        kp,
+                        "a dataset reads from one source; keep either `parquet_drop` or `kafka` and move the other into a rules file of its own.",
+                    );
+                }
+                self.parquet_drop(&p, v, base_dir)
+            }
+            None if kafka.is_some() => kafka.and_then(|(p, v)| self.kafka(&p, v, base_dir)),
             None => {
                 if f.is_empty() {
                     self.problem(

@@ -1,6 +1,8 @@
 //! Decode: input bytes to Arrow record batches. It checks the input limits
 //! and reports malformed input with a reason; it never computes statistics.
 
+pub mod ipc;
+pub mod json;
 pub mod parquet;
 
 pub use self::parquet::{DecodeError, ParquetInput};

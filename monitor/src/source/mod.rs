@@ -1,4 +1,5 @@
 //! Sources: where raw batches come from, with what is needed to acknowledge
 //! them. A source knows nothing of Arrow or statistics.
 
+pub mod kafka;
 pub mod parquet_drop;
