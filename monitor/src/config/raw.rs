@@ -603,11 +603,12 @@ impl Walker {
         let kafka = f.get("kafka");
         let out = match f.get("parquet_drop") {
             Some((p, v)) => {
-                if let Some((kp, _)) = &kafka {
+                if let Some((kp, kv)) = &kafka {
                     self.problem(
                         kp,
                         "a dataset reads from one source; keep either `parquet_drop` or `kafka` and move the other into a rules file of its own.",
                     );
+                    let _ = self.kafka(kp, kv, base_dir);
                 }
                 self.parquet_drop(&p, v, base_dir)
             }

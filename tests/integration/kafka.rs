@@ -1,0 +1,680 @@
+//! `dqmon run` on Kafka topics: the real binary against a real
+//! Kafka-protocol broker (tansu, started per test on a free loopback port),
+//! with rdkafka on the producer side. One quick test uses rdkafka's
+//! in-process mock cluster instead (it listens on loopback too).
+//!
+//! tansu comes from `tests/run` (DQMON_TEST_TANSU), `TANSU_BIN`, `PATH` or
+//! `.tools/bin/tansu`; without it the broker tests fail and say how to get it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use dqmon::config::model::MessageFormat;
+use dqmon::decode::json::{JsonDecoder, Message};
+use dqmon::fixtures::{BatchSpec, Scenario};
+use rdkafka::ClientConfig;
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::daemon::{terminate, unsafe_kill};
+use crate::common::*;
+
+/// Rows per batch: enough for every trust tag to be tested.
+const ROWS: usize = 4_000;
+const TOPIC: &str = "events";
+const DLQ: &str = "events-dlq";
+
+/// Where tansu is, or a clear failure.
+fn tansu_bin() -> PathBuf {
+    for var in ["DQMON_TEST_TANSU", "TANSU_BIN"] {
+        if let Ok(p) = std::env::var(var)
+            && Path::new(&p).is_file()
+        {
+            return PathBuf::from(p);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("tansu");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let local = repo_root().join(".tools/bin/tansu");
+    assert!(
+        local.is_file(),
+        "the Kafka broker tests need the `tansu` broker binary and found none (DQMON_TEST_TANSU, TANSU_BIN, PATH, .tools/bin/tansu); \
+         run the suite with `tests/run`, which installs it, or install it yourself with \
+         `cargo install tansu --locked --features dynostore --root .tools`"
+    );
+    local
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker for one test.
+pub enum Broker {
+    Tansu { child: Child, addr: String },
+    Mock(rdkafka::mocking::MockCluster<'static, DefaultProducerContext>),
+}
+
+impl Broker {
+    /// A fresh tansu broker with in-memory storage on a free port.
+    pub fn tansu() -> Broker {
+        let bin = tansu_bin();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "tansu did not listen on {addr} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Broker::Tansu { child, addr }
+    }
+
+    pub fn mock() -> Broker {
+        Broker::Mock(rdkafka::mocking::MockCluster::new(1).unwrap())
+    }
+
+    pub fn addr(&self) -> String {
+        match self {
+            Broker::Tansu { addr, .. } => addr.clone(),
+            Broker::Mock(m) => m.bootstrap_servers(),
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Broker::Tansu { addr, .. } => {
+                let out = Command::new(tansu_bin())
+                    .args([
+                        "topic",
+                        "create",
+                        name,
+                        "--partitions",
+                        &partitions.to_string(),
+                        "--broker",
+                        &format!("tcp://{addr}"),
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "tansu topic create {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Broker::Mock(m) => m.create_topic(name, partitions, 1).unwrap(),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The JSON rows of a generated batch, one object per message.
+fn json_rows(batch: &RecordBatch) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+    }
+    buf.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn rows_of(index: u64, scenario: Scenario) -> Vec<Vec<u8>> {
+    json_rows(&dqmon::fixtures::generate(&BatchSpec {
+        rows: ROWS,
+        seed: 7,
+        batch_index: index,
+        scenario,
+    }))
+}
+
+const RULES: &str = "\
+dataset: events
+trust:
+  column: trust_tag
+  levels: [human_reviewed, vendor, user_reported, scraped]
+  low_trust: [user_reported, scraped]
+label:
+  column: label
+  positive: \"1\"
+columns:
+  event_time: timestamp
+  amount: { kind: numeric, range: [0, 1000000] }
+  age: { kind: numeric, range: [0, 120] }
+  country: categorical
+  device: categorical
+  merchant_category: categorical
+";
+
+/// A folder with Kafka rules and an approved baseline built from JSON
+/// records decoded the way the daemon decodes them.
+pub struct KafkaSetup {
+    pub dir: tempfile::TempDir,
+    pub rules: PathBuf,
+    pub state: PathBuf,
+}
+
+impl KafkaSetup {
+    pub fn new(broker: &str, group: &str, state_dir: &str) -> KafkaSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.yaml");
+        let text = format!(
+            "{RULES}state_dir: {state_dir}\nbaseline_dir: baselines\nsource:\n  kafka:\n    brokers: [\"{broker}\"]\n    topics: [{TOPIC}]\n    group_id: {group}\n    format: json\n    batch_id_header: batch-id\n    window: {{ max_records: 100000, max_ms: 3000 }}\n    max_message_bytes: 4096\n    dead_letter_topic: {DLQ}\n    properties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 500, topic.metadata.refresh.interval.ms: 1000 }}\n"
+        );
+        fs::write(&rules, text).unwrap();
+        let cfg = dqmon::config::load(&rules).unwrap();
+        let r = cfg.datasets.into_iter().next().unwrap();
+        let pii = dqmon::pii::PiiKey::load(&r.pii_key_env, &r.state_dir).unwrap();
+        let decoder = JsonDecoder::new(&r, MessageFormat::Json, false);
+        let mut profiles = Vec::new();
+        let mut refs = Vec::new();
+        for i in 0..8 {
+            let rows = rows_of(i, Scenario::Clean);
+            let msgs: Vec<Message<'_>> = rows
+                .iter()
+                .map(|p| Message {
+                    payload: p,
+                    tag: None,
+                })
+                .collect();
+            let d = decoder.decode(&msgs);
+            assert!(d.rejected.is_empty(), "{:?}", d.rejected.first());
+            profiles.push(dqmon::profile::profile_batches(&r, &pii, &d.batches).unwrap());
+            refs.push(dqmon::baseline::BatchRef {
+                origin: format!("clean {i}"),
+                input_sha256: None,
+                rows: d.rows,
+            });
+        }
+        let b = dqmon::baseline::Baseline::build(&r, &profiles, refs, "builder").unwrap();
+        let store = dqmon::store::baselines::BaselineStore::new(&r.baseline_dir);
+        let id = store.save(&b).unwrap();
+        store
+            .approve(&id, "approver", "2024-06-01T00:00:00Z", "test")
+            .unwrap();
+        KafkaSetup {
+            state: r.state_dir.clone(),
+            dir,
+            rules,
+        }
+    }
+
+    pub fn spawn(&self, extra: &[&str]) -> Child {
+        Command::new(dqmon_bin())
+            .args(["run", "--config", self.rules.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("DQMON_PII_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn manifests(&self) -> Vec<Value> {
+        manifests(&self.state)
+    }
+
+    pub fn alerts(&self) -> Vec<Value> {
+        match fs::read_to_string(self.state.join("alerts.jsonl")) {
+            Ok(t) => t
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn manifests(state: &Path) -> Vec<Value> {
+    let dir = state.join("history/batches");
+    let mut out: Vec<Value> = match fs::read_dir(&dir) {
+        Ok(d) => d
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension().and_then(|e| e.to_str()) == Some("json"))
+                    .then(|| serde_json::from_slice(&fs::read(p).unwrap()).unwrap())
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort_by_key(|m: &Value| m["seq"].as_u64());
+    out
+}
+
+/// (partition, first offset, last offset) of a manifest.
+fn span(m: &Value) -> (i32, i64, i64) {
+    let (_, p, f, l) = dqmon::source::kafka::parse_origin(m["source"].as_str().unwrap())
+        .unwrap_or_else(|| panic!("not a kafka origin: {}", m["source"]));
+    (p, f, l)
+}
+
+pub fn producer(broker: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap()
+}
+
+/// Produce one batch (all messages with one batch-id header) to a partition and flush.
+pub fn produce_batch(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    partition: i32,
+    batch: &str,
+    payloads: &[Vec<u8>],
+) {
+    for payload in payloads {
+        let mut rec = BaseRecord::<(), [u8]>::to(TOPIC)
+            .partition(partition)
+            .payload(payload.as_slice())
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "batch-id",
+                value: Some(batch),
+            }));
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Every message of the dead-letter topic: (reason, source partition, source offset).
+fn dead_letters(broker: &str, partitions: i32, expect: usize) -> Vec<(String, i32, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(DLQ, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < expect && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let h = |k: &str| -> String {
+                m.headers()
+                    .and_then(|h| h.iter().find(|x| x.key == k).and_then(|x| x.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            assert_eq!(h("dqmon.source.topic"), TOPIC);
+            out.push((
+                h("dqmon.reason"),
+                h("dqmon.source.partition").parse().unwrap(),
+                h("dqmon.source.offset").parse().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "dqmon did not finish within {timeout:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn flip() -> Scenario {
+    Scenario::LabelFlip {
+        tag: "scraped".into(),
+        strength: 0.3,
+    }
+}
+
+/// Clean and poisoned batches on a 4-partition topic, with bad messages in
+/// two of them: the history holds every batch once, alerts fire on the
+/// poisoned ones only, bad messages land in the dead-letter topic with
+/// their reasons, and a second run finds nothing new (offsets committed).
+fn clean_and_poisoned(broker: Broker) {
+    broker.create_topic(TOPIC, 4);
+    broker.create_topic(DLQ, 1);
+    let addr = broker.addr();
+    let s = KafkaSetup::new(&addr, "dqmon-e2e", "state");
+    let p = producer(&addr);
+    let poisoned: HashSet<u64> = [5, 10].into();
+    let mut expected_rows = BTreeMap::new();
+    for b in 0..12u64 {
+        let mut rows = rows_of(
+            100 + b,
+            if poisoned.contains(&b) {
+                flip()
+            } else {
+                Scenario::Clean
+            },
+        );
+        let good = rows.len() as u64;
+        if b == 2 {
+            // a few bad messages amid good ones: below the malformed threshold
+            rows.insert(10, b"{\"amount\": 12, \"country\": ".to_vec());
+            rows.insert(
+                20,
+                b"{\"amount\": \"twelve\", \"country\": \"DE\"}".to_vec(),
+            );
+            rows.insert(
+                30,
+                format!("{{\"free_text\": \"{}\"}}", "x".repeat(5000)).into_bytes(),
+            );
+        }
+        if b == 7 {
+            // 2% bad: the malformed share is itself a finding
+            for i in 0..80 {
+                rows.insert(i * 40, b"not json at all".to_vec());
+            }
+        }
+        expected_rows.insert(b, good);
+        produce_batch(&p, (b % 4) as i32, &format!("batch-{b}"), &rows);
+    }
+
+    let mut child = s.spawn(&["--once"]);
+    let status = wait_exit(&mut child, Duration::from_secs(240));
+    let err = child.wait_with_output().unwrap().stderr;
+    assert!(
+        status.success(),
+        "dqmon failed: {}",
+        String::from_utf8_lossy(&err)
+    );
+
+    let ms = s.manifests();
+    assert_eq!(
+        ms.len(),
+        12,
+        "one history entry per batch: {:#?}",
+        ms.iter().map(|m| &m["source"]).collect::<Vec<_>>()
+    );
+    // batches per partition are contiguous and cover every offset once
+    let mut by_part: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
+    for m in &ms {
+        assert_eq!(m["status"], "processed", "{m}");
+        let (p, f, l) = span(m);
+        by_part.entry(p).or_default().push((f, l));
+    }
+    for (p, spans) in &mut by_part {
+        spans.sort();
+        assert_eq!(spans[0].0, 0, "partition {p} starts at 0");
+        for w in spans.windows(2) {
+            assert_eq!(
+                w[0].1 + 1,
+                w[1].0,
+                "partition {p}: gap or overlap {spans:?}"
+            );
+        }
+    }
+    // rows: every good record, none of the bad ones
+    let total: u64 = ms.iter().map(|m| m["rows"].as_u64().unwrap()).sum();
+    assert_eq!(total, expected_rows.values().sum::<u64>());
+
+    // alerts: label flips in the poisoned batches, the malformed share in batch 7, nothing else
+    let alerts = s.alerts();
+    let ids: HashSet<&str> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), alerts.len(), "no duplicate alert id");
+    let mut checks_by_batch: BTreeMap<(i32, i64), Vec<String>> = BTreeMap::new();
+    for a in &alerts {
+        let m = ms.iter().find(|m| m["batch_id"] == a["batch_id"]).unwrap();
+        let (p, f, _) = span(m);
+        checks_by_batch.entry((p, f)).or_default().push(format!(
+            "{}/{}",
+            a["check"].as_str().unwrap(),
+            a["trust_tag"].as_str().unwrap()
+        ));
+    }
+    // batch b is the (b / 4)-th batch of partition b % 4
+    let key_of = |b: u64| {
+        let p = (b % 4) as i32;
+        let mut spans = by_part[&p].clone();
+        spans.sort();
+        (p, spans[(b / 4) as usize].0)
+    };
+    for b in 0..12u64 {
+        let got = checks_by_batch.get(&key_of(b)).cloned().unwrap_or_default();
+        if poisoned.contains(&b) {
+            assert!(
+                got.iter().any(|c| c == "label_rate/scraped"),
+                "batch {b}: {got:?}"
+            );
+        } else if b == 7 {
+            assert_eq!(got, vec!["malformed_records/all".to_string()], "batch {b}");
+        } else {
+            assert!(got.is_empty(), "clean batch {b} raised {got:?}");
+        }
+    }
+
+    // the dead-letter topic holds every bad message with its reason
+    let dl = dead_letters(&addr, 1, 83);
+    assert_eq!(dl.len(), 83, "{dl:?}");
+    let reasons = |needle: &str| dl.iter().filter(|(r, _, _)| r.contains(needle)).count();
+    assert_eq!(reasons("not valid JSON"), 81, "{dl:?}");
+    assert_eq!(reasons("schema violation"), 1, "{dl:?}");
+    assert_eq!(reasons("max_message_bytes"), 1, "{dl:?}");
+    assert!(dl.iter().all(|(_, p, _)| *p == 2 || *p == 3));
+
+    // a second run: offsets were committed, nothing is read twice
+    let mut child = s.spawn(&["--once"]);
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    assert!(status.success());
+    assert_eq!(s.manifests().len(), 12);
+}
+
+#[test]
+fn kafka_mock_cluster_clean_and_poisoned_batches() {
+    clean_and_poisoned(Broker::mock());
+}
+
+#[test]
+fn kafka_tansu_clean_and_poisoned_batches_on_four_partitions() {
+    clean_and_poisoned(Broker::tansu());
+}
+
+/// SIGKILL at random points while batches are produced; after the last
+/// restart every batch is in the history exactly once, no alert id twice.
+#[test]
+fn kafka_tansu_sigkill_loses_and_duplicates_nothing() {
+    let broker = Broker::tansu();
+    broker.create_topic(TOPIC, 4);
+    broker.create_topic(DLQ, 1);
+    let addr = broker.addr();
+    let s = KafkaSetup::new(&addr, "dqmon-crash", "state");
+    const BATCHES: u64 = 16;
+    let staged: Vec<Vec<Vec<u8>>> = (0..BATCHES)
+        .map(|b| rows_of(200 + b, if b % 5 == 4 { flip() } else { Scenario::Clean }))
+        .collect();
+    let paddr = addr.clone();
+    let producing = std::thread::spawn(move || {
+        let p = producer(&paddr);
+        for (b, rows) in staged.iter().enumerate() {
+            produce_batch(&p, (b % 4) as i32, &format!("crash-{b}"), rows);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut kills = 0;
+    while kills < 10 || !producing.is_finished() {
+        let mut child = s.spawn(&[]);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(300 + seed % 2500));
+        unsafe_kill(child.id(), "KILL");
+        let _ = child.wait();
+        kills += 1;
+    }
+    producing.join().unwrap();
+    let child = s.spawn(&[]);
+    let start = Instant::now();
+    while s.manifests().len() < BATCHES as usize {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "only {} of {BATCHES} batches after the last restart",
+            s.manifests().len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // give a late duplicate a chance to show up before checking
+    std::thread::sleep(Duration::from_secs(4));
+    let out = terminate(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = s.manifests();
+    assert_eq!(
+        ms.len(),
+        BATCHES as usize,
+        "every batch exactly once after {kills} kills"
+    );
+    let mut spans: Vec<(i32, i64, i64)> = ms.iter().map(span).collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        if w[0].0 == w[1].0 {
+            assert_eq!(w[0].2 + 1, w[1].1, "gap or overlap: {spans:?}");
+        }
+    }
+    assert!(
+        ms.iter().all(|m| m["rows"].as_u64() == Some(ROWS as u64)),
+        "whole batches only"
+    );
+    let alerts = s.alerts();
+    let ids: HashSet<&str> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), alerts.len(), "no duplicate alert id");
+    assert!(
+        alerts.iter().any(|a| a["check"] == "label_rate"),
+        "the poisoned batches were alerted"
+    );
+}
+
+/// Two dqmon processes in one consumer group share a 4-partition topic;
+/// every batch is processed by exactly one of them.
+#[test]
+fn kafka_tansu_two_processes_share_the_partitions() {
+    let broker = Broker::tansu();
+    broker.create_topic(TOPIC, 4);
+    broker.create_topic(DLQ, 1);
+    let addr = broker.addr();
+    let a = KafkaSetup::new(&addr, "dqmon-pair", "state-a");
+    let b = KafkaSetup::new(&addr, "dqmon-pair", "state-b");
+    let ca = a.spawn(&[]);
+    let cb = b.spawn(&[]);
+    const BATCHES: u64 = 12;
+    let p = producer(&addr);
+    for i in 0..BATCHES {
+        produce_batch(
+            &p,
+            (i % 4) as i32,
+            &format!("pair-{i}"),
+            &rows_of(300 + i, Scenario::Clean),
+        );
+    }
+    let start = Instant::now();
+    let count = || a.manifests().len() + b.manifests().len();
+    while count() < BATCHES as usize {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "only {} of {BATCHES} batches",
+            count()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let oa = terminate(ca);
+    let ob = terminate(cb);
+    assert!(oa.status.success() && ob.status.success());
+    let (ma, mb) = (a.manifests(), b.manifests());
+    assert_eq!(
+        ma.len() + mb.len(),
+        BATCHES as usize,
+        "each batch once in total"
+    );
+    let spans: HashSet<(i32, i64)> = ma
+        .iter()
+        .chain(&mb)
+        .map(|m| {
+            let (p, f, _) = span(m);
+            (p, f)
+        })
+        .collect();
+    assert_eq!(spans.len(), BATCHES as usize, "no batch in both histories");
+    assert!(
+        !ma.is_empty() && !mb.is_empty(),
+        "both members took partitions ({} / {})",
+        ma.len(),
+        mb.len()
+    );
+}
