@@ -85,10 +85,12 @@ impl Walker {
             .required(self, "brokers", "`brokers: [kafka-1:9092, kafka-2:9092]`")
             .and_then(|(p, v)| self.text_list(&p, v, "`brokers: [kafka-1:9092]`"))
             .map(|b| b.join(","));
+        let mut written_topics: Vec<String> = Vec::new();
         let topics = f
             .required(self, "topics", "`topics: [payments]`")
             .and_then(|(p, v)| {
                 let list = self.text_list(&p, v, "`topics: [payments]`")?;
+                written_topics = list.clone();
                 let mut ok = true;
                 for (i, t) in list.iter().enumerate() {
                     if !valid_topic(t) {
@@ -214,7 +216,7 @@ impl Walker {
                     );
                     return None;
                 }
-                if topics.as_ref().is_some_and(|ts| ts.contains(&t)) {
+                if written_topics.contains(&t) {
                     self.problem(
                         &p,
                         format!("the dead-letter topic `{t}` is also read as input, so bad messages would loop; use a topic of its own such as `{t}-dlq`."),
