@@ -2,6 +2,7 @@
 //! the daemon history, checkpoints and alerts). Everything it writes is
 //! written durably (see [`fsutil`]).
 
+pub mod audit;
 pub mod baselines;
 pub mod fsutil;
 pub mod history;
