@@ -25,7 +25,7 @@ use crate::decode::parquet::{ProfileFileError, profile_file};
 use crate::pii::{PiiKey, PiiKeyError};
 use crate::profile::BatchProfile;
 use crate::source::parquet_drop::{DropFolder, DroppedFile};
-use crate::store::baselines::{BaselineStore, BaselineStoreError};
+use crate::store::baselines::BaselineStoreError;
 use crate::store::history::{
     BatchStatus, Checkpoint, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
 };
@@ -60,6 +60,18 @@ pub enum AppError {
         dataset: String,
         path: PathBuf,
         reason: String,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    ApprovedBaseline {
+        dataset: String,
+        #[source]
+        source: crate::security::ApprovedBaselineError,
+    },
+    #[error("dataset `{dataset}`: could not record in the audit log: {source}")]
+    Audit {
+        dataset: String,
+        #[source]
+        source: crate::store::audit::AuditError,
     },
 }
 
@@ -167,13 +179,21 @@ impl Worker {
                 path: path.clone(),
                 reason: format!("bad pattern `{pattern}`: {e}"),
             })?;
-        let store = BaselineStore::new(&rules.baseline_dir);
-        let (baseline_id, baseline, approval) = store
-            .approved(&dataset, rules.baseline_id.as_deref())
-            .map_err(|source| AppError::Baseline {
-                dataset: dataset.clone(),
-                source,
-            })?;
+        let (baseline_id, baseline, approval) =
+            match crate::security::approved_baseline(&rules, rules.baseline_id.as_deref()) {
+                Ok(chosen) => chosen,
+                Err(source) => {
+                    crate::store::refusal::refused_baseline(&rules, &source, opts.print_alerts)
+                        .map_err(|source| AppError::Audit {
+                            dataset: dataset.clone(),
+                            source,
+                        })?;
+                    return Err(AppError::ApprovedBaseline {
+                        dataset: dataset.clone(),
+                        source,
+                    });
+                }
+            };
         if baseline.shape != rules.profile_shape() {
             return Err(AppError::Baseline {
                 dataset,

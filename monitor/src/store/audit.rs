@@ -443,6 +443,46 @@ fn keys_of(
         .collect())
 }
 
+/// Record the config in force (at daemon start, and on reload): a
+/// `config_changed` entry when its hash differs from the last config entry
+/// of the log (or there is none yet), else `config_loaded`. Returns the kind
+/// recorded. The payload holds hashes and the file name, never contents.
+pub fn record_config(
+    log: &AuditLog,
+    config_path: &Path,
+    config_hash: &str,
+    rules_hash: &str,
+    trigger: &str,
+) -> Result<AuditKind, AuditError> {
+    let last = log.last_of(&[AuditKind::ConfigLoaded, AuditKind::ConfigChanged])?;
+    let previous = last
+        .as_ref()
+        .and_then(|e| e.payload.get("config_hash"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let kind = if previous.as_deref() == Some(config_hash) {
+        AuditKind::ConfigLoaded
+    } else {
+        AuditKind::ConfigChanged
+    };
+    log.append(
+        kind,
+        None,
+        serde_json::json!({
+            "config_path": config_path.display().to_string(),
+            "config_hash": config_hash,
+            "rules_hash": rules_hash,
+            "previous_config_hash": previous,
+            "trigger": trigger,
+            "dqmon_version": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    if kind == AuditKind::ConfigChanged {
+        tracing::info!(config = %config_path.display(), config_hash, previous = ?previous, "config changed since the last recorded one");
+    }
+    Ok(kind)
+}
+
 /// The first problem [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tampered {
@@ -742,6 +782,26 @@ mod tests {
         );
         assert_eq!(lines(dir.path()).len(), 1);
         assert!(log.keys(AuditKind::BatchCommitted).unwrap().contains("b1"));
+    }
+
+    #[test]
+    fn config_changes_are_told_apart_from_reloads_of_the_same_config() {
+        let (_dir, log) = log_with(0);
+        let p = Path::new("rules.yaml");
+        assert_eq!(
+            record_config(&log, p, "h1", "r1", "start").unwrap(),
+            AuditKind::ConfigChanged
+        );
+        assert_eq!(
+            record_config(&log, p, "h1", "r1", "start").unwrap(),
+            AuditKind::ConfigLoaded
+        );
+        assert_eq!(
+            record_config(&log, p, "h2", "r2", "reload").unwrap(),
+            AuditKind::ConfigChanged
+        );
+        let last = log.entries().unwrap().pop().unwrap();
+        assert_eq!(last.payload["previous_config_hash"], "h1");
     }
 
     #[test]
