@@ -61,17 +61,17 @@ pub enum AppError {
         path: PathBuf,
         reason: String,
     },
-    #[error("dataset `{dataset}`: {source}")]
+    // The inner error is in the message, not chained as a source, so that
+    // `{:#}` reports do not print it twice.
+    #[error("dataset `{dataset}`: {error}")]
     ApprovedBaseline {
         dataset: String,
-        #[source]
-        source: crate::security::ApprovedBaselineError,
+        error: crate::security::ApprovedBaselineError,
     },
-    #[error("dataset `{dataset}`: could not record in the audit log: {source}")]
+    #[error("dataset `{dataset}`: could not record in the audit log: {error}")]
     Audit {
         dataset: String,
-        #[source]
-        source: crate::store::audit::AuditError,
+        error: crate::store::audit::AuditError,
     },
 }
 
@@ -182,15 +182,15 @@ impl Worker {
         let (baseline_id, baseline, approval) =
             match crate::security::approved_baseline(&rules, rules.baseline_id.as_deref()) {
                 Ok(chosen) => chosen,
-                Err(source) => {
-                    crate::store::refusal::refused_baseline(&rules, &source, opts.print_alerts)
-                        .map_err(|source| AppError::Audit {
+                Err(error) => {
+                    crate::store::refusal::refused_baseline(&rules, &error, opts.print_alerts)
+                        .map_err(|error| AppError::Audit {
                             dataset: dataset.clone(),
-                            source,
+                            error,
                         })?;
                     return Err(AppError::ApprovedBaseline {
                         dataset: dataset.clone(),
-                        source,
+                        error,
                     });
                 }
             };

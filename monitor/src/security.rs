@@ -10,12 +10,12 @@
 //!
 //! # Key files
 //!
-//! - private (signing) keys: PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, what
-//!   `dqmon baseline keygen` and `openssl genpkey -algorithm ed25519` write),
+//! - private (signing) keys: PKCS#8 PEM (what `dqmon baseline keygen` and
+//!   `openssl genpkey -algorithm ed25519` write),
 //!   or the raw 32-byte seed as 64 hex characters or base64. Keep them
 //!   out of the repository and readable by the approver only (keygen writes
 //!   mode 0600).
-//! - public keys: SPKI PEM (`-----BEGIN PUBLIC KEY-----`), or the raw 32
+//! - public keys: SPKI PEM (a `PUBLIC KEY` block), or the raw 32
 //!   bytes as 64 hex characters or base64 (what keygen prints). Public keys
 //!   are not secrets: they may be written inline in the rules.
 
@@ -82,6 +82,8 @@ pub enum ApprovedBaselineError {
         id: String,
         dataset: String,
         refusal: Refusal,
+        /// The refused approval record, as found.
+        approval: Box<Approval>,
     },
     #[error(
         "security.trusted_keys[{index}] (`{name}`) cannot be used: {source}; fix the key or its path in the rules"
@@ -305,6 +307,7 @@ pub fn approved_baseline(
             id: id.clone(),
             dataset: rules.dataset.clone(),
             refusal,
+            approval: Box::new(approval.clone()),
         })?;
     Ok((id, baseline, approval))
 }

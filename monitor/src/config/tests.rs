@@ -183,7 +183,7 @@ alerts:
         state_dir: PathBuf::from("/var/lib/dqmon/payments.eu-1"),
         baseline_dir: PathBuf::from("/etc/dqmon/baselines"),
         baseline_id: Some(
-            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(), // pragma: allowlist secret
         ),
         trust: TrustRules {
             source: TrustSource::Fixed("vendor".into()),

@@ -22,22 +22,34 @@ use crate::store::baselines::BaselineStoreError;
 /// Record a refusal (audit entry, alert). Returns the alert when `err` was a
 /// refusal, `None` otherwise. The same refusal seen again (a restart) is
 /// audited again but alerted once: its alert id is derived from the
-/// dataset, the baseline id and the reason.
+/// dataset, the baseline id, the reason and the refused approval record
+/// (or the tampered bytes' hash).
 pub fn refused_baseline(
     rules: &Rules,
     err: &ApprovedBaselineError,
     print: bool,
 ) -> Result<Option<Alert>, AuditError> {
-    let (id, kind, reason) = match err {
-        ApprovedBaselineError::Refused { id, refusal, .. } => {
-            (id.clone(), "approval", refusal.to_string())
-        }
+    // `seen` tells this refusal from an earlier one of the same baseline
+    // and reason (another approval record, other bytes).
+    let (id, kind, reason, seen) = match err {
+        ApprovedBaselineError::Refused {
+            id,
+            refusal,
+            approval,
+            ..
+        } => (
+            id.clone(),
+            "approval",
+            refusal.to_string(),
+            serde_json::to_string(approval).expect("approvals serialize"),
+        ),
         ApprovedBaselineError::Store(BaselineStoreError::Tampered { id, actual, .. }) => (
             id.clone(),
             "tampered",
             format!(
                 "its bytes hash to {actual}, not to its id: the file was changed after it was built"
             ),
+            actual.clone(),
         ),
         _ => return Ok(None),
     };
@@ -47,7 +59,7 @@ pub fn refused_baseline(
         Some(&id),
         json!({ "baseline_id": id, "dataset": rules.dataset, "why": kind, "reason": reason }),
     )?;
-    let key = format!("{}\u{1f}{id}\u{1f}{reason}", rules.dataset);
+    let key = format!("{}\u{1f}{id}\u{1f}{reason}\u{1f}{seen}", rules.dataset);
     let ctx = BatchContext {
         dataset: rules.dataset.clone(),
         batch_id: format!(
