@@ -11,3 +11,4 @@ mod daemon;
 mod golden;
 mod profile_exact;
 mod quickstart;
+mod security;
