@@ -66,7 +66,7 @@ pub enum AppError {
     #[error("dataset `{dataset}`: {error}")]
     ApprovedBaseline {
         dataset: String,
-        error: crate::security::ApprovedBaselineError,
+        error: Box<crate::security::ApprovedBaselineError>,
     },
     #[error("dataset `{dataset}`: could not record in the audit log: {error}")]
     Audit {
@@ -190,7 +190,7 @@ impl Worker {
                         })?;
                     return Err(AppError::ApprovedBaseline {
                         dataset: dataset.clone(),
-                        error,
+                        error: Box::new(error),
                     });
                 }
             };
