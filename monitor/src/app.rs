@@ -25,7 +25,7 @@ use crate::decode::parquet::{ProfileFileError, profile_file};
 use crate::pii::{PiiKey, PiiKeyError};
 use crate::profile::BatchProfile;
 use crate::source::parquet_drop::{DropFolder, DroppedFile};
-use crate::store::baselines::{BaselineStore, BaselineStoreError};
+use crate::store::baselines::BaselineStoreError;
 use crate::store::history::{
     BatchStatus, Checkpoint, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
 };
@@ -66,6 +66,18 @@ pub enum AppError {
         dataset: String,
         #[source]
         source: Box<crate::source::kafka::KafkaSourceError>,
+    },
+    // The inner error is in the message, not chained as a source, so that
+    // `{:#}` reports do not print it twice.
+    #[error("dataset `{dataset}`: {error}")]
+    ApprovedBaseline {
+        dataset: String,
+        error: Box<crate::security::ApprovedBaselineError>,
+    },
+    #[error("dataset `{dataset}`: could not record in the audit log: {error}")]
+    Audit {
+        dataset: String,
+        error: crate::store::audit::AuditError,
     },
 }
 
@@ -212,13 +224,21 @@ impl Worker {
         poll: Duration,
     ) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
-        let store = BaselineStore::new(&rules.baseline_dir);
-        let (baseline_id, baseline, approval) = store
-            .approved(&dataset, rules.baseline_id.as_deref())
-            .map_err(|source| AppError::Baseline {
-                dataset: dataset.clone(),
-                source,
-            })?;
+        let (baseline_id, baseline, approval) =
+            match crate::security::approved_baseline(&rules, rules.baseline_id.as_deref()) {
+                Ok(chosen) => chosen,
+                Err(error) => {
+                    crate::store::refusal::refused_baseline(&rules, &error, opts.print_alerts)
+                        .map_err(|error| AppError::Audit {
+                            dataset: dataset.clone(),
+                            error,
+                        })?;
+                    return Err(AppError::ApprovedBaseline {
+                        dataset: dataset.clone(),
+                        error: Box::new(error),
+                    });
+                }
+            };
         if baseline.shape != rules.profile_shape() {
             return Err(AppError::Baseline {
                 dataset,

@@ -118,6 +118,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify the hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Write a deterministic evaluation suite of synthetic batches (clean, drift, attacks).
     Fixtures {
         /// Output folder.
@@ -159,6 +164,10 @@ pub enum BaselineCommand {
         /// Why it is approved.
         #[arg(long, default_value = "")]
         note: String,
+        /// Sign the approval with this Ed25519 private key file (PEM from
+        /// `dqmon baseline keygen`, or 32 bytes as hex/base64).
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
     },
     /// Recompute the hash of every stored baseline; exit 1 if any does not match its id.
     Verify {
@@ -169,6 +178,25 @@ pub enum BaselineCommand {
     },
     /// List stored baselines and approvals.
     List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Create an Ed25519 key pair for signing approvals: FILE (private, mode
+    /// 0600) and FILE.pub; prints the public key for `security.trusted_keys`.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of every dataset's audit log (or one); names the
+    /// first edited, removed or reordered entry; exit 1 if one is found.
+    Verify {
         #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
@@ -315,12 +343,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Baseline { action } => baseline(action),
+        Command::Audit { action } => audit(action),
         Command::Run {
             config,
             once,
             settle_ms,
         } => {
             let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for r in &cfg.datasets {
+                let log = crate::store::audit::AuditLog::open(&r.state_dir)?;
+                crate::store::audit::record_config(
+                    &log,
+                    &cfg.path,
+                    &cfg.hash,
+                    &r.rules_hash,
+                    "start",
+                )?;
+            }
             let shutdown = crate::app::Shutdown::default();
             spawn_signal_handler(shutdown.clone())?;
             let opts = crate::app::RunOptions {
@@ -350,9 +389,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
             let pii = pii_key(&rules)?;
-            let store = BaselineStore::new(&rules.baseline_dir);
             let pin = baseline.as_deref().or(rules.baseline_id.as_deref());
-            let (id, base, _) = store.approved(&rules.dataset, pin)?;
+            let (id, base, _) = crate::security::approved_baseline(&rules, pin)?;
             if base.shape != rules.profile_shape() {
                 bail!(crate::store::baselines::BaselineStoreError::WrongShape { id });
             }
@@ -467,6 +505,18 @@ fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "unknown".into());
             let b = Baseline::build(&rules, &profiles, refs, &by)?;
             let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
+            crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
+                crate::store::audit::AuditKind::BaselineBuilt,
+                Some(&id),
+                serde_json::json!({
+                    "baseline_id": id,
+                    "dataset": rules.dataset,
+                    "built_by": by,
+                    "rules_hash": rules.rules_hash,
+                    "batches": b.batches,
+                    "rows": b.profile.rows,
+                }),
+            )?;
             eprintln!(
                 "built candidate baseline of `{}` from {} batches ({} rows) into {}",
                 rules.dataset,
@@ -487,15 +537,77 @@ fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             id,
             by,
             note,
+            sign_key,
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
             let store = BaselineStore::new(&rules.baseline_dir);
+            let key = match &sign_key {
+                Some(p) => Some(crate::security::read_signing_key(p)?),
+                None => None,
+            };
+            // Refuse now what the daemon would refuse later.
+            let policy = crate::security::Policy::load(&rules.security)?;
+            let built_by = store.load(&id)?.built_by;
+            if policy.require_distinct_approver && built_by == by {
+                bail!(crate::security::Refusal::SameApprover { approver: by });
+            }
+            if let Some(k) = &key
+                && !policy.keys.is_empty()
+                && !policy
+                    .keys
+                    .iter()
+                    .any(|(n, pk)| *n == by && *pk == k.verifying_key())
+            {
+                bail!(
+                    "the key in {} is not the one security.trusted_keys lists for `{by}`, so the daemon would refuse this approval; sign with `{by}`'s key, or add its public key ({}) to the rules",
+                    sign_key.as_ref().expect("key given").display(),
+                    crate::security::public_key_text(&k.verifying_key())
+                );
+            }
+            if key.is_none() && policy.require_signed_approval {
+                bail!(crate::security::Refusal::Unsigned { approver: by });
+            }
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let a = store.approve(&id, &by, &now, &note)?;
+            let a = store.approve_signed(&id, &by, &now, &note, key.as_ref())?;
+            crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
+                crate::store::audit::AuditKind::BaselineApproved,
+                Some(&a.baseline_id),
+                serde_json::json!({
+                    "baseline_id": a.baseline_id,
+                    "dataset": a.dataset,
+                    "approved_by": a.approved_by,
+                    "approved_at": a.approved_at,
+                    "built_by": built_by,
+                    "note": a.note,
+                    "signature": a.signature,
+                    "public_key": a.public_key,
+                }),
+            )?;
             println!(
-                "approved baseline {} of `{}` by {} at {}",
-                a.baseline_id, a.dataset, a.approved_by, a.approved_at
+                "approved baseline {} of `{}` by {} at {}{}",
+                a.baseline_id,
+                a.dataset,
+                a.approved_by,
+                a.approved_at,
+                if a.signature.is_some() {
+                    " (signed)"
+                } else {
+                    ""
+                }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        BaselineCommand::Keygen { out } => {
+            let (public_path, text) = crate::security::generate_key(&out)?;
+            eprintln!(
+                "wrote the private key to {} (keep it secret, outside the repository) and the public key to {}",
+                out.display(),
+                public_path.display()
+            );
+            eprintln!(
+                "trust it in the rules with: security: {{ trusted_keys: [{{ name: NAME, public_key: \"{text}\" }}] }}"
+            );
+            println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         BaselineCommand::Verify { config, dataset } => {
@@ -634,4 +746,49 @@ fn print_findings(out: &mut impl Write, file: &Path, findings: &[Finding]) -> an
         )?;
     }
     Ok(())
+}
+
+fn audit(action: AuditCommand) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditCommand::Verify { config, dataset } => {
+            let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let datasets: Vec<&Rules> =
+                match &dataset {
+                    Some(name) => vec![cfg.dataset(name).with_context(|| {
+                        format!("dataset `{name}` is not in {}", config.display())
+                    })?],
+                    None => cfg.datasets.iter().collect(),
+                };
+            let mut bad = 0;
+            for r in datasets {
+                let v = crate::store::audit::verify(&r.state_dir)?;
+                let path = r.state_dir.join(crate::store::audit::AUDIT_FILE);
+                match &v.tampered {
+                    None => println!(
+                        "ok        {}: {} entries in {}, head {}",
+                        r.dataset,
+                        v.good_entries,
+                        path.display(),
+                        v.head_hash
+                    ),
+                    Some(t) => {
+                        bad += 1;
+                        println!(
+                            "TAMPERED  {}: first bad entry {} (line {} of {}): {}",
+                            r.dataset,
+                            t.seq,
+                            t.line,
+                            path.display(),
+                            t.reason
+                        );
+                    }
+                }
+            }
+            Ok(if bad > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }

@@ -24,5 +24,6 @@ pub mod evaluate;
 pub mod fixtures;
 pub mod pii;
 pub mod profile;
+pub mod security;
 pub mod source;
 pub mod store;

@@ -12,3 +12,4 @@ mod golden;
 mod kafka;
 mod profile_exact;
 mod quickstart;
+mod security;

@@ -50,6 +50,8 @@ pub enum Check {
     DuplicateRows,
     MalformedRecords,
     ReplayedBatch,
+    /// The approved baseline was refused (tampered, unsigned, wrongly signed, approver = builder).
+    BaselineRefused,
 }
 
 impl Check {
@@ -71,6 +73,7 @@ impl Check {
             Check::DuplicateRows => "duplicate_rows",
             Check::MalformedRecords => "malformed_records",
             Check::ReplayedBatch => "replayed_batch",
+            Check::BaselineRefused => "baseline_refused",
         }
     }
 

@@ -34,6 +34,12 @@
 //! limits: { max_file_bytes: 2147483648, max_rows: 100000000, max_string_len: 65536 }
 //! pii_key_env: DQMON_PII_KEY   # [DQMON_PII_KEY]
 //! alerts: [{ type: stdout }]   # each needs `type:` stdout | file | email | webhook
+//! security:                    # who may approve baselines (all optional)
+//!   require_signed_approval: true     # [false]
+//!   require_distinct_approver: true   # [false]
+//!   trusted_keys:
+//!     - { name: bob, public_key: "base64 of 32 bytes" }
+//!     - { name: carol, public_key_file: keys/carol.pub }
 //! ```
 //!
 //! Relative paths are resolved against the folder of the file that contains
@@ -61,6 +67,7 @@ pub use model::{
     ColumnKind, ColumnRule, LabelRule, Limits, RuleSet, Rules, SketchParams, SourceRule,
     Thresholds, TrustRules, TrustSource,
 };
+pub use model::{PublicKeySource, SecurityRules, TrustedKey};
 
 /// A loaded configuration: the rules of every dataset it defines.
 #[derive(Debug, Clone, PartialEq)]

@@ -231,6 +231,8 @@ pub struct Rules {
     pub pii_key_env: String,
     /// SHA-256 of the rules file bytes (hex): recorded with every profile and alert.
     pub rules_hash: String,
+    /// Who may approve baselines (`security:`).
+    pub security: SecurityRules,
 }
 
 impl Rules {
@@ -282,6 +284,7 @@ impl Rules {
             limits: Limits::default(),
             pii_key_env: "DQMON_PII_KEY".into(),
             rules_hash: String::new(),
+            security: SecurityRules::default(),
         }
     }
 }
@@ -349,4 +352,33 @@ pub struct KafkaSource {
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties whose values are secrets, read from env vars or files.
     pub secret_properties: BTreeMap<String, SecretRef>,
+}
+/// `security:`: which baseline approvals the daemon and `compare` accept
+/// (see [`crate::security`]). The default accepts any recorded approval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SecurityRules {
+    /// Refuse a baseline whose approval is not signed by a listed key.
+    pub require_signed_approval: bool,
+    /// Refuse a baseline approved by the person who built it.
+    pub require_distinct_approver: bool,
+    /// The approvers whose signatures count: name (as given to `--by`) and public key.
+    pub trusted_keys: Vec<TrustedKey>,
+}
+
+/// One trusted approver.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrustedKey {
+    /// The approver's name, as recorded by `dqmon baseline approve --by`.
+    pub name: String,
+    pub key: PublicKeySource,
+}
+
+/// Where a trusted public key is (public keys are not secrets).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicKeySource {
+    /// Written in the rules (base64 or hex of the 32 bytes, or PEM); validated at load.
+    Inline(String),
+    /// A PEM, hex or base64 file, resolved against the rules file's folder; read when used.
+    File(PathBuf),
 }

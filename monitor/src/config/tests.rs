@@ -98,6 +98,7 @@ fn minimal_file_loads_with_defaults() {
         limits: Limits::default(),
         pii_key_env: "DQMON_PII_KEY".into(),
         rules_hash: sha(&[MINIMAL]),
+        security: SecurityRules::default(),
     };
     assert_eq!(r, &expected);
     assert_eq!(config.dataset("payments"), Some(r));
@@ -182,7 +183,7 @@ alerts:
         state_dir: PathBuf::from("/var/lib/dqmon/payments.eu-1"),
         baseline_dir: PathBuf::from("/etc/dqmon/baselines"),
         baseline_id: Some(
-            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(), // pragma: allowlist secret
         ),
         trust: TrustRules {
             source: TrustSource::Fixed("vendor".into()),
@@ -266,6 +267,7 @@ alerts:
         },
         pii_key_env: "MY_PII_KEY".into(),
         rules_hash: sha(&[yaml]),
+        security: SecurityRules::default(),
     };
     assert_eq!(r, expected);
 }
@@ -410,7 +412,7 @@ fn typo_in_nested_key_is_suggested() {
             ),
             (
                 "xyzzy".to_string(),
-                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`.".to_string()
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`.".to_string()
             ),
         ]
     );
@@ -721,4 +723,76 @@ source:
     );
     assert!(message(&p, "source.kafka.format").contains("json_lines"));
     assert!(message(&p, "source.kafka.dead_letter_topic").contains("loop"));
+#[test]
+fn security_section_loads_inline_and_file_keys() {
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let yaml = format!(
+        "{MINIMAL}security:\n  require_signed_approval: true\n  require_distinct_approver: true\n  trusted_keys:\n    - {{ name: bob, public_key: \"{key}\" }}\n    - {{ name: carol, public_key_file: keys/carol.pub }}\n"
+    );
+    let r = parse_rules(&yaml, Path::new("/etc/dqmon"), "s.yaml").unwrap();
+    assert_eq!(
+        r.security,
+        SecurityRules {
+            require_signed_approval: true,
+            require_distinct_approver: true,
+            trusted_keys: vec![
+                TrustedKey {
+                    name: "bob".into(),
+                    key: PublicKeySource::Inline(key.clone()),
+                },
+                TrustedKey {
+                    name: "carol".into(),
+                    key: PublicKeySource::File(PathBuf::from("/etc/dqmon/keys/carol.pub")),
+                },
+            ],
+        }
+    );
+    // absent: accept any recorded approval, as before
+    let r = parse_rules(MINIMAL, Path::new("/"), "m.yaml").unwrap();
+    assert_eq!(r.security, SecurityRules::default());
+}
+
+#[test]
+fn security_section_problems_are_all_reported_with_paths() {
+    let yaml = format!(
+        "{MINIMAL}security:\n  require_signed_approval: yes please\n  trusted_key: []\n  trusted_keys:\n    - {{ name: bob, public_key: \"not-a-key\" }}\n    - {{ name: carol }}\n    - {{ name: dan, public_key: \"x\", public_key_file: d.pub }}\n    - {{ name: erin, private_key: \"c2VjcmV0c2VjcmV0c2VjcmV0\" }}\n"
+    );
+    let found = parse_err(&yaml);
+    assert_eq!(
+        paths(&found),
+        vec![
+            "security.require_signed_approval",
+            "security.trusted_keys[0].public_key",
+            "security.trusted_keys[1]",
+            "security.trusted_keys[2].public_key",
+            "security.trusted_keys[3]",
+            "security.trusted_keys[3].private_key",
+            "security.trusted_key",
+        ],
+        "{found:#?}"
+    );
+    assert!(message(&found, "security.trusted_key").contains("did you mean `trusted_keys`"));
+    assert!(
+        message(&found, "security.trusted_keys[3].private_key")
+            .contains("`private_key_file: /path`")
+    );
+    for (_, m) in &found {
+        assert!(
+            !m.contains("c2VjcmV0"),
+            "a secret leaked into a message: {m}"
+        );
+    }
+}
+
+#[test]
+fn signed_approval_without_trusted_keys_is_a_config_error() {
+    let yaml = format!("{MINIMAL}security: {{ require_signed_approval: true }}\n");
+    let found = parse_err(&yaml);
+    assert_eq!(paths(&found), vec!["security.trusted_keys"], "{found:#?}");
+    assert!(message(&found, "security.trusted_keys").contains("dqmon baseline keygen"));
 }

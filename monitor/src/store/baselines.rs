@@ -66,6 +66,14 @@ pub struct Approval {
     pub approved_at: String,
     #[serde(default)]
     pub note: String,
+    /// Ed25519 signature (base64) over the id, dataset, approver, time and
+    /// note (see [`crate::security::approval_message`]), when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The signer's public key (base64), for information: trust comes from
+    /// the keys listed in the rules, never from this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Result of verifying one stored baseline.
@@ -178,14 +186,31 @@ impl BaselineStore {
         approved_at: &str,
         note: &str,
     ) -> Result<Approval, BaselineStoreError> {
+        self.approve_signed(id, approved_by, approved_at, note, None)
+    }
+
+    /// Record an approval, signed with `key` when given (see [`crate::security`]).
+    pub fn approve_signed(
+        &self,
+        id: &str,
+        approved_by: &str,
+        approved_at: &str,
+        note: &str,
+        key: Option<&ed25519_dalek::SigningKey>,
+    ) -> Result<Approval, BaselineStoreError> {
         let b = self.load(id)?;
-        let approval = Approval {
+        let mut approval = Approval {
             baseline_id: id.to_string(),
             dataset: b.dataset,
             approved_by: approved_by.to_string(),
             approved_at: approved_at.to_string(),
             note: note.to_string(),
+            signature: None,
+            public_key: None,
         };
+        if let Some(k) = key {
+            crate::security::sign_approval(&mut approval, k);
+        }
         let path = self.approval_path(id);
         let bytes = serde_json::to_vec_pretty(&approval).expect("approvals serialize");
         fsutil::write_atomic(&path, &bytes).map_err(Self::io(&path))?;

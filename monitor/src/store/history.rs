@@ -19,6 +19,12 @@
 //! alerts of committed batches that are missing from the alerts file (a
 //! crash in between) are appended, and a torn last line is cut: each alert
 //! id appears exactly once.
+//!
+//! Every commit is also recorded in the dataset's hash-chained audit log
+//! ([`super::audit`]) with the SHA-256 of the manifest's bytes, right after
+//! the alerts and before the caller checkpoints. A crash before that entry
+//! is repaired on open: committed batches missing from the audit log are
+//! appended in commit order, each exactly once (keyed by batch id).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -32,6 +38,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{AuditError, AuditKind, AuditLog};
 use super::fsutil;
 use crate::alert::Alert;
 use crate::compare::Finding;
@@ -93,6 +100,8 @@ pub enum HistoryError {
     Corrupt { path: PathBuf, reason: String },
     #[error("could not write metrics: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
@@ -125,6 +134,7 @@ pub struct History {
     /// Why each quarantined batch was quarantined.
     quarantined: HashMap<String, String>,
     next_seq: u64,
+    audit: AuditLog,
 }
 
 impl History {
@@ -146,6 +156,7 @@ impl History {
             ids: HashSet::new(),
             quarantined: HashMap::new(),
             next_seq: 0,
+            audit: AuditLog::open(state_dir)?,
         };
         let manifests = h.manifests()?;
         for m in &manifests {
@@ -162,8 +173,31 @@ impl History {
             h.next_seq = h.next_seq.max(m.seq + 1);
         }
         h.repair_alerts(&manifests)?;
+        h.repair_audit(&manifests)?;
         h.remove_orphans()?;
         Ok(h)
+    }
+
+    /// The dataset's audit log (shared with the rest of the daemon).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Append the audit entries of committed batches that a crash kept out
+    /// of the audit log, in commit order.
+    fn repair_audit(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+        let logged = self.audit.keys(AuditKind::BatchCommitted)?;
+        for m in manifests.iter().filter(|m| !logged.contains(&m.batch_id)) {
+            let path = self.manifest_path(&m.batch_id);
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            tracing::info!(batch_id = %m.batch_id, "recording a committed batch missing from the audit log");
+            self.audit.append(
+                AuditKind::BatchCommitted,
+                Some(&m.batch_id),
+                manifest_audit_payload(m, &bytes),
+            )?;
+        }
+        Ok(())
     }
 
     /// Profiles and metrics written by a batch that crashed before its
@@ -268,11 +302,8 @@ impl History {
             fsutil::write_atomic(&path, &bytes).map_err(io(&path))?;
         }
         let path = self.manifest_path(&manifest.batch_id);
-        fsutil::write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&manifest).expect("manifests serialize"),
-        )
-        .map_err(io(&path))?;
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+        fsutil::write_atomic(&path, &manifest_bytes).map_err(io(&path))?;
         self.ids.insert(manifest.batch_id.clone());
         if manifest.status == BatchStatus::Quarantined {
             self.quarantined.insert(
@@ -287,6 +318,11 @@ impl History {
         }
         self.next_seq = self.next_seq.max(manifest.seq + 1);
         self.append_alerts(&manifest.alerts)?;
+        self.audit.append(
+            AuditKind::BatchCommitted,
+            Some(&manifest.batch_id),
+            manifest_audit_payload(&manifest, &manifest_bytes),
+        )?;
         Ok(manifest.alerts)
     }
 
@@ -406,6 +442,28 @@ impl History {
         }
         Ok(target)
     }
+}
+
+/// What the audit log records of a committed batch: the manifest's hash
+/// (so that a later edit of the manifest file is caught) and its summary.
+pub fn manifest_audit_payload(m: &Manifest, manifest_bytes: &[u8]) -> serde_json::Value {
+    use sha2::Digest;
+    serde_json::json!({
+        "manifest_sha256": hex::encode(sha2::Sha256::digest(manifest_bytes)),
+        "batch_id": m.batch_id,
+        "history_seq": m.seq,
+        "status": m.status,
+        "source": m.source,
+        "input_sha256": m.input_sha256,
+        "input_bytes": m.input_bytes,
+        "rows": m.rows,
+        "rows_by_tag": m.rows_by_tag,
+        "schema_fingerprint": m.schema_fingerprint,
+        "rules_hash": m.rules_hash,
+        "baseline_id": m.baseline_id,
+        "dqmon_version": m.dqmon_version,
+        "alert_ids": m.alerts.iter().map(|a| a.alert_id.as_str()).collect::<Vec<_>>(),
+    })
 }
 
 /// The long-format metrics of a batch as Parquet bytes.

@@ -2,9 +2,11 @@
 //! the daemon history, checkpoints and alerts). Everything it writes is
 //! written durably (see [`fsutil`]).
 
+pub mod audit;
 pub mod baselines;
 pub mod fsutil;
 pub mod history;
+pub mod refusal;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,0 +1,829 @@
+//! The audit log of a dataset: an append-only, hash-chained record of what
+//! happened to its state — every committed batch (its manifest), baseline
+//! builds, approvals and refusals, alerts sent, and the config in force.
+//!
+//! It owns `<state_dir>/audit.jsonl` (one JSON entry per line), its head
+//! file `audit.head` (sequence number, hash and byte length of the last
+//! entry) and the lock file `audit.lock`. It must not interpret batches or
+//! decide anything: callers say what happened, this module records it so
+//! that any later edit, removal or reordering is detected.
+//!
+//! # Format
+//!
+//! ```text
+//! {"seq":0,"kind":"config_loaded","key":null,"at":"2026-…Z","payload":{…},"prev":"000…0","hash":"9f2c…"}
+//! {"seq":1,"kind":"batch_committed","key":"<batch id>","at":"…","payload":{…},"prev":"9f2c…","hash":"…"}
+//! ```
+//!
+//! `hash` is the SHA-256 of the entry's JSON without the `hash` field (fields
+//! in the order above), and `prev` is the `hash` of the entry before (64
+//! zeros for the first). Changing any byte of an entry changes its hash;
+//! removing or reordering entries breaks `seq` and `prev`; removing entries
+//! from the end is caught by `audit.head`. [`verify`] names the first bad
+//! entry. This is tamper-*evidence* against edits that do not recompute the
+//! chain: someone who can rewrite the whole folder can rebuild a consistent
+//! chain, which is why `dqmon audit verify` prints the head hash for
+//! copying somewhere else (a ticket, another system).
+//!
+//! # Crash safety and concurrency
+//!
+//! An append takes an exclusive lock on `audit.lock` (so the daemon and a
+//! CLI command can append to the same log), writes and fsyncs the line, then
+//! rewrites the head atomically. A crash after the line but before the head
+//! leaves a longer log than the head: the next append or [`AuditLog::open`]
+//! adopts the complete entry; a torn (incomplete) last line is cut. Entries
+//! that must appear exactly once (one per committed batch) carry a `key`
+//! and are appended with [`AuditLog::append_once`].
+//!
+//! # For other modules
+//!
+//! `AuditLog::open(state_dir)?.append(AuditKind::AlertSent, Some(&alert_id),
+//! json!({...}))` records an event; the log is safe to share between threads
+//! (`&self` methods) and processes (file lock). Payloads must never hold a
+//! secret or a raw value of a `pii` column.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::fsutil;
+
+/// The audit log's file name inside a dataset's state folder.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The head file: where the log must end.
+pub const HEAD_FILE: &str = "audit.head";
+const LOCK_FILE: &str = "audit.lock";
+/// `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A batch was committed to the history; key = batch id, payload = its manifest's summary and hash.
+    BatchCommitted,
+    /// A candidate baseline was built; key = baseline id.
+    BaselineBuilt,
+    /// A baseline was approved; key = baseline id.
+    BaselineApproved,
+    /// The daemon refused a baseline (unsigned, wrongly signed, approver = builder, tampered).
+    BaselineRefused,
+    /// An alert was handed to a sink; key = alert id (issue 4's delivery calls this).
+    AlertSent,
+    /// The config was loaded at start and its hash is the same as the last one recorded.
+    ConfigLoaded,
+    /// The config's hash differs from the last one recorded (at start or on reload).
+    ConfigChanged,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::BatchCommitted => "batch_committed",
+            AuditKind::BaselineBuilt => "baseline_built",
+            AuditKind::BaselineApproved => "baseline_approved",
+            AuditKind::BaselineRefused => "baseline_refused",
+            AuditKind::AlertSent => "alert_sent",
+            AuditKind::ConfigLoaded => "config_loaded",
+            AuditKind::ConfigChanged => "config_changed",
+        }
+    }
+}
+
+/// One entry of the log, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// An [`AuditKind`] name (kept as text so that a newer log stays readable).
+    pub kind: String,
+    /// What the entry is about (batch id, baseline id, alert id), when it has one.
+    pub key: Option<String>,
+    /// When it was recorded (wall clock, RFC 3339 UTC). Audit entries are
+    /// not results, so they may carry the time; profiles and alerts never do.
+    pub at: String,
+    pub payload: serde_json::Value,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// The hashed part of an entry (every field but `hash`, in order).
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    kind: &'a str,
+    key: Option<&'a str>,
+    at: &'a str,
+    payload: &'a serde_json::Value,
+    prev: &'a str,
+}
+
+impl AuditEntry {
+    /// The hash this entry's content gives.
+    pub fn computed_hash(&self) -> String {
+        let body = Body {
+            seq: self.seq,
+            kind: &self.kind,
+            key: self.key.as_deref(),
+            at: &self.at,
+            payload: &self.payload,
+            prev: &self.prev,
+        };
+        hex::encode(Sha256::digest(
+            serde_json::to_vec(&body).expect("audit entries serialize"),
+        ))
+    }
+}
+
+/// Where the log ends: written after every append.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Number of entries.
+    pub entries: u64,
+    /// Hash of the last entry ([`GENESIS`] when empty).
+    pub hash: String,
+    /// Byte length of the log up to the end of the last entry.
+    pub len: u64,
+}
+
+/// The audit log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "could not write the audit log at {path}: {source}; check that the state folder is writable and has space"
+    )]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the audit log {path} is damaged: {reason}. Run `dqmon audit verify` to find the first bad entry; do not edit the log by hand"
+    )]
+    Damaged { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The audit log of one dataset.
+pub struct AuditLog {
+    dir: PathBuf,
+    /// Serialises appends within the process (the file lock does it across processes).
+    guard: Mutex<()>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("dir", &self.dir).finish()
+    }
+}
+
+impl AuditLog {
+    /// Open the log in a dataset's state folder (created if absent), repairing
+    /// the effects of a crash during an append.
+    pub fn open(state_dir: &Path) -> Result<AuditLog, AuditError> {
+        fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+        let log = AuditLog {
+            dir: state_dir.to_path_buf(),
+            guard: Mutex::new(()),
+        };
+        log.locked(|_, _| Ok(()))?;
+        Ok(log)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(AUDIT_FILE)
+    }
+
+    /// Append an entry; returns it.
+    pub fn append(
+        &self,
+        kind: AuditKind,
+        key: Option<&str>,
+        payload: serde_json::Value,
+    ) -> Result<AuditEntry, AuditError> {
+        self.locked(|file, head| write_entry(file, head, &self.path(), kind, key, payload))
+    }
+
+    /// Append an entry unless one of the same kind and key is already in the
+    /// log (for events that must be recorded exactly once, such as a batch
+    /// commit replayed after a crash). Returns `None` when it was present.
+    pub fn append_once(
+        &self,
+        kind: AuditKind,
+        key: &str,
+        payload: serde_json::Value,
+    ) -> Result<Option<AuditEntry>, AuditError> {
+        let path = self.path();
+        self.locked(|file, head| {
+            if keys_of(file, head.len, &path, kind)?.contains(key) {
+                return Ok(None);
+            }
+            write_entry(file, head, &path, kind, Some(key), payload).map(Some)
+        })
+    }
+
+    /// The keys of every entry of a kind (read once, e.g. at start).
+    pub fn keys(&self, kind: AuditKind) -> Result<HashSet<String>, AuditError> {
+        let path = self.path();
+        self.locked(|file, head| keys_of(file, head.len, &path, kind))
+    }
+
+    /// Every entry, in order (does not verify the chain: see [`verify`]).
+    pub fn entries(&self) -> Result<Vec<AuditEntry>, AuditError> {
+        let path = self.path();
+        self.locked(|file, head| {
+            let bytes = read_prefix(file, head.len, &path)?;
+            parse_lines(&bytes, &path)
+        })
+    }
+
+    /// The last entry of a kind, if any.
+    pub fn last_of(&self, kinds: &[AuditKind]) -> Result<Option<AuditEntry>, AuditError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .rev()
+            .find(|e| kinds.iter().any(|k| k.as_str() == e.kind)))
+    }
+
+    /// Run `f` with the log open for appending, under the process and file
+    /// locks, after repairing an unfinished append.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce(&mut File, &mut Head) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let _g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        let lock_path = self.dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(io(&lock_path))?;
+        let path = self.path();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut head = self.read_head()?;
+        let len = file.metadata().map_err(io(&path))?.len();
+        if len < head.len {
+            return Err(AuditError::Damaged {
+                path,
+                reason: format!(
+                    "it is {len} bytes long but {HEAD_FILE} records {} bytes ({} entries): entries were removed",
+                    head.len, head.entries
+                ),
+            });
+        }
+        if len > head.len {
+            self.adopt_tail(&mut file, &mut head, len)?;
+        }
+        let out = f(&mut file, &mut head);
+        // the lock is released when `lock` is closed
+        drop(lock);
+        out
+    }
+
+    /// Complete entries after the head (a crash after the line, before the
+    /// head) are adopted; a torn last line is cut.
+    fn adopt_tail(&self, file: &mut File, head: &mut Head, len: u64) -> Result<(), AuditError> {
+        let path = self.path();
+        file.seek(SeekFrom::Start(head.len)).map_err(io(&path))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).map_err(io(&path))?;
+        let mut pos = 0usize;
+        let mut adopted = head.clone();
+        while let Some(nl) = tail[pos..].iter().position(|&b| b == b'\n') {
+            let line = &tail[pos..pos + nl];
+            let Ok(e) = serde_json::from_slice::<AuditEntry>(line) else {
+                break;
+            };
+            if e.seq != adopted.entries || e.prev != adopted.hash || e.computed_hash() != e.hash {
+                break;
+            }
+            pos += nl + 1;
+            adopted = Head {
+                entries: e.seq + 1,
+                hash: e.hash,
+                len: head.len + pos as u64,
+            };
+        }
+        if adopted.len < len {
+            if pos < tail.len() && tail[pos..].contains(&b'\n') {
+                return Err(AuditError::Damaged {
+                    path,
+                    reason: format!(
+                        "the bytes after entry {} are not a valid next entry",
+                        adopted.entries
+                    ),
+                });
+            }
+            tracing::warn!(path = %path.display(), bytes = len - adopted.len, "cutting an unfinished audit entry left by a crash");
+            file.set_len(adopted.len).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+        }
+        if adopted != *head {
+            self.write_head(&adopted)?;
+            *head = adopted;
+        }
+        Ok(())
+    }
+
+    fn read_head(&self) -> Result<Head, AuditError> {
+        let path = self.dir.join(HEAD_FILE);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| AuditError::Damaged {
+                path,
+                reason: format!("the head file is unreadable ({e})"),
+            }),
+            // no head yet: a new log, or a crash before the first head
+            // write; entries present are adopted (and verified) from the start
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Head {
+                entries: 0,
+                hash: GENESIS.into(),
+                len: 0,
+            }),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn write_head(&self, head: &Head) -> Result<(), AuditError> {
+        let path = self.dir.join(HEAD_FILE);
+        fsutil::write_atomic(&path, &serde_json::to_vec(head).expect("heads serialize"))
+            .map_err(io(&path))
+    }
+}
+
+fn write_entry(
+    file: &mut File,
+    head: &mut Head,
+    path: &Path,
+    kind: AuditKind,
+    key: Option<&str>,
+    payload: serde_json::Value,
+) -> Result<AuditEntry, AuditError> {
+    let mut e = AuditEntry {
+        seq: head.entries,
+        kind: kind.as_str().to_string(),
+        key: key.map(str::to_string),
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        payload,
+        prev: head.hash.clone(),
+        hash: String::new(),
+    };
+    e.hash = e.computed_hash();
+    let mut line = serde_json::to_vec(&e).expect("audit entries serialize");
+    line.push(b'\n');
+    file.seek(SeekFrom::Start(head.len)).map_err(io(path))?;
+    file.write_all(&line).map_err(io(path))?;
+    file.sync_data().map_err(io(path))?;
+    let new = Head {
+        entries: e.seq + 1,
+        hash: e.hash.clone(),
+        len: head.len + line.len() as u64,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let head_path = dir.join(HEAD_FILE);
+    fsutil::write_atomic(
+        &head_path,
+        &serde_json::to_vec(&new).expect("heads serialize"),
+    )
+    .map_err(io(&head_path))?;
+    *head = new;
+    Ok(e)
+}
+
+fn read_prefix(file: &mut File, len: u64, path: &Path) -> Result<Vec<u8>, AuditError> {
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes).map_err(io(path))?;
+    Ok(bytes)
+}
+
+fn parse_lines(bytes: &[u8], path: &Path) -> Result<Vec<AuditEntry>, AuditError> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l).map_err(|e| AuditError::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("line {} is not an audit entry ({e})", i + 1),
+            })
+        })
+        .collect()
+}
+
+fn keys_of(
+    file: &mut File,
+    len: u64,
+    path: &Path,
+    kind: AuditKind,
+) -> Result<HashSet<String>, AuditError> {
+    let bytes = read_prefix(file, len, path)?;
+    Ok(parse_lines(&bytes, path)?
+        .into_iter()
+        .filter(|e| e.kind == kind.as_str())
+        .filter_map(|e| e.key)
+        .collect())
+}
+
+/// Record the config in force (at daemon start, and on reload): a
+/// `config_changed` entry when its hash differs from the last config entry
+/// of the log (or there is none yet), else `config_loaded`. Returns the kind
+/// recorded. The payload holds hashes and the file name, never contents.
+pub fn record_config(
+    log: &AuditLog,
+    config_path: &Path,
+    config_hash: &str,
+    rules_hash: &str,
+    trigger: &str,
+) -> Result<AuditKind, AuditError> {
+    let last = log.last_of(&[AuditKind::ConfigLoaded, AuditKind::ConfigChanged])?;
+    let previous = last
+        .as_ref()
+        .and_then(|e| e.payload.get("config_hash"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let kind = if previous.as_deref() == Some(config_hash) {
+        AuditKind::ConfigLoaded
+    } else {
+        AuditKind::ConfigChanged
+    };
+    log.append(
+        kind,
+        None,
+        serde_json::json!({
+            "config_path": config_path.display().to_string(),
+            "config_hash": config_hash,
+            "rules_hash": rules_hash,
+            "previous_config_hash": previous,
+            "trigger": trigger,
+            "dqmon_version": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    if kind == AuditKind::ConfigChanged {
+        tracing::info!(config = %config_path.display(), config_hash, previous = ?previous, "config changed since the last recorded one");
+    }
+    Ok(kind)
+}
+
+/// The first problem [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tampered {
+    /// 1-based line of the log where it shows.
+    pub line: usize,
+    /// The sequence number of the first bad entry.
+    pub seq: u64,
+    /// A sentence saying what is wrong.
+    pub reason: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Entries that chain correctly, from the start.
+    pub good_entries: u64,
+    /// Hash of the last good entry (copy it elsewhere to anchor the log).
+    pub head_hash: String,
+    /// `None` when the whole log is intact.
+    pub tampered: Option<Tampered>,
+}
+
+/// Check the whole chain of a dataset's audit log, read-only, and name the
+/// first entry that was edited, removed or moved. Also checks that every
+/// committed batch's manifest still has the bytes whose hash was logged.
+pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
+    let path = state_dir.join(AUDIT_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let head: Option<Head> = match fs::read(state_dir.join(HEAD_FILE)) {
+        Ok(b) => serde_json::from_slice(&b).ok(),
+        Err(_) => None,
+    };
+    let mut prev = GENESIS.to_string();
+    let mut expected = 0u64;
+    let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
+    let mut tampered = None;
+    let mut line_no = 0;
+    for raw in bytes.split_inclusive(|&b| b == b'\n') {
+        line_no += 1;
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let e: AuditEntry = match serde_json::from_slice(line) {
+            Ok(e) => e,
+            Err(err) => {
+                tampered = Some(bad(
+                    line_no,
+                    expected,
+                    format!(
+                        "line {line_no}, where entry {expected} should be, is not a valid audit entry ({err}): it was edited or cut"
+                    ),
+                ));
+                break;
+            }
+        };
+        if e.seq != expected {
+            let what = if e.seq > expected {
+                format!(
+                    "entry {expected} is missing: line {line_no} holds entry {} instead; entries were removed or reordered",
+                    e.seq
+                )
+            } else {
+                format!(
+                    "line {line_no} holds entry {} where entry {expected} was expected; entries were reordered or copied",
+                    e.seq
+                )
+            };
+            tampered = Some(bad(line_no, expected, what));
+            break;
+        }
+        if e.prev != prev {
+            let before = expected.saturating_sub(1);
+            tampered = Some(bad(
+                line_no,
+                before,
+                format!(
+                    "entry {expected} (line {line_no}) does not chain to the entry before it: entry {before} was changed (its hash is no longer {}) or replaced",
+                    e.prev
+                ),
+            ));
+            break;
+        }
+        let computed = e.computed_hash();
+        if computed != e.hash {
+            tampered = Some(bad(
+                line_no,
+                expected,
+                format!(
+                    "entry {expected} (line {line_no}, {}) was edited: its content hashes to {computed}, not to its recorded hash {}",
+                    e.kind, e.hash
+                ),
+            ));
+            break;
+        }
+        if let Some(reason) = manifest_changed(state_dir, &e) {
+            tampered = Some(bad(line_no, expected, reason));
+            break;
+        }
+        prev = e.hash;
+        expected += 1;
+    }
+    if tampered.is_none()
+        && let Some(h) = &head
+        && h.entries > expected
+    {
+        tampered = Some(bad(
+            line_no + 1,
+            expected,
+            format!(
+                "the log ends after entry {} but {HEAD_FILE} records {} entries: entries were removed from the end",
+                expected as i64 - 1,
+                h.entries
+            ),
+        ));
+    }
+    Ok(Verification {
+        good_entries: expected,
+        head_hash: prev,
+        tampered,
+    })
+}
+
+/// For a batch entry: whether the manifest file still hashes as logged.
+fn manifest_changed(state_dir: &Path, e: &AuditEntry) -> Option<String> {
+    if e.kind != AuditKind::BatchCommitted.as_str() {
+        return None;
+    }
+    let batch = e.key.as_deref()?;
+    let logged = e.payload.get("manifest_sha256")?.as_str()?;
+    let path = state_dir
+        .join("history/batches")
+        .join(format!("{batch}.json"));
+    match fs::read(&path) {
+        Ok(b) => {
+            let actual = hex::encode(Sha256::digest(&b));
+            (actual != logged).then(|| {
+                format!(
+                    "the manifest of batch {batch} ({}) was changed after entry {} logged it: it hashes to {actual}, not {logged}",
+                    path.display(),
+                    e.seq
+                )
+            })
+        }
+        Err(_) => Some(format!(
+            "the manifest of batch {batch} ({}), logged by entry {}, was removed",
+            path.display(),
+            e.seq
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn log_with(n: u64) -> (tempfile::TempDir, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..n {
+            log.append(
+                AuditKind::AlertSent,
+                Some(&format!("a{i}")),
+                json!({ "i": i }),
+            )
+            .unwrap();
+        }
+        (dir, log)
+    }
+
+    fn lines(dir: &Path) -> Vec<String> {
+        fs::read_to_string(dir.join(AUDIT_FILE))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_lines(dir: &Path, lines: &[String]) {
+        let mut s = lines.join("\n");
+        s.push('\n');
+        fs::write(dir.join(AUDIT_FILE), s).unwrap();
+    }
+
+    #[test]
+    fn intact_log_verifies_and_chains() {
+        let (dir, log) = log_with(5);
+        let v = verify(dir.path()).unwrap();
+        assert_eq!(v.tampered, None);
+        assert_eq!(v.good_entries, 5);
+        let entries = log.entries().unwrap();
+        assert_eq!(entries[0].prev, GENESIS);
+        assert_eq!(entries[3].prev, entries[2].hash);
+        assert_eq!(v.head_hash, entries[4].hash);
+    }
+
+    #[test]
+    fn an_edited_entry_is_named() {
+        let (dir, _log) = log_with(5);
+        let mut l = lines(dir.path());
+        l[2] = l[2].replace("\"i\":2", "\"i\":7");
+        write_lines(dir.path(), &l);
+        let t = verify(dir.path()).unwrap().tampered.unwrap();
+        assert_eq!((t.seq, t.line), (2, 3), "{t:?}");
+        assert!(t.reason.contains("was edited"), "{}", t.reason);
+    }
+
+    #[test]
+    fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+        let (dir, _log) = log_with(5);
+        let mut l = lines(dir.path());
+        let mut e: AuditEntry = serde_json::from_str(&l[1]).unwrap();
+        e.payload = json!({ "i": 99 });
+        e.hash = e.computed_hash();
+        l[1] = serde_json::to_string(&e).unwrap();
+        write_lines(dir.path(), &l);
+        let t = verify(dir.path()).unwrap().tampered.unwrap();
+        assert_eq!(t.seq, 1, "{t:?}");
+        assert!(t.reason.contains("entry 1 was changed"), "{}", t.reason);
+    }
+
+    #[test]
+    fn a_removed_entry_is_named() {
+        let (dir, _log) = log_with(5);
+        let mut l = lines(dir.path());
+        l.remove(3);
+        write_lines(dir.path(), &l);
+        let t = verify(dir.path()).unwrap().tampered.unwrap();
+        assert_eq!((t.seq, t.line), (3, 4), "{t:?}");
+        assert!(t.reason.contains("entry 3 is missing"), "{}", t.reason);
+    }
+
+    #[test]
+    fn reordered_entries_are_named() {
+        let (dir, _log) = log_with(5);
+        let mut l = lines(dir.path());
+        l.swap(1, 2);
+        write_lines(dir.path(), &l);
+        let t = verify(dir.path()).unwrap().tampered.unwrap();
+        assert_eq!((t.seq, t.line), (1, 2), "{t:?}");
+        assert!(t.reason.contains("reordered"), "{}", t.reason);
+    }
+
+    #[test]
+    fn entries_removed_from_the_end_are_caught_by_the_head() {
+        let (dir, log) = log_with(5);
+        let mut l = lines(dir.path());
+        l.truncate(3);
+        write_lines(dir.path(), &l);
+        let t = verify(dir.path()).unwrap().tampered.unwrap();
+        assert_eq!(t.seq, 3, "{t:?}");
+        assert!(t.reason.contains("removed from the end"), "{}", t.reason);
+        // and the writer refuses to go on from a shortened log
+        let err = log
+            .append(AuditKind::AlertSent, None, json!({}))
+            .unwrap_err();
+        assert!(err.to_string().contains("entries were removed"), "{err}");
+    }
+
+    #[test]
+    fn a_crash_between_line_and_head_is_adopted_and_a_torn_line_cut() {
+        let (dir, log) = log_with(3);
+        let head_before = fs::read(dir.path().join(HEAD_FILE)).unwrap();
+        log.append(AuditKind::AlertSent, Some("a3"), json!({}))
+            .unwrap();
+        // simulate the crash: the head still says 3 entries
+        fs::write(dir.path().join(HEAD_FILE), &head_before).unwrap();
+        // and a torn fifth line
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(AUDIT_FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":4,\"kind\":\"al").unwrap();
+        drop(f);
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.entries().unwrap().len(), 4);
+        log.append(AuditKind::AlertSent, Some("a4"), json!({}))
+            .unwrap();
+        let v = verify(dir.path()).unwrap();
+        assert_eq!((v.tampered, v.good_entries), (None, 5));
+    }
+
+    #[test]
+    fn append_once_is_idempotent_by_key() {
+        let (dir, log) = log_with(0);
+        assert!(
+            log.append_once(AuditKind::BatchCommitted, "b1", json!({}))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            log.append_once(AuditKind::BatchCommitted, "b1", json!({}))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(lines(dir.path()).len(), 1);
+        assert!(log.keys(AuditKind::BatchCommitted).unwrap().contains("b1"));
+    }
+
+    #[test]
+    fn config_changes_are_told_apart_from_reloads_of_the_same_config() {
+        let (_dir, log) = log_with(0);
+        let p = Path::new("rules.yaml");
+        assert_eq!(
+            record_config(&log, p, "h1", "r1", "start").unwrap(),
+            AuditKind::ConfigChanged
+        );
+        assert_eq!(
+            record_config(&log, p, "h1", "r1", "start").unwrap(),
+            AuditKind::ConfigLoaded
+        );
+        assert_eq!(
+            record_config(&log, p, "h2", "r2", "reload").unwrap(),
+            AuditKind::ConfigChanged
+        );
+        let last = log.entries().unwrap().pop().unwrap();
+        assert_eq!(last.payload["previous_config_hash"], "h1");
+    }
+
+    #[test]
+    fn two_handles_share_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AuditLog::open(dir.path()).unwrap();
+        let b = AuditLog::open(dir.path()).unwrap();
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .map(|log| {
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        log.append(AuditKind::AlertSent, None, json!({ "i": i }))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v = verify(dir.path()).unwrap();
+        assert_eq!((v.tampered, v.good_entries), (None, 40));
+    }
+}
