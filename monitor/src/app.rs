@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub settle: Duration,
     /// Print alerts to stdout.
     pub print_alerts: bool,
+    /// Set by `replay` (see [`Worker::open_replay`]): inputs are recorded
+    /// files, not a drop folder's. They are never moved to quarantine and no
+    /// drop-folder checkpoint is kept.
+    pub recorded_inputs: bool,
 }
 
 impl Default for RunOptions {
@@ -80,6 +84,7 @@ impl Default for RunOptions {
             once: false,
             settle: Duration::from_millis(500),
             print_alerts: true,
+            recorded_inputs: false,
         }
     }
 }
@@ -134,10 +139,17 @@ pub struct Worker {
     history: History,
     /// The drop folder's checkpoint, kept in memory and saved after each file.
     checkpoint: Checkpoint,
-    folder: DropFolder,
+    /// The drop folder (`None` when replaying recorded inputs).
+    folder: Option<DropFolder>,
     poll: Duration,
     opts: RunOptions,
     pub summary: RunSummary,
+    /// Where sources are said to live in alerts and manifests: the drop
+    /// folder live, and the same folder in a replay (so that alerts match).
+    source_root: Option<PathBuf>,
+    /// A capturing sink: when set, every alert committed is also pushed here
+    /// (replay drains it after each batch).
+    pub captured: Option<Vec<Alert>>,
 }
 
 impl Worker {
@@ -167,6 +179,33 @@ impl Worker {
                 path: path.clone(),
                 reason: format!("bad pattern `{pattern}`: {e}"),
             })?;
+        let state_dir = rules.state_dir.clone();
+        Self::open_parts(rules, opts, Some(folder), poll, &state_dir, Some(path))
+    }
+
+    /// A worker that handles recorded files (`replay`): no drop folder, its
+    /// history in `history_dir`, sources named `<source_root>/<file name>`
+    /// when given. Rules, baseline and PII key are the live dataset's, so a
+    /// replay computes exactly what live monitoring computed.
+    pub fn open_replay(
+        rules: Rules,
+        mut opts: RunOptions,
+        history_dir: &std::path::Path,
+        source_root: Option<PathBuf>,
+    ) -> Result<Worker, AppError> {
+        opts.recorded_inputs = true;
+        Self::open_parts(rules, opts, None, Duration::ZERO, history_dir, source_root)
+    }
+
+    fn open_parts(
+        rules: Rules,
+        opts: RunOptions,
+        folder: Option<DropFolder>,
+        poll: Duration,
+        history_dir: &std::path::Path,
+        source_root: Option<PathBuf>,
+    ) -> Result<Worker, AppError> {
+        let dataset = rules.dataset.clone();
         let store = BaselineStore::new(&rules.baseline_dir);
         let (baseline_id, baseline, approval) = store
             .approved(&dataset, rules.baseline_id.as_deref())
@@ -180,7 +219,7 @@ impl Worker {
                 source: BaselineStoreError::WrongShape { id: baseline_id },
             });
         }
-        let history = History::open(&rules.state_dir).map_err(|source| AppError::History {
+        let history = History::open(history_dir).map_err(|source| AppError::History {
             dataset: dataset.clone(),
             source,
         })?;
@@ -198,7 +237,8 @@ impl Worker {
             dataset = %dataset,
             baseline_id = %baseline_id,
             approved_by = %approval.approved_by,
-            drop_folder = %path.display(),
+            drop_folder = %folder.as_ref().map(|f| f.dir().display().to_string()).unwrap_or_default(),
+            history = %history_dir.display(),
             "dataset ready"
         );
         Ok(Worker {
@@ -212,20 +252,25 @@ impl Worker {
             poll,
             opts,
             summary: RunSummary::default(),
+            source_root,
+            captured: None,
         })
     }
 
     /// Watch the drop folder until shutdown (or, with `once`, until every
     /// file present has been handled).
     pub fn run(mut self, shutdown: Shutdown) -> Result<RunSummary, AppError> {
+        let Some(mut folder) = self.folder.take() else {
+            return Ok(self.summary);
+        };
         let (tx, rx) = mpsc::channel::<()>();
         shutdown.register(tx.clone());
-        let _watcher = self.watch(tx);
+        let _watcher = Self::watch(&folder, tx);
         loop {
             if shutdown.is_triggered() {
                 break;
             }
-            let ready = match self.folder.ready(Instant::now()) {
+            let ready = match folder.ready(Instant::now()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(dataset = %self.rules.dataset, error = %e, "could not list the drop folder; retrying");
@@ -236,9 +281,9 @@ impl Worker {
                 if shutdown.is_triggered() {
                     break;
                 }
-                self.handle(&file)?;
+                self.handle_in(&file, Some(&folder))?;
             }
-            let pending = self.folder.next_check(Instant::now());
+            let pending = folder.next_check(Instant::now());
             if self.opts.once && pending.is_none() {
                 break;
             }
@@ -250,7 +295,7 @@ impl Worker {
         Ok(self.summary)
     }
 
-    fn watch(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    fn watch(folder: &DropFolder, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
             let _ = tx.send(());
@@ -261,7 +306,7 @@ impl Worker {
                 return None;
             }
         };
-        if let Err(e) = w.watch(self.folder.dir(), notify::RecursiveMode::NonRecursive) {
+        if let Err(e) = w.watch(folder.dir(), notify::RecursiveMode::NonRecursive) {
             tracing::warn!(error = %e, "file events unavailable; polling the drop folder");
             return None;
         }
@@ -277,6 +322,17 @@ impl Worker {
 
     /// Handle one complete file: skip, replay, quarantine or process it.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
+        let folder = self.folder.take();
+        let r = self.handle_in(file, folder.as_ref());
+        self.folder = folder;
+        r
+    }
+
+    fn handle_in(
+        &mut self,
+        file: &DroppedFile,
+        folder: Option<&DropFolder>,
+    ) -> Result<(), AppError> {
         if let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
             && e.mtime_ns == file.mtime_ns
@@ -295,7 +351,9 @@ impl Worker {
         if self.history.contains(&id) {
             // Already committed. A crash may have come between the commit of
             // a quarantined batch and the move: finish the move now.
-            if let Some(reason) = self.history.quarantine_reason(&id) {
+            if let Some(reason) = self.history.quarantine_reason(&id)
+                && !self.opts.recorded_inputs
+            {
                 self.history
                     .quarantine(&file.path, &id, &reason)
                     .map_err(|e| self.history_err(e))?;
@@ -312,12 +370,19 @@ impl Worker {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.quarantined(file, &id, &sha, &e.to_string())?;
+                    // the reason names the file as its alerts do
+                    let reason = e
+                        .to_string()
+                        .replace(&file.path.display().to_string(), &self.source_name(file));
+                    self.quarantined(file, &id, &sha, &reason)?;
                     return Ok(());
                 }
             }
         }
-        let dir = self.folder.dir().to_path_buf();
+        let Some(folder) = folder.filter(|_| !self.opts.recorded_inputs) else {
+            return Ok(());
+        };
+        let dir = folder.dir().to_path_buf();
         self.checkpoint
             .files
             .retain(|name, _| dir.join(name).exists());
@@ -335,6 +400,14 @@ impl Worker {
             .map_err(|e| self.history_err(e))
     }
 
+    /// How a file is named in alerts and manifests.
+    fn source_name(&self, file: &DroppedFile) -> String {
+        match &self.source_root {
+            Some(root) => root.join(&file.name).display().to_string(),
+            None => file.path.display().to_string(),
+        }
+    }
+
     fn context(
         &self,
         file: &DroppedFile,
@@ -346,7 +419,7 @@ impl Worker {
         BatchContext {
             dataset: self.rules.dataset.clone(),
             batch_id: id.to_string(),
-            source: file.path.display().to_string(),
+            source: self.source_name(file),
             input_sha256: sha.to_string(),
             baseline_id: self.baseline_id.clone(),
             rules_hash: self.rules.rules_hash.clone(),
@@ -392,6 +465,9 @@ impl Worker {
             .commit(m, profile)
             .map_err(|e| self.history_err(e))?;
         self.summary.alerts += alerts.len() as u64;
+        if let Some(c) = self.captured.as_mut() {
+            c.extend(alerts.iter().cloned());
+        }
         if self.opts.print_alerts {
             for a in &alerts {
                 println!("{}", a.line());
@@ -480,11 +556,13 @@ impl Worker {
         );
         tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, reason = %reason, "input quarantined");
         self.commit(m, vec![finding], &ctx, None)?;
-        let moved = self
-            .history
-            .quarantine(&file.path, id, reason)
-            .map_err(|e| self.history_err(e))?;
-        tracing::info!(to = %moved.display(), "moved to quarantine");
+        if !self.opts.recorded_inputs {
+            let moved = self
+                .history
+                .quarantine(&file.path, id, reason)
+                .map_err(|e| self.history_err(e))?;
+            tracing::info!(to = %moved.display(), "moved to quarantine");
+        }
         self.summary.quarantined += 1;
         Ok(())
     }

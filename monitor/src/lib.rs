@@ -16,6 +16,7 @@
 pub mod alert;
 pub mod app;
 pub mod baseline;
+pub mod baseline_history;
 pub mod cli;
 pub mod compare;
 pub mod config;
@@ -24,5 +25,8 @@ pub mod evaluate;
 pub mod fixtures;
 pub mod pii;
 pub mod profile;
+pub mod query;
+pub mod replay;
+pub mod report;
 pub mod source;
 pub mod store;
