@@ -317,6 +317,16 @@ mod tests {
     }
 
     #[test]
+    fn the_progress_bar_is_quiet_off_a_terminal() {
+        use std::io::IsTerminal;
+        assert!(progress_bar(1 << 20, false).is_hidden());
+        // the test harness captures stderr: not a terminal, so nothing is drawn
+        if !std::io::stderr().is_terminal() {
+            assert!(progress_bar(1 << 20, true).is_hidden());
+        }
+    }
+
+    #[test]
     fn a_foreign_folder_is_never_wiped_as_replay_state() {
         let dir = tempfile::tempdir().unwrap();
         let replay = dir.path().join("replay");
