@@ -333,7 +333,8 @@ impl Worker {
         file: &DroppedFile,
         folder: Option<&DropFolder>,
     ) -> Result<(), AppError> {
-        if let Some(e) = self.checkpoint.files.get(&file.name)
+        if !self.opts.recorded_inputs
+            && let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
             && e.mtime_ns == file.mtime_ns
             && self.history.contains(&e.batch_id)

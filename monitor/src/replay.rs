@@ -88,8 +88,17 @@ pub enum ReplayError {
         "{path} exists and is not a replay state folder; choose an empty folder with --state-dir, or delete it"
     )]
     NotReplayState { path: PathBuf },
+    #[error(
+        "could not read {path} (the log above says why); check its permissions and rerun the replay"
+    )]
+    Unread { path: PathBuf },
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+/// Batches the worker has accounted for, whatever happened to them.
+fn handled(s: &RunSummary) -> u64 {
+    s.processed + s.quarantined + s.replayed + s.skipped
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -264,7 +273,15 @@ pub fn replay(
     };
     for (i, file) in files.iter().enumerate() {
         summary.rows += footer_rows(&file.path);
+        let before = handled(&worker.summary);
         worker.handle(file)?;
+        if handled(&worker.summary) == before {
+            // the daemon leaves an unreadable file for a later retry; a
+            // replay has no later, and must not drop a batch silently
+            return Err(ReplayError::Unread {
+                path: file.path.clone(),
+            });
+        }
         summary.files += 1;
         let alerts: Vec<Alert> = worker.captured.replace(Vec::new()).unwrap_or_default();
         if let Some((w, path)) = out.as_mut() {
