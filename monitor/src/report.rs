@@ -151,6 +151,13 @@ fn load_series(rules: &Rules, state_dir: &Path) -> Result<BTreeMap<Key, Series>,
         for i in 0..b.num_rows() {
             let column = column[i].clone().unwrap_or_else(|| "-".into());
             let metric = metric[i].clone().unwrap_or_default();
+            let numeric = rules
+                .column(&column)
+                .is_some_and(|c| c.kind == crate::config::model::ColumnKind::Numeric);
+            if metric == "mean" && !numeric {
+                // the mean of a timestamp says nothing a person can use
+                continue;
+            }
             if metric == "label_rate" {
                 let positive = rules.label.as_ref().and_then(|l| l.positive.as_deref());
                 let want =
