@@ -90,6 +90,10 @@ pub struct RunOptions {
     pub settle: Duration,
     /// Print alerts to stdout.
     pub print_alerts: bool,
+    /// Set by `replay` (see [`Worker::open_replay`]): inputs are recorded
+    /// files, not a drop folder's. They are never moved to quarantine and no
+    /// drop-folder checkpoint is kept.
+    pub recorded_inputs: bool,
 }
 
 impl Default for RunOptions {
@@ -98,6 +102,7 @@ impl Default for RunOptions {
             once: false,
             settle: Duration::from_millis(500),
             print_alerts: true,
+            recorded_inputs: false,
         }
     }
 }
@@ -174,11 +179,18 @@ pub struct Worker {
     history: History,
     /// The drop folder's checkpoint, kept in memory and saved after each file.
     checkpoint: Checkpoint,
-    /// The drop folder (`None` for a Kafka source, which drives the worker itself).
+    /// The drop folder (`None` for a Kafka source, which drives the worker
+    /// itself, and when replaying recorded inputs).
     folder: Option<DropFolder>,
     poll: Duration,
     opts: RunOptions,
     pub summary: RunSummary,
+    /// Where sources are said to live in alerts and manifests: the drop
+    /// folder live, and the same folder in a replay (so that alerts match).
+    source_root: Option<PathBuf>,
+    /// A capturing sink: when set, every alert committed is also pushed here
+    /// (replay drains it after each batch).
+    pub captured: Option<Vec<Alert>>,
 }
 
 impl Worker {
@@ -186,7 +198,8 @@ impl Worker {
     pub fn open(rules: Rules, opts: RunOptions) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
         if let SourceRule::Kafka(_) = &rules.source {
-            return Self::open_with(rules, opts, None, Duration::ZERO);
+            let state_dir = rules.state_dir.clone();
+            return Self::open_with(rules, opts, None, Duration::ZERO, &state_dir, None);
         }
         let (path, poll, pattern) = match &rules.source {
             SourceRule::ParquetDrop {
@@ -213,7 +226,22 @@ impl Worker {
                 path: path.clone(),
                 reason: format!("bad pattern `{pattern}`: {e}"),
             })?;
-        Self::open_with(rules, opts, Some(folder), poll)
+        let state_dir = rules.state_dir.clone();
+        Self::open_with(rules, opts, Some(folder), poll, &state_dir, Some(path))
+    }
+
+    /// A worker that handles recorded files (`replay`): no drop folder, its
+    /// history in `history_dir`, sources named `<source_root>/<file name>`
+    /// when given. Rules, baseline and PII key are the live dataset's, so a
+    /// replay computes exactly what live monitoring computed.
+    pub fn open_replay(
+        rules: Rules,
+        mut opts: RunOptions,
+        history_dir: &std::path::Path,
+        source_root: Option<PathBuf>,
+    ) -> Result<Worker, AppError> {
+        opts.recorded_inputs = true;
+        Self::open_with(rules, opts, None, Duration::ZERO, history_dir, source_root)
     }
 
     /// Open the baseline, history and PII key of a dataset (shared by every source).
@@ -222,6 +250,8 @@ impl Worker {
         opts: RunOptions,
         folder: Option<DropFolder>,
         poll: Duration,
+        history_dir: &std::path::Path,
+        source_root: Option<PathBuf>,
     ) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
         let (baseline_id, baseline, approval) =
@@ -245,7 +275,7 @@ impl Worker {
                 source: BaselineStoreError::WrongShape { id: baseline_id },
             });
         }
-        let history = History::open(&rules.state_dir).map_err(|source| AppError::History {
+        let history = History::open(history_dir).map_err(|source| AppError::History {
             dataset: dataset.clone(),
             source,
         })?;
@@ -264,6 +294,7 @@ impl Worker {
             baseline_id = %baseline_id,
             approved_by = %approval.approved_by,
             source = %source_label(&rules.source),
+            history = %history_dir.display(),
             "dataset ready"
         );
         Ok(Worker {
@@ -277,6 +308,8 @@ impl Worker {
             poll,
             opts,
             summary: RunSummary::default(),
+            source_root,
+            captured: None,
         })
     }
 
@@ -352,7 +385,8 @@ impl Worker {
 
     /// Handle one complete file: skip, replay, quarantine or process it.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
-        if let Some(e) = self.checkpoint.files.get(&file.name)
+        if !self.opts.recorded_inputs
+            && let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
             && e.mtime_ns == file.mtime_ns
             && self.history.contains(&e.batch_id)
@@ -370,7 +404,9 @@ impl Worker {
         if self.history.contains(&id) {
             // Already committed. A crash may have come between the commit of
             // a quarantined batch and the move: finish the move now.
-            if let Some(reason) = self.history.quarantine_reason(&id) {
+            if let Some(reason) = self.history.quarantine_reason(&id)
+                && !self.opts.recorded_inputs
+            {
                 self.history
                     .quarantine(&file.path, &id, &reason)
                     .map_err(|e| self.history_err(e))?;
@@ -378,21 +414,30 @@ impl Worker {
             }
             self.summary.skipped += 1;
         } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
-            self.replayed(&file.into(), &id, &sha, &original)?;
+            self.replayed(&self.origin(file), &id, &sha, &original)?;
         } else {
             match profile_file(&file.path, &self.rules, &self.pii) {
-                Ok(profile) => self.processed(&file.into(), &id, &sha, profile)?,
+                Ok(profile) => self.processed(&self.origin(file), &id, &sha, profile)?,
                 Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {
                     tracing::warn!(file = %file.path.display(), error = %source, "could not read a dropped file; will retry");
                     return Ok(());
                 }
                 Err(e) => {
-                    self.quarantined(file, &id, &sha, &e.to_string())?;
+                    // the reason names the file as its alerts do
+                    let reason = e
+                        .to_string()
+                        .replace(&file.path.display().to_string(), &self.source_name(file));
+                    self.quarantined(file, &id, &sha, &reason)?;
                     return Ok(());
                 }
             }
         }
-        let Some(dir) = self.folder.as_ref().map(|f| f.dir().to_path_buf()) else {
+        let Some(dir) = self
+            .folder
+            .as_ref()
+            .filter(|_| !self.opts.recorded_inputs)
+            .map(|f| f.dir().to_path_buf())
+        else {
             return Ok(());
         };
         self.checkpoint
@@ -410,6 +455,22 @@ impl Worker {
         self.history
             .save_checkpoint(&self.checkpoint)
             .map_err(|e| self.history_err(e))
+    }
+
+    /// How a file is named in alerts and manifests.
+    fn source_name(&self, file: &DroppedFile) -> String {
+        match &self.source_root {
+            Some(root) => root.join(&file.name).display().to_string(),
+            None => file.path.display().to_string(),
+        }
+    }
+
+    /// A dropped file's origin, named as alerts name it.
+    fn origin(&self, file: &DroppedFile) -> BatchOrigin {
+        BatchOrigin {
+            source: self.source_name(file),
+            ..file.into()
+        }
     }
 
     fn context(
@@ -469,6 +530,9 @@ impl Worker {
             .commit(m, profile)
             .map_err(|e| self.history_err(e))?;
         self.summary.alerts += alerts.len() as u64;
+        if let Some(c) = self.captured.as_mut() {
+            c.extend(alerts.iter().cloned());
+        }
         if self.opts.print_alerts {
             for a in &alerts {
                 println!("{}", a.line());
@@ -561,12 +625,14 @@ impl Worker {
         sha: &str,
         reason: &str,
     ) -> Result<(), AppError> {
-        self.rejected(&file.into(), id, sha, reason)?;
-        let moved = self
-            .history
-            .quarantine(&file.path, id, reason)
-            .map_err(|e| self.history_err(e))?;
-        tracing::info!(to = %moved.display(), "moved to quarantine");
+        self.rejected(&self.origin(file), id, sha, reason)?;
+        if !self.opts.recorded_inputs {
+            let moved = self
+                .history
+                .quarantine(&file.path, id, reason)
+                .map_err(|e| self.history_err(e))?;
+            tracing::info!(to = %moved.display(), "moved to quarantine");
+        }
         Ok(())
     }
 

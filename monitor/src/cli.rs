@@ -134,6 +134,80 @@ pub enum Command {
         #[arg(long, default_value_t = 20_240_611)]
         seed: u64,
     },
+    /// Replay recorded Parquet files through the daemon's pipeline into a
+    /// separate state folder; alerts are byte-identical to the live ones.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Also write the replay's alerts here (JSON lines, same bytes as the live alerts file).
+        #[arg(long)]
+        alerts_out: Option<PathBuf>,
+        /// History folder of the replay (default: <state>/replay, recreated on each replay).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Replay order: `name` (file name, stable across copies) or `mtime` (the daemon's order).
+        #[arg(long, value_enum, default_value = "name")]
+        order: ReplayOrderArg,
+        /// Name sources by the paths given instead of the live drop folder.
+        #[arg(long)]
+        keep_paths: bool,
+        /// Deliver alerts to the sinks (stdout); by default a replay delivers nothing.
+        #[arg(long)]
+        deliver: bool,
+        /// No progress bar (it is never drawn when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+        /// Parquet files, folders of them, or globs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Run SQL over the history. Tables: metrics (batch_id, batch_time, slice,
+    /// column, metric, value), batches, findings, alerts, baselines.
+    Query {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Query this state folder (e.g. a replay's) instead of the dataset's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: QueryFormatArg,
+        /// One SQL statement.
+        sql: String,
+    },
+    /// Write a self-contained HTML report: alerts, and each metric over time
+    /// per trust tag with the baseline's normal band and alert markers.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Report on this state folder (e.g. a replay's) instead of the dataset's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `--format` of `query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueryFormatArg {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `--order` of `replay`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReplayOrderArg {
+    Name,
+    Mtime,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,8 +221,21 @@ pub enum BaselineCommand {
         /// Who builds it (default: $USER).
         #[arg(long)]
         by: Option<String>,
-        #[arg(required = true)]
+        /// Parquet files or folders of known-good batches.
+        #[arg(
+            required_unless_present = "from_history",
+            conflicts_with = "from_history"
+        )]
         paths: Vec<PathBuf>,
+        /// Build from the stored profiles of the history instead of files (needs --between).
+        #[arg(long, requires = "between")]
+        from_history: bool,
+        /// Batch-time window [T1, T2) for --from-history: RFC 3339 or dates (midnight UTC).
+        #[arg(long, num_args = 2, value_names = ["T1", "T2"])]
+        between: Vec<String>,
+        /// With --from-history, also use batches that raised alerts.
+        #[arg(long, requires = "from_history")]
+        include_alerted: bool,
     },
     /// Approve a candidate: from now on monitoring compares against it.
     Approve {
@@ -366,6 +453,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 once,
                 settle: std::time::Duration::from_millis(settle_ms),
                 print_alerts: true,
+                ..Default::default()
             };
             let summaries = crate::app::run_datasets(cfg.datasets, opts, shutdown)?;
             for (name, s) in summaries {
@@ -442,6 +530,80 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {} files under {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query {
+            config,
+            dataset,
+            state_dir,
+            format,
+            sql,
+        } => {
+            let rules = load_rules(&config, dataset.as_deref())?;
+            let dir = state_dir.unwrap_or_else(|| rules.state_dir.clone());
+            let batches = crate::query::query(&rules, &dir, &sql)?;
+            let format = match format {
+                QueryFormatArg::Table => crate::query::OutputFormat::Table,
+                QueryFormatArg::Csv => crate::query::OutputFormat::Csv,
+                QueryFormatArg::Json => crate::query::OutputFormat::Json,
+            };
+            let mut out = std::io::stdout().lock();
+            crate::query::write(&mut out, &batches, format)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            config,
+            dataset,
+            state_dir,
+            out,
+        } => {
+            let rules = load_rules(&config, dataset.as_deref())?;
+            let dir = state_dir.unwrap_or_else(|| rules.state_dir.clone());
+            let html = crate::report::build(&rules, &dir)?;
+            crate::store::fsutil::write_atomic(&out, html.as_bytes())
+                .with_context(|| format!("could not write {}", out.display()))?;
+            eprintln!("wrote {} ({} bytes)", out.display(), html.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            config,
+            dataset,
+            alerts_out,
+            state_dir,
+            order,
+            keep_paths,
+            deliver,
+            no_progress,
+            inputs,
+        } => {
+            let rules = load_rules(&config, dataset.as_deref())?;
+            let opts = crate::replay::ReplayOptions {
+                state_dir,
+                alerts_out: alerts_out.clone(),
+                order: match order {
+                    ReplayOrderArg::Name => crate::replay::ReplayOrder::Name,
+                    ReplayOrderArg::Mtime => crate::replay::ReplayOrder::Mtime,
+                },
+                keep_paths,
+                deliver,
+                progress: !no_progress,
+            };
+            let s = crate::replay::replay(rules, &inputs, &opts)?;
+            eprintln!(
+                "replayed {} files ({} rows): {} processed, {} quarantined, {} same bytes as an earlier file, {} already in the history; {} alerts{}; history in {}",
+                s.files,
+                s.rows,
+                s.run.processed,
+                s.run.quarantined,
+                s.run.replayed,
+                s.run.skipped,
+                s.run.alerts,
+                alerts_out
+                    .map(|p| format!(" written to {}", p.display()))
+                    .unwrap_or_default(),
+                s.state_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -480,7 +642,48 @@ fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             config,
             dataset,
             by,
+            from_history: true,
+            between,
+            include_alerted,
+            ..
+        } => {
+            let rules = load_rules(&config, dataset.as_deref())?;
+            let from = crate::baseline_history::parse_bound(&between[0])?;
+            let to = crate::baseline_history::parse_bound(&between[1])?;
+            let chosen =
+                crate::baseline_history::choose(&rules.state_dir, from, to, include_alerted)?;
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".into());
+            let n = chosen.profiles.len();
+            let b = Baseline::build(&rules, &chosen.profiles, chosen.refs, &by)?;
+            let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
+            eprintln!(
+                "built candidate baseline of `{}` from {n} stored batches ({} rows) with batch time in [{}, {}); left out {} that raised alerts{}",
+                rules.dataset,
+                b.profile.rows,
+                from.to_rfc3339(),
+                to.to_rfc3339(),
+                chosen.skipped_alerted,
+                if chosen.without_time > 0 {
+                    format!(" and {} without an event time", chosen.without_time)
+                } else {
+                    String::new()
+                }
+            );
+            eprintln!(
+                "approve it with: dqmon baseline approve --config {} {id} --by NAME",
+                config.display()
+            );
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BaselineCommand::Build {
+            config,
+            dataset,
+            by,
             paths,
+            ..
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
             let pii = pii_key(&rules)?;

@@ -16,6 +16,7 @@
 pub mod alert;
 pub mod app;
 pub mod baseline;
+pub mod baseline_history;
 pub mod cli;
 pub mod compare;
 pub mod config;
@@ -25,5 +26,8 @@ pub mod fixtures;
 pub mod pii;
 pub mod profile;
 pub mod security;
+pub mod query;
+pub mod replay;
+pub mod report;
 pub mod source;
 pub mod store;

@@ -1,0 +1,367 @@
+//! Replay: recorded Parquet files through the daemon's own per-batch code.
+//!
+//! `replay` owns choosing and ordering the recorded inputs, the replay's
+//! state folder, the `--alerts-out` file and the progress bar. Every batch
+//! goes through [`crate::app::Worker::handle`] — the very code `run` uses —
+//! with a capturing sink, so replay is not a second implementation of the
+//! pipeline. It must not compute anything a live run would not: the batch id
+//! (dataset, file name, SHA-256 of the bytes), the batch time (from the
+//! data), the rules, the approved baseline and the PII key are the live
+//! dataset's, and sources are named as if the files were in the live drop
+//! folder, so alerts come out byte-identical to the live ones. There is no
+//! clock: the drop folder's settle logic is not involved.
+//!
+//! It must not touch the live state: its history goes to a separate folder
+//! (`<state>/replay` by default, recreated on each replay), inputs are never
+//! moved to quarantine, and nothing is delivered unless asked.
+//!
+//! Kafka topic ranges are not replayed yet (Parquet files only).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::alert::Alert;
+use crate::app::{AppError, RunOptions, RunSummary, Worker};
+use crate::config::model::{Rules, SourceRule};
+use crate::source::parquet_drop::DroppedFile;
+
+/// The marker that says a folder is a disposable replay state folder.
+const MARKER: &str = ".dqmon-replay";
+
+/// In which order recorded files are replayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplayOrder {
+    /// By file name, then path: the same order wherever the files are copied.
+    #[default]
+    Name,
+    /// Oldest modification time first, then name: the live daemon's order.
+    Mtime,
+}
+
+/// How a replay runs.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// History folder of the replay. `None`: `<dataset state>/replay`,
+    /// recreated on each replay. When given, an existing history there is
+    /// continued (batches already in it are skipped).
+    pub state_dir: Option<PathBuf>,
+    /// Also write the replay's alerts here, one JSON object per line, in the
+    /// same bytes as the live alerts file.
+    pub alerts_out: Option<PathBuf>,
+    pub order: ReplayOrder,
+    /// Name sources by the path given (instead of the live drop folder).
+    pub keep_paths: bool,
+    /// Deliver alerts to the sinks (this build's only sink is stdout).
+    pub deliver: bool,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub files: u64,
+    pub rows: u64,
+    pub run: RunSummary,
+    pub state_dir: PathBuf,
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(
+        "`{input}` matches no Parquet file; give files, folders or globs such as 'drops/2024-06-*.parquet'"
+    )]
+    NoMatch { input: String },
+    #[error("`{input}` is not a valid glob: {reason}")]
+    BadGlob { input: String, reason: String },
+    #[error("could not read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} exists and is not a replay state folder; choose an empty folder with --state-dir, or delete it"
+    )]
+    NotReplayState { path: PathBuf },
+    #[error(
+        "could not read {path} (the log above says why); check its permissions and rerun the replay"
+    )]
+    Unread { path: PathBuf },
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// Batches the worker has accounted for, whatever happened to them.
+fn handled(s: &RunSummary) -> u64 {
+    s.processed + s.quarantined + s.replayed + s.skipped
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Files named by the inputs: files as given, folders expanded to their
+/// files matching `pattern`, anything else read as a glob. Duplicates are
+/// dropped.
+pub fn expand_inputs(inputs: &[String], pattern: &str) -> Result<Vec<PathBuf>, ReplayError> {
+    let pat = glob::Pattern::new(pattern).map_err(|e| ReplayError::BadGlob {
+        input: pattern.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeSet::new();
+    for input in inputs {
+        let p = Path::new(input);
+        let mut matched = 0usize;
+        if p.is_dir() {
+            for entry in fs::read_dir(p).map_err(io(p))? {
+                let path = entry.map_err(io(p))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if path.is_file()
+                    && name.is_some_and(|n| {
+                        pat.matches(&n) && !crate::source::parquet_drop::is_temporary(&n)
+                    })
+                {
+                    matched += 1;
+                    out.insert(path);
+                }
+            }
+        } else if p.is_file() {
+            matched += 1;
+            out.insert(p.to_path_buf());
+        } else {
+            let paths = glob::glob(input).map_err(|e| ReplayError::BadGlob {
+                input: input.clone(),
+                reason: e.to_string(),
+            })?;
+            for path in paths.flatten() {
+                if path.is_file() {
+                    matched += 1;
+                    out.insert(path);
+                }
+            }
+        }
+        if matched == 0 {
+            return Err(ReplayError::NoMatch {
+                input: input.clone(),
+            });
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn recorded(path: &Path) -> Result<DroppedFile, ReplayError> {
+    let meta = fs::metadata(path).map_err(io(path))?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    Ok(DroppedFile {
+        path: path.to_path_buf(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: meta.len(),
+        mtime_ns,
+    })
+}
+
+/// Rows of a Parquet file from its footer (0 when it is not readable
+/// Parquet; the pipeline will quarantine it).
+fn footer_rows(path: &Path) -> u64 {
+    use parquet::file::reader::FileReader;
+    fs::File::open(path)
+        .ok()
+        .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+        .map_or(0, |r| r.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// Prepare the replay's state folder; returns it.
+fn state_folder(rules: &Rules, chosen: Option<&Path>) -> Result<PathBuf, ReplayError> {
+    if let Some(dir) = chosen {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        return Ok(dir.to_path_buf());
+    }
+    let dir = rules.state_dir.join("replay");
+    if dir.exists() {
+        let nonempty = fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
+        if nonempty && !dir.join(MARKER).exists() {
+            return Err(ReplayError::NotReplayState { path: dir });
+        }
+        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    fs::write(
+        dir.join(MARKER),
+        "state of the last `dqmon replay`; recreated by the next one\n",
+    )
+    .map_err(io(&dir))?;
+    Ok(dir)
+}
+
+fn progress_bar(total_bytes: u64, enabled: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
+        )
+        .expect("the progress template is valid"),
+    );
+    bar
+}
+
+/// Replay recorded Parquet files of one dataset.
+pub fn replay(
+    rules: Rules,
+    inputs: &[String],
+    opts: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    let (pattern, live_folder) = match &rules.source {
+        SourceRule::ParquetDrop { path, pattern, .. } => (pattern.clone(), Some(path.clone())),
+        _ => ("*.parquet".to_string(), None),
+    };
+    let mut files = expand_inputs(inputs, &pattern)?
+        .iter()
+        .map(|p| recorded(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    match opts.order {
+        ReplayOrder::Name => files.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path))),
+        ReplayOrder::Mtime => files
+            .sort_by(|a, b| (a.mtime_ns, &a.name, &a.path).cmp(&(b.mtime_ns, &b.name, &b.path))),
+    }
+    let state_dir = state_folder(&rules, opts.state_dir.as_deref())?;
+    let source_root = if opts.keep_paths { None } else { live_folder };
+    let run_opts = RunOptions {
+        once: true,
+        print_alerts: opts.deliver,
+        ..Default::default()
+    };
+    let mut worker = Worker::open_replay(rules, run_opts, &state_dir, source_root)?;
+    worker.captured = Some(Vec::new());
+
+    let mut out = match &opts.alerts_out {
+        Some(p) => {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            Some((
+                BufWriter::new(fs::File::create(p).map_err(io(p))?),
+                p.clone(),
+            ))
+        }
+        None => None,
+    };
+    let total_bytes = files.iter().map(|f| f.size).sum();
+    let bar = progress_bar(total_bytes, opts.progress);
+    let started = std::time::Instant::now();
+    let mut summary = ReplaySummary {
+        state_dir: state_dir.clone(),
+        ..Default::default()
+    };
+    for (i, file) in files.iter().enumerate() {
+        summary.rows += footer_rows(&file.path);
+        let before = handled(&worker.summary);
+        worker.handle(file)?;
+        if handled(&worker.summary) == before {
+            // the daemon leaves an unreadable file for a later retry; a
+            // replay has no later, and must not drop a batch silently
+            return Err(ReplayError::Unread {
+                path: file.path.clone(),
+            });
+        }
+        summary.files += 1;
+        let alerts: Vec<Alert> = worker.captured.replace(Vec::new()).unwrap_or_default();
+        if let Some((w, path)) = out.as_mut() {
+            for a in &alerts {
+                serde_json::to_writer(&mut *w, a).expect("alerts serialize");
+                w.write_all(b"\n").map_err(io(path))?;
+            }
+        }
+        bar.inc(file.size);
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "batch {}/{} · {:.0} rows/s",
+            i + 1,
+            files.len(),
+            summary.rows as f64 / secs
+        ));
+    }
+    bar.finish_and_clear();
+    if let Some((w, path)) = out {
+        let f = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+        f.sync_all().map_err(io(&path))?;
+    }
+    summary.run = worker.summary.clone();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_expand_files_folders_and_globs_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["a.parquet", "b.parquet", "c.txt", ".d.parquet.tmp"] {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let d = dir.path().display().to_string();
+        let got = expand_inputs(
+            &[d.clone(), format!("{d}/a.parquet"), format!("{d}/b.parq*")],
+            "*.parquet",
+        )
+        .unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.parquet", "b.parquet"]);
+        let err = expand_inputs(&[format!("{d}/nothing-*.parquet")], "*.parquet").unwrap_err();
+        assert!(err.to_string().contains("matches no Parquet file"), "{err}");
+    }
+
+    #[test]
+    fn the_progress_bar_is_quiet_off_a_terminal() {
+        use std::io::IsTerminal;
+        assert!(progress_bar(1 << 20, false).is_hidden());
+        // the test harness captures stderr: not a terminal, so nothing is drawn
+        if !std::io::stderr().is_terminal() {
+            assert!(progress_bar(1 << 20, true).is_hidden());
+        }
+    }
+
+    #[test]
+    fn a_foreign_folder_is_never_wiped_as_replay_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let replay = dir.path().join("replay");
+        fs::create_dir_all(&replay).unwrap();
+        fs::write(replay.join("precious.txt"), b"keep").unwrap();
+        let mut rules = crate::config::model::Rules::for_tests("t", Vec::new());
+        rules.state_dir = dir.path().to_path_buf();
+        let err = state_folder(&rules, None).unwrap_err();
+        assert!(matches!(err, ReplayError::NotReplayState { .. }), "{err}");
+        assert!(replay.join("precious.txt").exists());
+        fs::remove_file(replay.join("precious.txt")).unwrap();
+        let got = state_folder(&rules, None).unwrap();
+        assert!(got.join(MARKER).exists());
+        fs::write(got.join("history.json"), b"old").unwrap();
+        let again = state_folder(&rules, None).unwrap();
+        assert!(
+            !again.join("history.json").exists(),
+            "old replay state is recreated"
+        );
+    }
+}
