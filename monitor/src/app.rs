@@ -201,6 +201,7 @@ impl Worker {
             drop_folder = %path.display(),
             "dataset ready"
         );
+        crate::ops::dataset_opened(&rules, &baseline_id);
         Ok(Worker {
             rules,
             pii,
@@ -277,6 +278,7 @@ impl Worker {
 
     /// Handle one complete file: skip, replay, quarantine or process it.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
+        crate::ops::metrics::batch_started();
         if let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
             && e.mtime_ns == file.mtime_ns
@@ -387,10 +389,12 @@ impl Worker {
     ) -> Result<(), AppError> {
         m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
         m.findings = findings;
+        let observed = crate::ops::metrics::Committed::of(&m);
         let alerts = self
             .history
             .commit(m, profile)
             .map_err(|e| self.history_err(e))?;
+        observed.record(&alerts);
         self.summary.alerts += alerts.len() as u64;
         if self.opts.print_alerts {
             for a in &alerts {

@@ -9,5 +9,6 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod golden;
+mod ops;
 mod profile_exact;
 mod quickstart;

@@ -286,3 +286,20 @@ impl Rules {
 
 /// A map from dataset name to its rules, for configs that include several.
 pub type RuleSet = BTreeMap<String, Rules>;
+
+/// The HTTP listener of `dqmon run` (`/healthz`, `/readyz`, `/metrics`):
+/// the top-level `server:` section. Absent means no listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerSettings {
+    /// Address and port to listen on (default `127.0.0.1:9464`, loopback
+    /// only; `0.0.0.0:9464` in a container; port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
