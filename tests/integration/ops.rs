@@ -29,6 +29,10 @@ struct Service {
 
 impl Service {
     fn start(s: &Setup) -> Service {
+        Service::start_with_log_filter(s, "info")
+    }
+
+    fn start_with_log_filter(s: &Setup, rust_log: &str) -> Service {
         let mut child = Command::new(dqmon_bin())
             .args([
                 "--log-format",
@@ -41,7 +45,7 @@ impl Service {
                 "--listen",
                 "127.0.0.1:0",
             ])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("DQMON_PII_KEY")
             .env_remove("DQMON_LISTEN")
             .stdout(Stdio::null())
@@ -464,4 +468,76 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The raw values of a string column of a Parquet file.
+fn string_values(path: &std::path::Path, column: &str) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = arrow::compute::cast(
+            batch.column_by_name(column).unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let strings = col.as_string::<i32>();
+        out.extend(
+            (0..strings.len())
+                .filter(|&i| strings.is_valid(i))
+                .map(|i| strings.value(i).to_string()),
+        );
+    }
+    out
+}
+
+#[test]
+fn debug_logs_hold_no_raw_pii_value() {
+    let s = Setup::new();
+    // A copy of the batch outside the drop folder: its `email` values (pii).
+    let probe = s.dir.path().join("probe.parquet");
+    write_batch(&probe, crate::daemon::ROWS, 100, Scenario::Clean);
+    let mut emails = string_values(&probe, "email");
+    emails.sort();
+    emails.dedup();
+    assert!(emails.len() > 100, "{}", emails.len());
+
+    let mut svc = Service::start_with_log_filter(&s, "dqmon=trace,info");
+    svc.wait_ready(200);
+    s.drop_batch("a_clean.parquet", 100, Scenario::Clean);
+    s.wait_for_batches(1, WAIT);
+    svc.wait_log(|l| l["fields"]["message"] == "batch processed");
+    let _ = svc.metrics();
+    svc.assert_running();
+    let seen = svc.seen.clone();
+    svc.stop();
+
+    let mut texts: Vec<(String, String)> = seen
+        .iter()
+        .map(|l| ("a log line".to_string(), l.to_string()))
+        .collect();
+    texts.push((
+        "alerts.jsonl".into(),
+        std::fs::read_to_string(s.state.join("alerts.jsonl")).unwrap_or_default(),
+    ));
+    for m in s.manifests() {
+        texts.push(("a manifest".into(), m.to_string()));
+    }
+    assert!(
+        texts.len() > 5,
+        "too few log lines to mean anything: {texts:?}"
+    );
+    for (what, text) in &texts {
+        for e in &emails {
+            assert!(
+                !text.contains(e.as_str()),
+                "{what} holds the raw pii value {e:?}: {text}"
+            );
+        }
+    }
 }

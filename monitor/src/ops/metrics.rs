@@ -27,7 +27,7 @@
 //! | `dqmon_kafka_consumer_lag` | gauge | dataset, topic, partition | messages behind the partition's high watermark |
 //! | `dqmon_batch_processing_seconds` | histogram | dataset | from picking up a batch to its commit |
 //! | `dqmon_baseline_info` | gauge | dataset, baseline_id | 1 for the approved baseline in use, 0 for one used before |
-//! | `dqmon_config_reloads_total` | counter | result | SIGHUP reloads, by `applied`, `refused`, `failed` |
+//! | `dqmon_config_reloads_total` | counter | result | SIGHUP reloads, by `applied`, `refused` |
 //! | `dqmon_config_info` | gauge | config_hash | 1 for the configuration running now |
 //! | `dqmon_build_info` | gauge | version | always 1 |
 
@@ -98,7 +98,6 @@ pub fn install() -> &'static PrometheusHandle {
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         counter!(CONFIG_RELOADS, "result" => "applied").increment(0);
         counter!(CONFIG_RELOADS, "result" => "refused").increment(0);
-        counter!(CONFIG_RELOADS, "result" => "failed").increment(0);
         handle
     })
 }
@@ -153,7 +152,7 @@ fn describe() {
     );
     describe_counter!(
         CONFIG_RELOADS,
-        "Configuration reloads on SIGHUP: applied, refused (invalid) or failed (could not start)."
+        "Configuration reloads on SIGHUP: applied, or refused (invalid; the old one keeps running)."
     );
     describe_gauge!(CONFIG_INFO, "1 for the configuration running now.");
     describe_gauge!(BUILD_INFO, "The dqmon version; always 1.");
@@ -285,8 +284,8 @@ pub fn config_in_use(hash: &str) {
     *current = Some(hash.to_string());
 }
 
-/// A SIGHUP reload ended: `applied`, `refused` (the new file is invalid) or
-/// `failed` (valid, but it could not start; the old one runs again).
+/// A SIGHUP reload was decided: `applied` or `refused` (the new file is
+/// invalid or could not start; the old one keeps running).
 pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
