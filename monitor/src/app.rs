@@ -297,6 +297,7 @@ impl Worker {
             history = %history_dir.display(),
             "dataset ready"
         );
+        crate::ops::dataset_opened(&rules, &baseline_id);
         Ok(Worker {
             rules,
             pii,
@@ -385,6 +386,7 @@ impl Worker {
 
     /// Handle one complete file: skip, replay, quarantine or process it.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
+        crate::ops::metrics::batch_started();
         if !self.opts.recorded_inputs
             && let Some(e) = self.checkpoint.files.get(&file.name)
             && e.size == file.size
@@ -525,10 +527,12 @@ impl Worker {
     ) -> Result<(), AppError> {
         m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
         m.findings = findings;
+        let observed = crate::ops::metrics::Committed::of(&m);
         let alerts = self
             .history
             .commit(m, profile)
             .map_err(|e| self.history_err(e))?;
+        observed.record(&alerts);
         self.summary.alerts += alerts.len() as u64;
         if let Some(c) = self.captured.as_mut() {
             c.extend(alerts.iter().cloned());

@@ -79,6 +79,10 @@ pub enum Command {
         /// Milliseconds a file's size and mtime must stay unchanged before it is read.
         #[arg(long, default_value_t = 500)]
         settle_ms: u64,
+        /// Serve /healthz, /readyz and /metrics on this address (e.g.
+        /// 127.0.0.1:9464); overrides `server.listen` of the config.
+        #[arg(long, env = "DQMON_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Build, approve, verify and list baselines.
     Baseline {
@@ -435,6 +439,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             once,
             settle_ms,
+            listen,
         } => {
             let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             for r in &cfg.datasets {
@@ -447,15 +452,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "start",
                 )?;
             }
-            let shutdown = crate::app::Shutdown::default();
-            spawn_signal_handler(shutdown.clone())?;
             let opts = crate::app::RunOptions {
                 once,
                 settle: std::time::Duration::from_millis(settle_ms),
                 print_alerts: true,
                 ..Default::default()
             };
-            let summaries = crate::app::run_datasets(cfg.datasets, opts, shutdown)?;
+            let service = crate::ops::service::ServiceOptions {
+                config_path: config,
+                listen,
+                run: opts,
+            };
+            let summaries = crate::ops::service::run(cfg, service)?;
             for (name, s) in summaries {
                 tracing::info!(
                     dataset = %name,
@@ -605,35 +613,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// SIGINT and SIGTERM ask the daemon to finish the batch in hand and stop.
-fn spawn_signal_handler(shutdown: crate::app::Shutdown) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                let ctrl_c = tokio::signal::ctrl_c();
-                #[cfg(unix)]
-                {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("SIGTERM handler");
-                    tokio::select! {
-                        _ = ctrl_c => {},
-                        _ = term.recv() => {},
-                    }
-                }
-                #[cfg(not(unix))]
-                let _ = ctrl_c.await;
-                tracing::info!("shutdown requested; finishing the batch in hand");
-                shutdown.trigger();
-            })
-        })?;
-    Ok(())
 }
 
 fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod decode;
 pub mod evaluate;
 pub mod fixtures;
+pub mod ops;
 pub mod pii;
 pub mod profile;
 pub mod security;

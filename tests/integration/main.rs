@@ -11,6 +11,7 @@ mod daemon;
 mod golden;
 mod kafka;
 mod history_baseline;
+mod ops;
 mod profile_exact;
 mod query;
 mod quickstart;

@@ -40,7 +40,11 @@
 //!   trusted_keys:
 //!     - { name: bob, public_key: "base64 of 32 bytes" }
 //!     - { name: carol, public_key_file: keys/carol.pub }
+//! server: { listen: 127.0.0.1:9464 }  # optional: `dqmon run` serves /healthz, /readyz, /metrics
 //! ```
+//!
+//! `server:` is process-wide: with an include file it goes in the top-level
+//! file, and an included rules file may not have one.
 //!
 //! Relative paths are resolved against the folder of the file that contains
 //! them. The `range` of a timestamp column is in epoch microseconds, like its
@@ -63,6 +67,7 @@ use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
 pub use error::{ConfigError, Problem};
+pub use model::ServerSettings;
 pub use model::{
     ColumnKind, ColumnRule, LabelRule, Limits, RuleSet, Rules, SketchParams, SourceRule,
     Thresholds, TrustRules, TrustSource,
@@ -79,6 +84,8 @@ pub struct Config {
     /// SHA-256 (hex) of the bytes of every file read, in order: the loaded
     /// file first, then each included file in `include:` order.
     pub hash: String,
+    /// The HTTP listener of `dqmon run` (top-level `server:`; absent: none).
+    pub server: Option<ServerSettings>,
 }
 
 impl Config {
@@ -104,14 +111,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         inherited_state_dir: None,
         rules_hash: rules_hash.clone(),
     };
-    let rules = raw::rules(&value, &ctx).map_err(|problems| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
-    })?;
+    let (rules, server) = match (raw::rules(&value, &ctx), raw::server_section(&value, false)) {
+        (Ok(rules), Ok(server)) => (rules, server),
+        (rules, server) => {
+            let mut problems = rules.err().unwrap_or_default();
+            problems.extend(server.err().unwrap_or_default());
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+    };
     Ok(Config {
         path: path.to_path_buf(),
         datasets: vec![rules],
         hash: rules_hash,
+        server,
     })
 }
 
@@ -139,6 +154,9 @@ fn load_include_file(
     base_dir: &Path,
 ) -> Result<Config, ConfigError> {
     let (top, mut top_problems) = raw::include_file(value, base_dir);
+    let server = raw::server_section(value, false)
+        .map_err(|problems| top_problems.extend(problems))
+        .unwrap_or_default();
     let mut errors = Vec::new();
     let mut hasher = Sha256::new();
     hasher.update(bytes);
@@ -181,7 +199,18 @@ fn load_include_file(
             inherited_state_dir: top.state_dir.as_deref(),
             rules_hash: sha256_hex(&file_bytes),
         };
-        match raw::rules(&file_value, &ctx) {
+        let rules = match (
+            raw::rules(&file_value, &ctx),
+            raw::server_section(&file_value, true),
+        ) {
+            (Ok(rules), Ok(_)) => Ok(rules),
+            (rules, server) => {
+                let mut problems = rules.err().unwrap_or_default();
+                problems.extend(server.err().unwrap_or_default());
+                Err(problems)
+            }
+        };
+        match rules {
             Ok(rules) => {
                 if let Some((first_path, first_file, _)) =
                     loaded.iter().find(|(_, _, r)| r.dataset == rules.dataset)
@@ -217,6 +246,7 @@ fn load_include_file(
             path: path.to_path_buf(),
             datasets: loaded.into_iter().map(|(_, _, r)| r).collect(),
             hash: hex::encode(hasher.finalize()),
+            server,
         }),
         1 => Err(errors.remove(0)),
         _ => Err(ConfigError::Several {

@@ -381,4 +381,19 @@ pub enum PublicKeySource {
     Inline(String),
     /// A PEM, hex or base64 file, resolved against the rules file's folder; read when used.
     File(PathBuf),
+/// The HTTP listener of `dqmon run` (`/healthz`, `/readyz`, `/metrics`):
+/// the top-level `server:` section. Absent means no listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerSettings {
+    /// Address and port to listen on (default `127.0.0.1:9464`, loopback
+    /// only; `0.0.0.0:9464` in a container; port 0 picks a free port).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+mod ops;
+pub(super) use ops::server_section;
+
 use super::error::Problem;
 use super::model::{
     ColumnKind, ColumnRule, LabelRule, Limits, Rules, SketchParams, SourceRule, Thresholds,
@@ -36,8 +39,9 @@ const RULES_KEYS: &[&str] = &[
     "pii_key_env",
     "alerts",
     "security",
+    "server",
 ];
-const INCLUDE_KEYS: &[&str] = &["include", "state_dir"];
+const INCLUDE_KEYS: &[&str] = &["include", "state_dir", "server"];
 const SOURCE_KEYS: &[&str] = &["parquet_drop", "kafka"];
 const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
 const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
@@ -121,6 +125,7 @@ pub(super) fn include_file(root: &Value, base_dir: &Path) -> (IncludeFile, Vec<P
                 .text(&p, v, "`state_dir: state`")
                 .map(|s| resolve(base_dir, &s));
         }
+        let _validated_by_server_section = f.get("server");
         if let Some((p, v)) = f.required(&mut w, "include", "`include: [rules/payments.yaml]`")
             && let Some(items) = w.seq(&p, v, "`include: [rules/payments.yaml]`")
         {
@@ -222,6 +227,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         Some((p, v)) => w.security(&p, v, ctx.base_dir),
         None => SecurityRules::default(),
     };
+    let _validated_by_server_section = f.get("server");
     f.finish_with(&mut w, |k| {
         (k == "include").then(|| {
             "a dataset rules file cannot also include other files; remove `include:` here and list this file under `include:` of a separate top-level file instead.".to_string()
