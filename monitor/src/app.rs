@@ -61,6 +61,12 @@ pub enum AppError {
         path: PathBuf,
         reason: String,
     },
+    #[error("dataset `{dataset}`: {source}")]
+    Outbox {
+        dataset: String,
+        #[source]
+        source: crate::alert::outbox::OutboxError,
+    },
 }
 
 /// How `run` behaves.
@@ -138,6 +144,8 @@ pub struct Worker {
     poll: Duration,
     opts: RunOptions,
     pub summary: RunSummary,
+    /// Alert delivery (rules with `alerts:`): enqueue before the checkpoint.
+    notifier: Option<crate::alert::deliver::Notifier>,
 }
 
 impl Worker {
@@ -194,6 +202,29 @@ impl Worker {
                 source,
             }
         })?;
+        let notifier = match &rules.alerts {
+            Some(a) => {
+                let outbox_err = |source| AppError::Outbox {
+                    dataset: dataset.clone(),
+                    source,
+                };
+                let manifests = history.manifests().map_err(|source| AppError::History {
+                    dataset: dataset.clone(),
+                    source,
+                })?;
+                Some(
+                    crate::alert::deliver::Notifier::start(
+                        &dataset,
+                        &rules.state_dir,
+                        a.clone(),
+                        &manifests,
+                        Arc::new(crate::alert::clock::SystemClock),
+                    )
+                    .map_err(outbox_err)?,
+                )
+            }
+            None => None,
+        };
         tracing::info!(
             dataset = %dataset,
             baseline_id = %baseline_id,
@@ -212,6 +243,7 @@ impl Worker {
             poll,
             opts,
             summary: RunSummary::default(),
+            notifier,
         })
     }
 
@@ -246,6 +278,9 @@ impl Worker {
                 .map_or(self.poll, |p| p.min(self.poll))
                 .max(Duration::from_millis(5));
             let _ = rx.recv_timeout(wait);
+        }
+        if let Some(n) = self.notifier.take() {
+            n.stop();
         }
         Ok(self.summary)
     }
@@ -387,12 +422,20 @@ impl Worker {
     ) -> Result<(), AppError> {
         m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
         m.findings = findings;
+        let (seq, batch_id) = (m.seq, m.batch_id.clone());
         let alerts = self
             .history
             .commit(m, profile)
             .map_err(|e| self.history_err(e))?;
         self.summary.alerts += alerts.len() as u64;
-        if self.opts.print_alerts {
+        if let Some(n) = &self.notifier {
+            // Durable before the checkpoint; delivery happens off this thread.
+            n.enqueue(seq, &batch_id, &alerts)
+                .map_err(|source| AppError::Outbox {
+                    dataset: self.rules.dataset.clone(),
+                    source,
+                })?;
+        } else if self.opts.print_alerts {
             for a in &alerts {
                 println!("{}", a.line());
             }
