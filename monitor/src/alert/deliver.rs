@@ -570,4 +570,53 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0]["alerts"][0]["batch_id"], "b1");
     }
+
+    #[test]
+    fn a_digest_route_sends_one_message_per_window() {
+        use crate::config::model::AlertRoute;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("digest.jsonl");
+        let mut rules = AlertRules::default();
+        rules
+            .receivers
+            .insert("log".into(), Receiver::File { path: out.clone() });
+        rules.routes.push(AlertRoute {
+            severity: Vec::new(),
+            dataset: Vec::new(),
+            check: Vec::new(),
+            column: Vec::new(),
+            trust_tag: Vec::new(),
+            to: vec!["log".into()],
+            digest_secs: Some(60),
+            continue_matching: false,
+        });
+        let clock = ManualClock::new(10_000);
+        let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+        let mut other = alert("b1");
+        other.fingerprint = "0123456789abcdef".into();
+        other.alert_id = "ff".repeat(16);
+        n.enqueue(0, "b0", &[alert("b0")]).unwrap();
+        n.enqueue(1, "b1", &[other]).unwrap();
+        wait_for("both to be queued", || {
+            n.outbox().messages(MessageStatus::Pending).unwrap().len() == 2
+        });
+        assert!(lines(&out).is_empty(), "nothing before the window ends");
+        clock.set_ms(60_000);
+        wait_for("the digest", || !lines(&out).is_empty());
+        n.stop();
+        let got = lines(&out);
+        // The file receiver writes one line per notification of the digest,
+        // all under the digest's id.
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0]["id"], got[1]["id"]);
+        let sent = Outbox::open(dir.path())
+            .unwrap()
+            .messages(MessageStatus::Sent)
+            .unwrap();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            sent.iter()
+                .all(|m| m.delivered_in.as_deref() == got[0]["id"].as_str())
+        );
+    }
 }

@@ -49,3 +49,89 @@ pub fn targets(rules: &AlertRules, a: &Alert) -> Vec<Target> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::BatchContext;
+    use crate::compare::{Check, Finding, Severity, Verdict};
+    use crate::config::model::AlertRoute;
+
+    fn route(to: &[&str], f: impl FnOnce(&mut AlertRoute)) -> AlertRoute {
+        let mut r = AlertRoute {
+            severity: Vec::new(),
+            dataset: Vec::new(),
+            check: Vec::new(),
+            column: Vec::new(),
+            trust_tag: Vec::new(),
+            to: to.iter().map(|s| s.to_string()).collect(),
+            digest_secs: None,
+            continue_matching: false,
+        };
+        f(&mut r);
+        r
+    }
+
+    fn alert(check: Check, tag: &str, severity: Severity) -> Alert {
+        let ctx = BatchContext {
+            dataset: "payments".into(),
+            batch_id: "b".into(),
+            source: String::new(),
+            input_sha256: String::new(),
+            baseline_id: String::new(),
+            rules_hash: String::new(),
+            batch_time: None,
+            rows: 0,
+        };
+        let mut f = Finding::batch_level(check, Verdict::Drift, severity, String::new());
+        f.trust_tag = tag.into();
+        f.column = Some("amount".into());
+        Alert::new(&ctx, &f)
+    }
+
+    fn names(t: Vec<Target>) -> Vec<String> {
+        t.into_iter().map(|t| t.receiver).collect()
+    }
+
+    #[test]
+    fn first_match_wins_continue_goes_on_default_catches_the_rest() {
+        let rules = AlertRules {
+            routes: vec![
+                route(&["pager", "mail"], |r| {
+                    r.severity = vec![Severity::Critical];
+                    r.trust_tag = vec!["scraped".into()];
+                    r.continue_matching = true;
+                }),
+                route(&["chat", "mail"], |r| {
+                    r.check = vec!["missing_rate".into()];
+                    r.column = vec!["amount".into()];
+                    r.dataset = vec!["payments".into()];
+                    r.digest_secs = Some(900);
+                }),
+                route(&["never"], |r| r.check = vec!["missing_rate".into()]),
+            ],
+            default_route: vec!["stdout".into()],
+            ..AlertRules::default()
+        };
+        let t = targets(
+            &rules,
+            &alert(Check::MissingRate, "scraped", Severity::Critical),
+        );
+        assert_eq!(names(t.clone()), vec!["pager", "mail", "chat"]);
+        assert_eq!(t[2].digest_secs, Some(900));
+        assert_eq!(
+            t[1].digest_secs, None,
+            "the first route naming a receiver decides"
+        );
+        let t = targets(
+            &rules,
+            &alert(Check::MissingRate, "vendor", Severity::Warning),
+        );
+        assert_eq!(names(t), vec!["chat", "mail"]);
+        let t = targets(
+            &rules,
+            &alert(Check::RowCount, "vendor", Severity::Critical),
+        );
+        assert_eq!(names(t), vec!["stdout"]);
+    }
+}
