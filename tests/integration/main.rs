@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alerts;
 mod baselines;
 mod config_errors;
 mod crash;
