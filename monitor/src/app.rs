@@ -79,6 +79,12 @@ pub enum AppError {
         dataset: String,
         error: crate::store::audit::AuditError,
     },
+    #[error("dataset `{dataset}`: {source}")]
+    Outbox {
+        dataset: String,
+        #[source]
+        source: crate::alert::outbox::OutboxError,
+    },
 }
 
 /// How `run` behaves.
@@ -191,6 +197,8 @@ pub struct Worker {
     /// A capturing sink: when set, every alert committed is also pushed here
     /// (replay drains it after each batch).
     pub captured: Option<Vec<Alert>>,
+    /// Alert delivery (rules with `alerts:`): enqueue before the checkpoint.
+    notifier: Option<crate::alert::deliver::Notifier>,
 }
 
 impl Worker {
@@ -289,6 +297,31 @@ impl Worker {
                 source,
             }
         })?;
+        // A replay delivers only when asked (`--deliver`), from its own outbox.
+        let deliver = !opts.recorded_inputs || opts.print_alerts;
+        let notifier = match rules.alerts.as_ref().filter(|_| deliver) {
+            Some(a) => {
+                let outbox_err = |source| AppError::Outbox {
+                    dataset: dataset.clone(),
+                    source,
+                };
+                let manifests = history.manifests().map_err(|source| AppError::History {
+                    dataset: dataset.clone(),
+                    source,
+                })?;
+                Some(
+                    crate::alert::deliver::Notifier::start(
+                        &dataset,
+                        history_dir,
+                        a.clone(),
+                        &manifests,
+                        Arc::new(crate::alert::clock::SystemClock),
+                    )
+                    .map_err(outbox_err)?,
+                )
+            }
+            None => None,
+        };
         tracing::info!(
             dataset = %dataset,
             baseline_id = %baseline_id,
@@ -311,6 +344,7 @@ impl Worker {
             summary: RunSummary::default(),
             source_root,
             captured: None,
+            notifier,
         })
     }
 
@@ -354,6 +388,9 @@ impl Worker {
                 .map_or(self.poll, |p| p.min(self.poll))
                 .max(Duration::from_millis(5));
             let _ = rx.recv_timeout(wait);
+        }
+        if let Some(n) = self.notifier.take() {
+            n.stop();
         }
         Ok(self.summary)
     }
@@ -528,6 +565,7 @@ impl Worker {
         m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
         m.findings = findings;
         let observed = crate::ops::metrics::Committed::of(&m);
+        let (seq, batch_id) = (m.seq, m.batch_id.clone());
         let alerts = self
             .history
             .commit(m, profile)
@@ -537,7 +575,14 @@ impl Worker {
         if let Some(c) = self.captured.as_mut() {
             c.extend(alerts.iter().cloned());
         }
-        if self.opts.print_alerts {
+        if let Some(n) = &self.notifier {
+            // Durable before the checkpoint; delivery happens off this thread.
+            n.enqueue(seq, &batch_id, &alerts)
+                .map_err(|source| AppError::Outbox {
+                    dataset: self.rules.dataset.clone(),
+                    source,
+                })?;
+        } else if self.opts.print_alerts {
             for a in &alerts {
                 println!("{}", a.line());
             }

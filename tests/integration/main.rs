@@ -4,17 +4,18 @@
 
 mod common;
 
+mod alerts;
 mod baselines;
 mod config_errors;
 mod crash;
 mod daemon;
 mod golden;
-mod kafka;
 mod history_baseline;
+mod kafka;
 mod ops;
 mod profile_exact;
 mod query;
 mod quickstart;
-mod security;
 mod replay;
 mod report;
+mod security;

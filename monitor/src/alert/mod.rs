@@ -5,8 +5,25 @@
 //! and the baseline — never from the wall clock — so replays reproduce it
 //! byte for byte.
 //!
-//! Sinks (stdout, the alerts file; email and webhooks later) only see alerts
-//! after they are durably stored.
+//! Sinks only see alerts after they are durably stored. With an `alerts:`
+//! section in the rules, delivery goes through the outbox:
+//!
+//! ```text
+//! batch thread: commit (alerts.jsonl) ─► outbox inbox ─► checkpoint
+//!                                            │
+//! delivery thread:            lifecycle (cooldown, resolve) ─► route
+//!                                 ─► outbox message per receiver ─► sink (retries)
+//! ```
+//!
+//! Dedup, cooldown, resolve and routing govern notifications only; the
+//! alerts file keeps one line per finding.
+
+pub mod clock;
+pub mod deliver;
+pub mod lifecycle;
+pub mod outbox;
+pub mod route;
+pub mod sink;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -13,6 +13,8 @@ mod ops;
 pub(super) use ops::server_section;
 
 use super::error::Problem;
+
+mod alerts;
 use super::model::{
     ColumnKind, ColumnRule, LabelRule, Limits, Rules, SketchParams, SourceRule, Thresholds,
     TrustRules, TrustSource,
@@ -69,7 +71,6 @@ const THRESHOLD_KEYS: &[&str] = &[
 ];
 const SKETCH_KEYS: &[&str] = &["tdigest_k", "hll_lg_k", "frequent_items_map"];
 const LIMIT_KEYS: &[&str] = &["max_file_bytes", "max_rows", "max_string_len"];
-const ALERT_TYPES: &[&str] = &["stdout", "file", "email", "webhook"];
 const SECRET_WORDS: &[&str] = &[
     "password",
     "passwd",
@@ -220,9 +221,10 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         Some((p, v)) => w.env_var_name(&p, v),
         None => Some("DQMON_PII_KEY".to_string()),
     };
-    if let Some((p, v)) = f.get("alerts") {
-        w.alerts(&p, v);
-    }
+    let alerts = match f.get("alerts") {
+        Some((p, v)) => w.alerts(&p, v, ctx.base_dir),
+        None => None,
+    };
     let security = match f.get("security") {
         Some((p, v)) => w.security(&p, v, ctx.base_dir),
         None => SecurityRules::default(),
@@ -340,6 +342,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         pii_key_env,
         rules_hash: ctx.rules_hash.clone(),
         security,
+        alerts,
     })
 }
 
@@ -1253,44 +1256,6 @@ impl Walker {
                 "this must be the name of an environment variable (letters, digits and `_`, not starting with a digit), not the key itself; write e.g. `pii_key_env: DQMON_PII_KEY` and put the key in that variable.",
             );
             None
-        }
-    }
-
-    /// Alerts are kept opaque for now: only each entry's `type` is checked,
-    /// and the rest is scanned for inline secrets.
-    fn alerts(&mut self, path: &str, v: &Value) {
-        const EXAMPLE: &str = "`alerts: [{ type: stdout }]`";
-        let Some(items) = self.seq(path, v, EXAMPLE) else {
-            self.scan_secrets(path, v);
-            return;
-        };
-        for (i, item) in items.iter().enumerate() {
-            let p = index_path(path, i);
-            self.scan_secrets(&p, item);
-            let Some(m) = self.map(&p, item, "`- { type: stdout }`") else {
-                continue;
-            };
-            let tp = key_path(&p, "type");
-            match m.get("type") {
-                None | Some(Value::Null) => self.problem(
-                    &tp,
-                    "the alert has no `type`; add `type:` with one of `stdout`, `file`, `email` or `webhook`.",
-                ),
-                Some(t) => {
-                    if let Some(t) = self.text(&tp, t, "`type: stdout`")
-                        && !ALERT_TYPES.contains(&t.as_str())
-                    {
-                        let mut message = format!(
-                            "unknown alert type `{t}`; write one of `stdout`, `file`, `email` or `webhook`"
-                        );
-                        match suggest(&t, ALERT_TYPES) {
-                            Some(s) => message.push_str(&format!(" (did you mean `{s}`?)")),
-                            None => message.push('.'),
-                        }
-                        self.problem(&tp, message);
-                    }
-                }
-            }
         }
     }
 }

@@ -1,0 +1,250 @@
+//! The durable outbox of a dataset, in `<state_dir>/outbox/`:
+//!
+//! ```text
+//! inbox/<seq>-<batch_id>.json   a committed batch's alerts, written by the batch
+//!                               thread before the batch is acknowledged
+//! lifecycle.json                cooldowns, open fingerprints, last batch taken in
+//! pending/<message_id>.json     a notification for one receiver, not yet delivered
+//! sent/<message_id>.json        delivered (with the attempt count)
+//! failed/<message_id>.json      gave up after the retry limit (stays visible)
+//! ```
+//!
+//! Owns these files and nothing else: it never talks to a receiver and never
+//! decides what to send. Every write is atomic and durable (temp file, fsync,
+//! rename). Records hold alerts (whose `pii` values are already keyed
+//! hashes) and receiver names, never a secret or a resolved URL.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Alert;
+use super::lifecycle::{Lifecycle, Notice};
+use crate::store::fsutil;
+
+/// Outbox I/O failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(
+        "could not write the alert outbox at {path}: {source}; check that the state folder is writable and has space"
+    )]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "outbox record {path} is unreadable: {reason}; move it aside (its alert is still in alerts.jsonl) and restart"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The alerts of one committed batch, waiting to be taken in by the lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxBatch {
+    pub seq: u64,
+    pub batch_id: String,
+    pub alerts: Vec<Alert>,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Pending,
+    Sent,
+    Failed,
+}
+
+impl MessageStatus {
+    fn dir(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One notification for one receiver, with its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Stable across retries and restarts: the email Message-ID and the
+    /// webhook idempotency key are made from it.
+    pub id: String,
+    pub receiver: String,
+    pub notice: Notice,
+    /// End of the digest window this message waits for (digest routes only).
+    pub digest_until_ms: Option<i64>,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    /// Id of the digest it was delivered in, if it went out in one.
+    pub delivered_in: Option<String>,
+}
+
+/// The outbox folder of one dataset.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    root: PathBuf,
+}
+
+impl Outbox {
+    /// Open (create) the outbox under a dataset's state folder.
+    pub fn open(state_dir: &Path) -> Result<Outbox, OutboxError> {
+        let root = state_dir.join("outbox");
+        for d in ["inbox", "pending", "sent", "failed"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(Outbox { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn inbox_path(&self, seq: u64, batch_id: &str) -> PathBuf {
+        self.root
+            .join("inbox")
+            .join(format!("{seq:020}-{batch_id}.json"))
+    }
+
+    /// Durably record a committed batch's alerts (idempotent).
+    pub fn put_inbox(&self, b: &InboxBatch) -> Result<(), OutboxError> {
+        let path = self.inbox_path(b.seq, &b.batch_id);
+        if path.exists() {
+            return Ok(());
+        }
+        fsutil::write_atomic(&path, &serde_json::to_vec(b).expect("inbox serializes"))
+            .map_err(io(&path))
+    }
+
+    /// Inbox batches in commit order.
+    pub fn inbox(&self) -> Result<Vec<InboxBatch>, OutboxError> {
+        let mut paths = json_files(&self.root.join("inbox"))?;
+        paths.sort();
+        paths.iter().map(|p| read_json(p)).collect()
+    }
+
+    pub fn remove_inbox(&self, b: &InboxBatch) -> Result<(), OutboxError> {
+        let path = self.inbox_path(b.seq, &b.batch_id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn lifecycle_path(&self) -> PathBuf {
+        self.root.join("lifecycle.json")
+    }
+
+    /// The lifecycle state, or `None` when this outbox is new.
+    pub fn lifecycle(&self) -> Result<Option<Lifecycle>, OutboxError> {
+        let path = self.lifecycle_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    pub fn save_lifecycle(&self, l: &Lifecycle) -> Result<(), OutboxError> {
+        let path = self.lifecycle_path();
+        fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(l).expect("lifecycle serializes"),
+        )
+        .map_err(io(&path))
+    }
+
+    fn message_path(&self, status: MessageStatus, id: &str) -> PathBuf {
+        self.root.join(status.dir()).join(format!("{id}.json"))
+    }
+
+    /// Whether a message id is known in any state.
+    pub fn contains(&self, id: &str) -> bool {
+        [
+            MessageStatus::Pending,
+            MessageStatus::Sent,
+            MessageStatus::Failed,
+        ]
+        .iter()
+        .any(|s| self.message_path(*s, id).exists())
+    }
+
+    /// Add a new message; a message id already known is left alone.
+    /// Returns whether it was added.
+    pub fn add(&self, m: &Message) -> Result<bool, OutboxError> {
+        if self.contains(&m.id) {
+            return Ok(false);
+        }
+        self.write(m)?;
+        Ok(true)
+    }
+
+    /// Write a message in its status folder and remove it from the others.
+    pub fn write(&self, m: &Message) -> Result<(), OutboxError> {
+        let path = self.message_path(m.status, &m.id);
+        fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(m).expect("messages serialize"),
+        )
+        .map_err(io(&path))?;
+        for s in [
+            MessageStatus::Pending,
+            MessageStatus::Sent,
+            MessageStatus::Failed,
+        ] {
+            if s != m.status {
+                let old = self.message_path(s, &m.id);
+                match fs::remove_file(&old) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(&old)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages in one state, oldest first.
+    pub fn messages(&self, status: MessageStatus) -> Result<Vec<Message>, OutboxError> {
+        let mut out: Vec<Message> = json_files(&self.root.join(status.dir()))?
+            .iter()
+            .map(|p| read_json(p))
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(out)
+    }
+}
+
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>, OutboxError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".json") && !name.starts_with('.') {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OutboxError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| OutboxError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,720 @@
+//! Walking the `alerts:` section of a rules file: receivers, routes and the
+//! notification lifecycle, every problem reported with its YAML path.
+//!
+//! Owns only the reading and checking of that section into
+//! [`AlertRules`]; it does not resolve secrets (that happens when a message
+//! is sent, so a rotated secret is picked up) and never reads one.
+
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use super::{
+    Fields, Walker, index_path, is_literal, is_secret_key, key_path, list, resolve, suggest,
+};
+use crate::compare::Severity;
+use crate::config::model::{
+    AlertRoute, AlertRules, ConfigValue, EmailReceiver, Receiver, RetryRules, SecretRef, SmtpTls,
+    WebhookFormat, WebhookReceiver,
+};
+
+const ALERTS_KEYS: &[&str] = &[
+    "receivers",
+    "routes",
+    "default",
+    "cooldown",
+    "resolve_after_batches",
+    "retry",
+];
+const RECEIVER_TYPES: &[&str] = &["stdout", "file", "email", "webhook"];
+const FILE_KEYS: &[&str] = &["type", "path"];
+const EMAIL_KEYS: &[&str] = &[
+    "type",
+    "host",
+    "port",
+    "tls",
+    "from",
+    "to",
+    "username",
+    "username_env",
+    "username_file",
+    "password_env",
+    "password_file",
+    "timeout",
+];
+const WEBHOOK_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "url_env",
+    "url_file",
+    "format",
+    "headers",
+    "token_env",
+    "token_file",
+    "routing_key_env",
+    "routing_key_file",
+    "timeout",
+];
+const ROUTE_KEYS: &[&str] = &["match", "to", "digest", "continue"];
+const MATCH_KEYS: &[&str] = &["severity", "dataset", "check", "column", "trust_tag"];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
+const SEVERITIES: &[&str] = &["info", "warning", "critical"];
+const TLS_MODES: &[&str] = &["none", "starttls", "tls"];
+const FORMATS: &[&str] = &["generic", "slack", "pagerduty"];
+/// The check names a route may match (see `compare::Check::as_str`).
+pub(crate) const CHECK_NAMES: &[&str] = &[
+    "row_count",
+    "tag_share",
+    "missing_rate",
+    "out_of_range",
+    "distribution",
+    "top_new_value",
+    "top_rare_value_common",
+    "top_value_vanished",
+    "label_rate",
+    "label_rate_vs_trusted",
+    "schema_new_column",
+    "schema_missing_column",
+    "schema_retyped_column",
+    "duplicate_rows",
+    "malformed_records",
+    "replayed_batch",
+];
+/// Header names whose value is a credential and so may not be written inline.
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Parse a duration such as `250ms`, `30s`, `15m`, `1h`, `2d`, or a whole number of seconds.
+pub(crate) fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl Walker {
+    /// The `alerts:` section: a map (receivers, routes, lifecycle), or the
+    /// short form, a list of receivers that all get every alert.
+    pub(super) fn alerts(&mut self, path: &str, v: &Value, base_dir: &Path) -> Option<AlertRules> {
+        let before = self.problems.len();
+        let mut out = AlertRules::default();
+        match v {
+            Value::Sequence(items) => {
+                out.default_route.clear();
+                for (i, item) in items.iter().enumerate() {
+                    let p = index_path(path, i);
+                    let name = format!("receiver-{i}");
+                    if let Some(r) = self.receiver(&p, item, base_dir) {
+                        out.receivers.insert(name.clone(), r);
+                    }
+                    out.default_route.push(name);
+                }
+            }
+            Value::Mapping(m) => self.alerts_map(path, m, base_dir, &mut out),
+            other => {
+                self.wrong_type(
+                    path,
+                    "a map",
+                    other,
+                    "`alerts: { receivers: { oncall: { type: email, ... } }, default: [oncall] }`",
+                );
+                self.scan_secrets(path, v);
+            }
+        }
+        (self.problems.len() == before).then_some(out)
+    }
+
+    fn alerts_map(&mut self, path: &str, m: &Mapping, base_dir: &Path, out: &mut AlertRules) {
+        let mut f = Fields::new(path, m, ALERTS_KEYS);
+        if let Some((p, v)) = f.get("receivers")
+            && let Some(rm) = self.map(&p, v, "`receivers: { oncall: { type: email, ... } }`")
+        {
+            for (k, item) in rm {
+                let Some(name) = k.as_str() else {
+                    self.problem(&p, "a receiver name must be text, e.g. `oncall:`.");
+                    continue;
+                };
+                let rp = key_path(&p, name);
+                if let Some(r) = self.receiver(&rp, item, base_dir) {
+                    out.receivers.insert(name.to_string(), r);
+                }
+            }
+        }
+        let names: Vec<String> = out.receivers.keys().cloned().collect();
+        let declared: Vec<String> = match f.peek("receivers").map(|(_, v)| v) {
+            Some(Value::Mapping(rm)) => rm
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .chain(["stdout".to_string()])
+                .collect(),
+            _ => names,
+        };
+        if let Some((p, v)) = f.get("routes")
+            && let Some(items) = self.seq(
+                &p,
+                v,
+                "`routes: [{ match: { severity: [critical] }, to: [oncall] }]`",
+            )
+        {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(r) = self.route(&index_path(&p, i), item, &declared) {
+                    out.routes.push(r);
+                }
+            }
+        }
+        if let Some((p, v)) = f.get("default") {
+            out.default_route = self.receiver_list(&p, v, &declared).unwrap_or_default();
+        }
+        if let Some((p, v)) = f.get("cooldown")
+            && let Some(ms) = self.duration(&p, v, "`cooldown: 1h`")
+        {
+            out.cooldown_secs = ms / 1000;
+        }
+        if let Some((p, v)) = f.get("resolve_after_batches")
+            && let Some(n) = self.whole(&p, v, 1, 1_000_000, "`resolve_after_batches: 3`")
+        {
+            out.resolve_after_batches = n as u32;
+        }
+        if let Some((p, v)) = f.get("retry") {
+            out.retry = self.retry(&p, v);
+        }
+        f.finish(self);
+    }
+
+    fn retry(&mut self, path: &str, v: &Value) -> RetryRules {
+        let mut r = RetryRules::default();
+        let Some(m) = self.map(
+            path,
+            v,
+            "`retry: { max_attempts: 12, initial_backoff: 2s, max_backoff: 15m }`",
+        ) else {
+            return r;
+        };
+        let mut f = Fields::new(path, m, RETRY_KEYS);
+        if let Some((p, v)) = f.get("max_attempts")
+            && let Some(n) = self.whole(&p, v, 1, 10_000, "`max_attempts: 12`")
+        {
+            r.max_attempts = n as u32;
+        }
+        if let Some((p, v)) = f.get("initial_backoff")
+            && let Some(ms) = self.duration(&p, v, "`initial_backoff: 2s`")
+        {
+            r.initial_backoff_ms = ms.max(1);
+        }
+        let mut max_path = None;
+        if let Some((p, v)) = f.get("max_backoff")
+            && let Some(ms) = self.duration(&p, v, "`max_backoff: 15m`")
+        {
+            r.max_backoff_ms = ms.max(1);
+            max_path = Some(p);
+        }
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            let p = max_path.unwrap_or_else(|| key_path(path, "max_backoff"));
+            self.problem(
+                &p,
+                format!(
+                    "`max_backoff` ({} ms) must not be below `initial_backoff` ({} ms); raise `max_backoff` or lower `initial_backoff`.",
+                    r.max_backoff_ms, r.initial_backoff_ms
+                ),
+            );
+        }
+        f.finish(self);
+        r
+    }
+
+    /// A duration: `250ms`, `30s`, `15m`, `1h`, `2d`, or whole seconds.
+    fn duration(&mut self, path: &str, v: &Value, example: &str) -> Option<u64> {
+        match v {
+            Value::Number(_) => self
+                .whole(path, v, 0, u64::MAX / 1000, example)
+                .map(|s| s * 1000),
+            Value::String(s) => match parse_duration_ms(s) {
+                Some(ms) => Some(ms),
+                None => {
+                    self.problem(
+                        path,
+                        format!("`{s}` is not a duration; write a whole number with a unit (`ms`, `s`, `m`, `h`, `d`), e.g. {example}."),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.wrong_type(path, "a duration", other, example);
+                None
+            }
+        }
+    }
+
+    fn receiver(&mut self, path: &str, v: &Value, base_dir: &Path) -> Option<Receiver> {
+        self.scan_secrets(path, v);
+        let m = self.map(path, v, "`{ type: email, host: smtp.example.com, from: dqmon@example.com, to: [oncall@example.com] }`")?;
+        let tp = key_path(path, "type");
+        let kind = match m.get("type") {
+            None | Some(Value::Null) => {
+                self.problem(
+                    &tp,
+                    "the receiver has no `type`; add `type:` with one of `stdout`, `file`, `email` or `webhook`.",
+                );
+                return None;
+            }
+            Some(t) => self.text(&tp, t, "`type: email`")?,
+        };
+        let before = self.problems.len();
+        let r = match kind.as_str() {
+            "stdout" => {
+                let f = Fields::new(path, m, &["type"]);
+                let mut f = f;
+                f.get("type");
+                self.finish_quiet(f);
+                Some(Receiver::Stdout)
+            }
+            "file" => {
+                let mut f = Fields::new(path, m, FILE_KEYS);
+                f.get("type");
+                let p = f
+                    .required(self, "path", "`path: alerts-out.jsonl`")
+                    .and_then(|(p, v)| self.text(&p, v, "`path: alerts-out.jsonl`"))
+                    .map(|s| Receiver::File {
+                        path: resolve(base_dir, &s),
+                    });
+                self.finish_quiet(f);
+                p
+            }
+            "email" => self.email(path, m, base_dir),
+            "webhook" => self.webhook(path, m, base_dir),
+            other => {
+                let mut message = format!(
+                    "unknown receiver type `{other}`; write one of `stdout`, `file`, `email` or `webhook`"
+                );
+                match suggest(other, RECEIVER_TYPES) {
+                    Some(s) => message.push_str(&format!(" (did you mean `{s}`?)")),
+                    None => message.push('.'),
+                }
+                self.problem(&tp, message);
+                return None;
+            }
+        };
+        (self.problems.len() == before).then_some(r).flatten()
+    }
+
+    /// `finish` without reporting secrets twice: `scan_secrets` already ran on the receiver.
+    fn finish_quiet(&mut self, f: Fields<'_>) {
+        let before = self.problems.len();
+        f.finish(self);
+        // A secret-like key was reported by the scan already; drop the duplicate.
+        let mut seen = std::collections::HashSet::new();
+        let mut i = 0;
+        while i < self.problems.len() {
+            let key = (
+                self.problems[i].yaml_path.clone(),
+                self.problems[i].message.clone(),
+            );
+            if i >= before && !seen.insert(key.clone()) {
+                self.problems.remove(i);
+                continue;
+            }
+            if i < before {
+                seen.insert(key);
+            }
+            i += 1;
+        }
+    }
+
+    /// A secret given as `<key>_env` or `<key>_file` (never inline).
+    fn secret_ref(&mut self, f: &mut Fields<'_>, key: &str, base_dir: &Path) -> Option<SecretRef> {
+        let env = f.get(&format!("{key}_env"));
+        let file = f.get(&format!("{key}_file"));
+        match (env, file) {
+            (Some((p, _)), Some(_)) => {
+                self.problem(
+                    &p,
+                    format!("`{key}_env` and `{key}_file` are both set; keep only one."),
+                );
+                None
+            }
+            (Some((p, v)), None) => self.env_name(&p, v).map(SecretRef::Env),
+            (None, Some((p, v))) => self
+                .text(&p, v, &format!("`{key}_file: /run/secrets/{key}`"))
+                .map(|s| SecretRef::File(resolve(base_dir, &s))),
+            (None, None) => None,
+        }
+    }
+
+    fn env_name(&mut self, path: &str, v: &Value) -> Option<String> {
+        let name = self.text(path, v, "`password_env: SMTP_PASSWORD`")?;
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Some(name)
+        } else {
+            self.problem(
+                path,
+                "this must be the name of an environment variable (letters, digits and `_`, not starting with a digit), not the secret itself; put the secret in that variable.",
+            );
+            None
+        }
+    }
+
+    fn timeout(&mut self, f: &mut Fields<'_>) -> u64 {
+        match f.get("timeout") {
+            Some((p, v)) => self
+                .duration(&p, v, "`timeout: 10s`")
+                .map_or(10, |ms| (ms / 1000).max(1)),
+            None => 10,
+        }
+    }
+
+    fn email(&mut self, path: &str, m: &Mapping, base_dir: &Path) -> Option<Receiver> {
+        let mut f = Fields::new(path, m, EMAIL_KEYS);
+        f.get("type");
+        let host = f
+            .required(self, "host", "`host: smtp.example.com`")
+            .and_then(|(p, v)| self.text(&p, v, "`host: smtp.example.com`"));
+        let tls = match f.get("tls") {
+            Some((p, v)) => match self.text(&p, v, "`tls: starttls`") {
+                Some(t) if t == "none" => Some(SmtpTls::None),
+                Some(t) if t == "starttls" => Some(SmtpTls::Starttls),
+                Some(t) if t == "tls" => Some(SmtpTls::Tls),
+                Some(t) => {
+                    self.problem(
+                        &p,
+                        format!("unknown TLS mode `{t}`; write one of {}.", list(TLS_MODES)),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => Some(SmtpTls::Starttls),
+        };
+        let port = match f.get("port") {
+            Some((p, v)) => self.whole(&p, v, 1, 65535, "`port: 587`").map(|n| n as u16),
+            None => tls.map(|t| match t {
+                SmtpTls::None => 25,
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+            }),
+        };
+        let from = f
+            .required(self, "from", "`from: dqmon@example.com`")
+            .and_then(|(p, v)| self.address(&p, v));
+        let to = f
+            .required(self, "to", "`to: [oncall@example.com]`")
+            .and_then(|(p, v)| {
+                let items: Vec<(String, &Value)> = match v {
+                    Value::Sequence(s) => s.iter().enumerate().map(|(i, x)| (index_path(&p, i), x)).collect(),
+                    other => vec![(p.clone(), other)],
+                };
+                if items.is_empty() {
+                    self.problem(&p, "the list of recipients is empty; add at least one address, e.g. `to: [oncall@example.com]`.");
+                    return None;
+                }
+                items
+                    .into_iter()
+                    .map(|(ip, x)| self.address(&ip, x))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+            });
+        let username = match f.get("username") {
+            Some((p, v)) => self
+                .text(&p, v, "`username: dqmon`")
+                .map(ConfigValue::Literal),
+            None => self
+                .secret_ref(&mut f, "username", base_dir)
+                .map(ConfigValue::Secret),
+        };
+        let password = self.secret_ref(&mut f, "password", base_dir);
+        if password.is_some() && username.is_none() {
+            self.problem(
+                &key_path(path, "username"),
+                "a password is set but no user name; add `username: NAME` (or `username_env: VAR`).",
+            );
+        }
+        let timeout_secs = self.timeout(&mut f);
+        self.finish_quiet(f);
+        Some(Receiver::Email(EmailReceiver {
+            host: host?,
+            port: port?,
+            tls: tls?,
+            from: from?,
+            to: to?,
+            username,
+            password,
+            timeout_secs,
+        }))
+    }
+
+    fn address(&mut self, path: &str, v: &Value) -> Option<String> {
+        let s = self.text(path, v, "an address such as `oncall@example.com`")?;
+        if s.parse::<lettre::message::Mailbox>().is_ok() {
+            Some(s)
+        } else {
+            self.problem(
+                path,
+                format!("`{s}` is not an email address; write e.g. `oncall@example.com` or `On-call <oncall@example.com>`."),
+            );
+            None
+        }
+    }
+
+    fn webhook(&mut self, path: &str, m: &Mapping, base_dir: &Path) -> Option<Receiver> {
+        let mut f = Fields::new(path, m, WEBHOOK_KEYS);
+        f.get("type");
+        let url = match f.get("url") {
+            Some((p, v)) => self.text(&p, v, "`url: https://hooks.example.com/dqmon`").and_then(|u| {
+                if u.starts_with("http://") || u.starts_with("https://") {
+                    Some(ConfigValue::Literal(u))
+                } else {
+                    self.problem(&p, format!("`{u}` is not an http(s) URL; write e.g. `url: https://hooks.example.com/dqmon`."));
+                    None
+                }
+            }),
+            None => match self.secret_ref(&mut f, "url", base_dir) {
+                Some(s) => Some(ConfigValue::Secret(s)),
+                None => {
+                    self.problem(
+                        &key_path(path, "url"),
+                        "the webhook has no URL; add `url: https://...`, or `url_env: VAR` when the URL itself is a secret (Slack webhook URLs are).",
+                    );
+                    None
+                }
+            },
+        };
+        let format = match f.get("format") {
+            Some((p, v)) => match self.text(&p, v, "`format: slack`") {
+                Some(t) if t == "generic" => Some(WebhookFormat::Generic),
+                Some(t) if t == "slack" => Some(WebhookFormat::Slack),
+                Some(t) if t == "pagerduty" => Some(WebhookFormat::Pagerduty),
+                Some(t) => {
+                    let mut message = format!(
+                        "unknown webhook format `{t}`; write one of {}",
+                        list(FORMATS)
+                    );
+                    match suggest(&t, FORMATS) {
+                        Some(s) => message.push_str(&format!(" (did you mean `{s}`?)")),
+                        None => message.push('.'),
+                    }
+                    self.problem(&p, message);
+                    None
+                }
+                None => None,
+            },
+            None => Some(WebhookFormat::Generic),
+        };
+        let mut headers = Vec::new();
+        if let Some(token) = self.secret_ref(&mut f, "token", base_dir) {
+            headers.push(("Authorization".to_string(), ConfigValue::Secret(token)));
+        }
+        if let Some((p, v)) = f.get("headers")
+            && let Some(hm) = self.map(
+                &p,
+                v,
+                "`headers: { X-Source: dqmon, Authorization_env: HOOK_AUTH }`",
+            )
+        {
+            for (k, hv) in hm {
+                let Some(k) = k.as_str() else {
+                    self.problem(&p, "a header name must be text.");
+                    continue;
+                };
+                let hp = key_path(&p, k);
+                if let Some(name) = k.strip_suffix("_env") {
+                    if let Some(var) = self.env_name(&hp, hv) {
+                        headers.push((name.to_string(), ConfigValue::Secret(SecretRef::Env(var))));
+                    }
+                } else if let Some(name) = k.strip_suffix("_file") {
+                    if let Some(file) = self.text(&hp, hv, "`X-Token_file: /run/secrets/token`") {
+                        headers.push((
+                            name.to_string(),
+                            ConfigValue::Secret(SecretRef::File(resolve(base_dir, &file))),
+                        ));
+                    }
+                } else if SECRET_HEADERS.contains(&k.to_ascii_lowercase().as_str())
+                    || is_secret_key(k)
+                {
+                    if is_literal(hv) && !is_secret_key(k) {
+                        self.secret(&hp, k);
+                    }
+                } else if let Some(val) = self.text(&hp, hv, "`X-Source: dqmon`") {
+                    headers.push((k.to_string(), ConfigValue::Literal(val)));
+                }
+            }
+        }
+        let routing_key = self.secret_ref(&mut f, "routing_key", base_dir);
+        if format == Some(WebhookFormat::Pagerduty) && routing_key.is_none() {
+            self.problem(
+                &key_path(path, "routing_key_env"),
+                "a PagerDuty webhook needs its integration key; add `routing_key_env: VAR` (or `routing_key_file: /path`).",
+            );
+        }
+        let timeout_secs = self.timeout(&mut f);
+        self.finish_quiet(f);
+        Some(Receiver::Webhook(WebhookReceiver {
+            url: url?,
+            format: format?,
+            headers,
+            routing_key,
+            timeout_secs,
+        }))
+    }
+
+    fn receiver_list(&mut self, path: &str, v: &Value, declared: &[String]) -> Option<Vec<String>> {
+        let items: Vec<(String, &Value)> = match v {
+            Value::Sequence(s) => s
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (index_path(path, i), x))
+                .collect(),
+            other => vec![(path.to_string(), other)],
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (p, x) in items {
+            match self.text(&p, x, "a receiver name such as `oncall`") {
+                Some(name) if declared.contains(&name) => out.push(name),
+                Some(name) => {
+                    ok = false;
+                    let mut message = format!(
+                        "no receiver is named `{name}`; define it under `alerts.receivers` or use one of {}",
+                        declared
+                            .iter()
+                            .map(|d| format!("`{d}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    match suggest(&name, declared) {
+                        Some(s) => message.push_str(&format!(" (did you mean `{s}`?)")),
+                        None => message.push('.'),
+                    }
+                    self.problem(&p, message);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn route(&mut self, path: &str, v: &Value, declared: &[String]) -> Option<AlertRoute> {
+        let m = self.map(
+            path,
+            v,
+            "`{ match: { severity: [critical] }, to: [oncall] }`",
+        )?;
+        let before = self.problems.len();
+        let mut f = Fields::new(path, m, ROUTE_KEYS);
+        let mut r = AlertRoute {
+            severity: Vec::new(),
+            dataset: Vec::new(),
+            check: Vec::new(),
+            column: Vec::new(),
+            trust_tag: Vec::new(),
+            to: Vec::new(),
+            digest_secs: None,
+            continue_matching: false,
+        };
+        if let Some((p, v)) = f.get("match")
+            && let Some(mm) = self.map(
+                &p,
+                v,
+                "`match: { severity: [critical], trust_tag: [scraped] }`",
+            )
+        {
+            let mut mf = Fields::new(&p, mm, MATCH_KEYS);
+            for key in MATCH_KEYS {
+                let Some((kp, kv)) = mf.get(key) else {
+                    continue;
+                };
+                let values = self.words(&kp, kv);
+                match *key {
+                    "severity" => {
+                        for (vp, s) in values {
+                            match s.as_str() {
+                                "info" => r.severity.push(Severity::Info),
+                                "warning" => r.severity.push(Severity::Warning),
+                                "critical" => r.severity.push(Severity::Critical),
+                                _ => self.problem(
+                                    &vp,
+                                    format!(
+                                        "unknown severity `{s}`; write one of {}.",
+                                        list(SEVERITIES)
+                                    ),
+                                ),
+                            }
+                        }
+                    }
+                    "check" => {
+                        for (vp, s) in values {
+                            if CHECK_NAMES.contains(&s.as_str()) {
+                                r.check.push(s);
+                            } else {
+                                let mut message = format!("unknown check `{s}`");
+                                match suggest(&s, CHECK_NAMES) {
+                                    Some(x) => message.push_str(&format!("; did you mean `{x}`?")),
+                                    None => message.push_str(&format!(
+                                        "; write one of {}.",
+                                        list(CHECK_NAMES)
+                                    )),
+                                }
+                                self.problem(&vp, message);
+                            }
+                        }
+                    }
+                    "dataset" => r.dataset = values.into_iter().map(|(_, s)| s).collect(),
+                    "column" => r.column = values.into_iter().map(|(_, s)| s).collect(),
+                    _ => r.trust_tag = values.into_iter().map(|(_, s)| s).collect(),
+                }
+            }
+            mf.finish(self);
+        }
+        if let Some((p, v)) = f.required(self, "to", "`to: [oncall]`") {
+            r.to = self.receiver_list(&p, v, declared).unwrap_or_default();
+        }
+        if let Some((p, v)) = f.get("digest")
+            && let Some(ms) = self.duration(&p, v, "`digest: 15m`")
+        {
+            if ms < 1000 {
+                self.problem(
+                    &p,
+                    "a digest interval must be at least one second; write e.g. `digest: 15m`.",
+                );
+            } else {
+                r.digest_secs = Some(ms / 1000);
+            }
+        }
+        if let Some((p, v)) = f.get("continue") {
+            r.continue_matching = self.boolean(&p, v, "continue").unwrap_or(false);
+        }
+        f.finish(self);
+        (self.problems.len() == before).then_some(r)
+    }
+
+    /// One word or a list of words, each with its YAML path.
+    fn words(&mut self, path: &str, v: &Value) -> Vec<(String, String)> {
+        let items: Vec<(String, &Value)> = match v {
+            Value::Sequence(s) => s
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (index_path(path, i), x))
+                .collect(),
+            other => vec![(path.to_string(), other)],
+        };
+        items
+            .into_iter()
+            .filter_map(|(p, x)| {
+                self.text(&p, x, "a name, or a list such as `[a, b]`")
+                    .map(|s| (p, s))
+            })
+            .collect()
+    }
+}
