@@ -746,6 +746,8 @@ source:
     );
     assert!(message(&p, "source.kafka.format").contains("json_lines"));
     assert!(message(&p, "source.kafka.dead_letter_topic").contains("loop"));
+}
+
 #[test]
 fn security_section_loads_inline_and_file_keys() {
     let key = base64::Engine::encode(
@@ -818,6 +820,8 @@ fn signed_approval_without_trusted_keys_is_a_config_error() {
     let found = parse_err(&yaml);
     assert_eq!(paths(&found), vec!["security.trusted_keys"], "{found:#?}");
     assert!(message(&found, "security.trusted_keys").contains("dqmon baseline keygen"));
+}
+
 // --- `server:` (the HTTP listener of `dqmon run`)
 
 #[test]
