@@ -353,7 +353,7 @@ mod tests {
         let mut a = approval("bob");
         sign_approval(&mut a, &bob);
         assert_eq!(
-            policy(&[("bob", &bob)]).check(&a, &baseline("alice")),
+            policy(&[("bob", &bob)]).check(&a, baseline("alice")),
             Ok(true)
         );
     }
@@ -365,14 +365,14 @@ mod tests {
         let p = policy(&[("bob", &bob)]);
         let b = baseline("alice");
         assert!(matches!(
-            p.check(&approval("bob"), &b),
+            p.check(&approval("bob"), b),
             Err(Refusal::Unsigned { .. })
         ));
 
         let mut forged = approval("bob");
         sign_approval(&mut forged, &mallory);
         assert!(matches!(
-            p.check(&forged, &b),
+            p.check(&forged, b),
             Err(Refusal::BadSignature { .. })
         ));
 
@@ -380,14 +380,14 @@ mod tests {
         sign_approval(&mut changed, &bob);
         changed.baseline_id = "cd".repeat(32);
         assert!(matches!(
-            p.check(&changed, &b),
+            p.check(&changed, b),
             Err(Refusal::BadSignature { .. })
         ));
 
         let mut unknown = approval("mallory");
         sign_approval(&mut unknown, &mallory);
         assert!(matches!(
-            p.check(&unknown, &b),
+            p.check(&unknown, b),
             Err(Refusal::UnknownApprover { .. })
         ));
     }
@@ -397,7 +397,7 @@ mod tests {
         let alice = key(3);
         let mut a = approval("alice");
         sign_approval(&mut a, &alice);
-        let r = policy(&[("alice", &alice)]).check(&a, &baseline("alice"));
+        let r = policy(&[("alice", &alice)]).check(&a, baseline("alice"));
         assert!(matches!(r, Err(Refusal::SameApprover { .. })), "{r:?}");
     }
 

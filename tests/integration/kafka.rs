@@ -197,7 +197,8 @@ columns:
 /// A folder with Kafka rules and an approved baseline built from JSON
 /// records decoded the way the daemon decodes them.
 pub struct KafkaSetup {
-    pub dir: tempfile::TempDir,
+    /// Keeps the folder alive for the test.
+    pub _dir: tempfile::TempDir,
     pub rules: PathBuf,
     pub state: PathBuf,
 }
@@ -242,7 +243,7 @@ impl KafkaSetup {
             .unwrap();
         KafkaSetup {
             state: r.state_dir.clone(),
-            dir,
+            _dir: dir,
             rules,
         }
     }
@@ -376,11 +377,12 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "dqmon did not finish within {timeout:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            panic!("dqmon did not finish within {timeout:?}: {stderr}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

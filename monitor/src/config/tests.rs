@@ -435,7 +435,7 @@ fn typo_in_nested_key_is_suggested() {
             ),
             (
                 "xyzzy".to_string(),
-                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`.".to_string()
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
             ),
         ]
     );
