@@ -356,6 +356,23 @@ fn smtp_down_at_first_queues_then_every_alert_is_delivered_exactly_once() {
         alert_ids, expected,
         "every alert delivered exactly once, none lost"
     );
+
+    // Each delivered message is in the audit log once, and the chain verifies.
+    let audit = fs::read_to_string(s.state.join("audit.jsonl")).unwrap();
+    let recorded: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "alert_sent")
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        recorded.iter().cloned().collect::<BTreeSet<_>>(),
+        queued,
+        "one alert_sent audit entry per delivered message"
+    );
+    assert_eq!(recorded.len(), queued.len(), "no message recorded twice");
+    let verify = dqmon(&["audit", "verify", "--config", s.rules.to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
 }
 
 /// One request received by the test HTTP server.
@@ -405,8 +422,6 @@ fn http_server() -> (u16, Arc<Mutex<Vec<Hit>>>) {
     });
     (port, hits)
 }
-
-use std::io::Read;
 
 #[test]
 fn webhooks_retry_after_500_and_deliver_generic_slack_and_pagerduty_once() {

@@ -24,6 +24,7 @@ use super::lifecycle::{Lifecycle, Planned};
 use super::outbox::{InboxBatch, Message, MessageStatus, Outbox, OutboxError};
 use super::sink::{self, SendContext};
 use crate::config::model::AlertRules;
+use crate::store::audit::{AuditKind, AuditLog};
 use crate::store::history::Manifest;
 
 /// The longest the delivery thread sleeps before looking again.
@@ -46,6 +47,9 @@ struct Deliverer {
     lifecycle: Lifecycle,
     clock: Arc<dyn Clock>,
     rng: rand::rngs::SmallRng,
+    /// The dataset's audit log: every delivered message is recorded there
+    /// (`alert_sent`). `None` when it could not be opened (logged at start).
+    audit: Option<AuditLog>,
 }
 
 impl Notifier {
@@ -85,6 +89,16 @@ impl Notifier {
                 })?;
             }
         }
+        let audit = match AuditLog::open(state_dir) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(dataset = %dataset, error = %e, "could not open the audit log; delivered alerts will not be recorded in it");
+                None
+            }
+        };
+        for name in rules.receivers.keys() {
+            crate::ops::metrics::register_sink(dataset, name);
+        }
         let (wake, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let mut d = Deliverer {
@@ -95,6 +109,7 @@ impl Notifier {
             lifecycle,
             clock,
             rng: rand::rngs::SmallRng::from_os_rng(),
+            audit,
         };
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -191,6 +206,7 @@ impl Deliverer {
         }
         self.deliver_due()?;
         let pending = self.outbox.messages(MessageStatus::Pending)?;
+        crate::ops::metrics::outbox_depth(&self.dataset, pending.len() as u64);
         let next_msg = pending
             .iter()
             .map(|m| m.next_attempt_ms.max(m.digest_until_ms.unwrap_or(i64::MIN)))
@@ -300,8 +316,12 @@ impl Deliverer {
                 }
                 self.outbox.write(m)?;
             }
+            if result.is_err() {
+                crate::ops::metrics::delivery_failure(&self.dataset, &receiver_name);
+            }
             match &result {
                 Ok(()) => {
+                    self.record_sent(&id, &group);
                     tracing::info!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, notifications = group.len(), "notification delivered")
                 }
                 Err(e) if group[0].status == MessageStatus::Failed => tracing::error!(
@@ -314,6 +334,26 @@ impl Deliverer {
             }
         }
         Ok(())
+    }
+
+    /// Record a delivered message in the audit log, once per message id
+    /// (a crash between delivery and this record leaves it unrecorded, never
+    /// doubled). Ids only: alert bodies stay out of the audit log.
+    fn record_sent(&self, delivered_as: &str, group: &[Message]) {
+        let Some(audit) = &self.audit else { return };
+        for m in group {
+            let payload = serde_json::json!({
+                "receiver": m.receiver,
+                "kind": m.notice.kind.as_str(),
+                "fingerprint": m.notice.fingerprint,
+                "alert_ids": m.notice.alerts.iter().map(|a| a.alert_id.as_str()).collect::<Vec<_>>(),
+                "delivered_as": delivered_as,
+                "attempts": m.attempts,
+            });
+            if let Err(e) = audit.append_once(AuditKind::AlertSent, &m.id, payload) {
+                tracing::error!(dataset = %self.dataset, message_id = %m.id, error = %e, "could not record the delivered alert in the audit log");
+            }
+        }
     }
 
     /// Exponential backoff with jitter: half fixed, half random.

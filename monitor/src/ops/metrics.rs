@@ -290,24 +290,24 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS, "result" => result).increment(1);
 }
 
-/// Issue-4 hook (outbox): the number of alerts of a dataset waiting in the
+/// The number of messages of a dataset waiting in the
 /// outbox for at least one sink.
 pub fn outbox_depth(dataset: &str, depth: u64) {
     gauge!(OUTBOX_DEPTH, "dataset" => dataset.to_string()).set(depth as f64);
 }
 
-/// Issue-4 hook (outbox): one failed delivery attempt of a sink.
+/// One failed delivery attempt of a sink.
 pub fn delivery_failure(dataset: &str, sink: &str) {
     counter!(DELIVERY_FAILURES, "dataset" => dataset.to_string(), "sink" => sink.to_string())
         .increment(1);
 }
 
-/// Issue-5 hook (Kafka): records or messages set aside as undecodable.
+/// Kafka messages sent to the dead-letter topic as undecodable.
 pub fn dead_lettered(dataset: &str, n: u64) {
     counter!(DEAD_LETTERED, "dataset" => dataset.to_string()).increment(n);
 }
 
-/// Issue-5 hook (Kafka): the consumer lag of one partition.
+/// The Kafka consumer lag of one partition.
 pub fn kafka_lag(dataset: &str, topic: &str, partition: i32, lag: i64) {
     gauge!(
         KAFKA_LAG,

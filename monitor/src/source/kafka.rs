@@ -28,6 +28,7 @@
 //! and messages at or below a partition's last committed offset are skipped.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sha2::{Digest, Sha256};
@@ -124,6 +125,9 @@ pub fn consumer_config(k: &KafkaSource) -> Result<ClientConfig, KafkaSourceError
     c.set("enable.auto.offset.store", "false");
     c.set("enable.auto.commit", "false");
     c.set("enable.partition.eof", "true");
+    if !k.properties.contains_key("statistics.interval.ms") {
+        c.set("statistics.interval.ms", "5000");
+    }
     if !k.properties.contains_key("auto.offset.reset") {
         c.set("auto.offset.reset", "earliest");
     }
@@ -310,10 +314,50 @@ struct RebalanceLog {
 }
 
 struct Ctx {
+    dataset: String,
     log: Arc<RebalanceLog>,
+    /// Whether `/readyz` was last told that the source is connected.
+    connected: AtomicBool,
 }
 
-impl ClientContext for Ctx {}
+impl Ctx {
+    /// Tell `/readyz` about the connection, only when it changes.
+    fn connected(&self, up: bool, detail: &str) {
+        if self.connected.swap(up, Ordering::SeqCst) != up {
+            crate::ops::health::global().source_status(&self.dataset, up, detail);
+        }
+    }
+}
+
+impl ClientContext for Ctx {
+    /// Consumer lag per partition, from librdkafka's statistics
+    /// (`statistics.interval.ms`, 5 s unless set in `properties`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal UA partition; -1 lag is "unknown".
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    crate::ops::metrics::kafka_lag(
+                        &self.dataset,
+                        topic,
+                        *partition,
+                        p.consumer_lag,
+                    );
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(dataset = %self.dataset, error = %error, reason, "kafka client error");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.connected(false, &format!("{error}: {reason}"));
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
@@ -388,8 +432,12 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
     let log = Arc::new(RebalanceLog::default());
     let consumer: StreamConsumer<Ctx> = consumer_config(&cfg)
         .and_then(|c| {
-            c.create_with_context(Ctx { log: log.clone() })
-                .map_err(KafkaSourceError::Client)
+            c.create_with_context(Ctx {
+                dataset: dataset.clone(),
+                log: log.clone(),
+                connected: AtomicBool::new(false),
+            })
+            .map_err(KafkaSourceError::Client)
         })
         .map_err(|e| kerr(&dataset, e))?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
@@ -451,6 +499,11 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         assigned: false,
     };
     tracing::info!(dataset = %dataset, topics = %run.cfg.topics.join(","), group = %run.cfg.group_id, "kafka consumer started");
+    let connected_detail = format!(
+        "consuming {} as group {}",
+        run.cfg.topics.join(","),
+        run.cfg.group_id
+    );
     loop {
         if shutdown.is_triggered() {
             break;
@@ -465,6 +518,9 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
             _ = tokio::time::sleep_until(deadline.into()) => None,
         };
         run.apply_rebalances();
+        if matches!(got, Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_)))) {
+            run.consumer.context().connected(true, &connected_detail);
+        }
         match got {
             Some(Ok((topic, partition, msg))) => {
                 let key = (topic.clone(), partition);
@@ -614,6 +670,7 @@ impl KafkaRun {
         w: Window,
         shutdown: &Shutdown,
     ) -> Result<bool, AppError> {
+        crate::ops::metrics::batch_started();
         let (first, last) = (w.first(), w.last());
         let sha = w.sha256();
         let dataset = worker.rules().dataset.clone();
@@ -705,6 +762,9 @@ impl KafkaRun {
             Err(reason) => {
                 worker.rejected(&origin, &id, &sha, &reason)?;
             }
+        }
+        if bad > 0 && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
+            crate::ops::metrics::dead_lettered(&dataset, bad);
         }
         self.done(&w.topic, w.partition, last);
         Ok(true)
