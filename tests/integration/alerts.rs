@@ -61,6 +61,11 @@ impl mailin_embedded::Handler for Capture {
 
 /// Start a real SMTP server on `listener` (runs until the test process ends).
 fn smtp_server(listener: TcpListener) -> Mailbox {
+    smtp_server_with(listener, mailin_embedded::SslConfig::None)
+}
+
+/// The same, offering STARTTLS when `ssl` holds a certificate.
+fn smtp_server_with(listener: TcpListener, ssl: mailin_embedded::SslConfig) -> Mailbox {
     let mails: Mailbox = Arc::default();
     let handler = Capture {
         current: Vec::new(),
@@ -69,7 +74,7 @@ fn smtp_server(listener: TcpListener) -> Mailbox {
     let mut server = mailin_embedded::Server::new(handler);
     server
         .with_name("localhost")
-        .with_ssl(mailin_embedded::SslConfig::None)
+        .with_ssl(ssl)
         .unwrap()
         .with_tcp_listener(listener);
     std::thread::spawn(move || {
@@ -81,17 +86,22 @@ fn smtp_server(listener: TcpListener) -> Mailbox {
 }
 
 fn email_rules(s: &Setup, port: u16) {
+    email_rules_with(s, "127.0.0.1", port, 1000, "tls: none");
+}
+
+/// Email rules for `host:port` with the given TLS lines (indented 6).
+fn email_rules_with(s: &Setup, host: &str, port: u16, attempts: u32, tls: &str) {
     let mut text = fs::read_to_string(&s.rules).unwrap();
     text.push_str(&format!(
         "alerts:
   cooldown: 0s
-  retry: {{ max_attempts: 1000, initial_backoff: 100ms, max_backoff: 400ms }}
+  retry: {{ max_attempts: {attempts}, initial_backoff: 100ms, max_backoff: 400ms }}
   receivers:
     mail:
       type: email
-      host: 127.0.0.1
+      host: {host}
       port: {port}
-      tls: none
+      {tls}
       from: dqmon <dqmon@example.com>
       to: [oncall@example.com]
       timeout: 5s
@@ -611,4 +621,100 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A private CA and a server certificate for `localhost` signed by it, as
+/// PEM files: (ca.pem, server.pem, server.key).
+fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dqmon test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    fs::write(&paths.0, ca.pem()).unwrap();
+    fs::write(&paths.1, cert.pem()).unwrap();
+    fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// Run `dqmon run --once` over a clean and a poisoned drop.
+fn run_once_with_flip(s: &Setup) -> std::process::Output {
+    s.drop_batch("a_clean.parquet", 100, Scenario::Clean);
+    s.drop_batch("b_flip.parquet", 101, flip());
+    dqmon(&[
+        "run",
+        "--once",
+        "--settle-ms",
+        "0",
+        "--config",
+        s.rules.to_str().unwrap(),
+    ])
+}
+
+/// STARTTLS with a private CA: the server's certificate is verified against
+/// the receiver's `ca_file` and the mail goes through the encrypted session;
+/// without `ca_file` the same server is not trusted and nothing is sent in
+/// clear: the message fails with the certificate error and stays visible.
+#[test]
+fn starttls_verifies_the_server_against_ca_file_and_never_falls_back_to_clear_text() {
+    // The test's SMTP server uses rustls' process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(pki.path());
+    let tls = || mailin_embedded::SslConfig::SelfSigned {
+        cert_path: cert.to_str().unwrap().to_string(),
+        key_path: key.to_str().unwrap().to_string(),
+    };
+
+    // Trusted through ca_file: delivered.
+    let s = Setup::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = smtp_server_with(listener, tls());
+    email_rules_with(
+        &s,
+        "localhost",
+        port,
+        3,
+        &format!("tls: starttls\n      ca_file: {}", ca.display()),
+    );
+    let out = run_once_with_flip(&s);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = outbox_ids(&s.state, "sent");
+    assert!(!sent.is_empty(), "the label flip is delivered");
+    assert!(
+        outbox_ids(&s.state, "pending").is_empty() && outbox_ids(&s.state, "failed").is_empty(),
+        "{:?}",
+        outbox_messages(&s.state, "failed")
+    );
+    assert_eq!(mails.lock().unwrap().len(), sent.len());
+
+    // Not trusted (no ca_file): refused, nothing reaches the server.
+    let s = Setup::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = smtp_server_with(listener, tls());
+    email_rules_with(&s, "localhost", port, 1, "tls: starttls");
+    let out = run_once_with_flip(&s);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let failed = outbox_messages(&s.state, "failed");
+    assert!(!failed.is_empty(), "the untrusted server gets nothing");
+    for m in &failed {
+        let e = m["last_error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(e.contains("certificate"), "{e}");
+    }
+    assert!(outbox_ids(&s.state, "sent").is_empty());
+    assert!(mails.lock().unwrap().is_empty(), "no mail in clear text");
 }

@@ -506,6 +506,9 @@ pub struct EmailReceiver {
     pub username: Option<ConfigValue>,
     pub password: Option<SecretRef>,
     pub timeout_secs: u64,
+    /// PEM certificates (e.g. a private CA) trusted for this server's TLS
+    /// certificate, in addition to the built-in web PKI roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The payload shape of a webhook.

@@ -892,6 +892,7 @@ alerts:
       to: [oncall@example.com, data@example.com]
       username_env: SMTP_USER
       password_file: secrets/smtp
+      ca_file: certs/ca.pem
     chat: { type: webhook, format: slack, url_env: SLACK_URL }
     pager:
       type: webhook
@@ -948,6 +949,7 @@ fn alerts_section_is_read_into_receivers_and_routes() {
             username: Some(ConfigValue::Secret(SecretRef::Env("SMTP_USER".into()))),
             password: Some(SecretRef::File(PathBuf::from("/cfg/secrets/smtp"))),
             timeout_secs: 10,
+            ca_file: Some(PathBuf::from("/cfg/certs/ca.pem")),
         })
     );
     let Receiver::Webhook(hook) = &a.receivers["hook"] else {
@@ -1025,6 +1027,7 @@ alerts:
   cooldown: soon
   receivers:
     mail: {{ type: email, host: h, from: not-an-address, to: [], username: u, password: hunter2 }}
+    plain: {{ type: email, host: h, tls: none, from: a@b.c, to: [a@b.c], ca_file: ca.pem }}
     hook: {{ type: webhook, url: ftp://x, headers: {{ Authorization: Bearer sk-abc }} }}
     pd: {{ type: webhook, format: pagerduty, url: https://e.example/v2 }}
     slack: {{ type: webhook, format: slak, url: https://e.example }}
@@ -1045,6 +1048,7 @@ alerts:
         "alerts.receivers.hook.headers.Authorization",
         "alerts.receivers.pd.routing_key_env",
         "alerts.receivers.slack.format",
+        "alerts.receivers.plain.ca_file",
         "alerts.routes[0].match.check",
         "alerts.routes[0].match.severity",
         "alerts.routes[0].to[0]",
@@ -1062,6 +1066,7 @@ alerts:
     assert!(m("alerts.routes[0].match.check").contains("did you mean `label_rate`?"));
     assert!(m("alerts.routes[0].to[0]").contains("did you mean `hook`?"));
     assert!(m("alerts.cooldown").contains("`cooldown: 1h`"));
+    assert!(m("alerts.receivers.plain.ca_file").contains("`tls: starttls`"));
     for (_, msg) in &found {
         assert!(!msg.contains("hunter2") && !msg.contains("sk-abc"), "{msg}");
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{SmtpTransport, Transport};
 
 use super::{SendContext, SinkError, chart, render, resolve_secret, resolve_value};
@@ -62,6 +62,28 @@ pub fn build(
     b.multipart(body).map_err(|e| bad(e.to_string()))
 }
 
+/// TLS parameters for the server: its certificate must be valid for `host`
+/// and chain to a web PKI root or to a certificate of `ca_file`.
+fn tls_parameters(r: &EmailReceiver) -> Result<TlsParameters, SinkError> {
+    let mut b = TlsParameters::builder(r.host.clone());
+    if let Some(path) = &r.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            SinkError::Smtp(format!(
+                "could not read the CA certificates in {} (`ca_file`): {e}",
+                path.display()
+            ))
+        })?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            SinkError::Smtp(format!(
+                "{} (`ca_file`) holds no valid PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build().map_err(|e| SinkError::Smtp(e.to_string()))
+}
+
 /// Send one email.
 pub fn send(
     r: &EmailReceiver,
@@ -72,12 +94,8 @@ pub fn send(
     let email = build(r, id, batch, ctx)?;
     let tls = match r.tls {
         SmtpTls::None => Tls::None,
-        SmtpTls::Starttls => Tls::Required(
-            TlsParameters::new(r.host.clone()).map_err(|e| SinkError::Smtp(e.to_string()))?,
-        ),
-        SmtpTls::Tls => Tls::Wrapper(
-            TlsParameters::new(r.host.clone()).map_err(|e| SinkError::Smtp(e.to_string()))?,
-        ),
+        SmtpTls::Starttls => Tls::Required(tls_parameters(r)?),
+        SmtpTls::Tls => Tls::Wrapper(tls_parameters(r)?),
     };
     let mut t = SmtpTransport::builder_dangerous(&r.host)
         .port(r.port)

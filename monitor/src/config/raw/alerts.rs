@@ -41,6 +41,7 @@ const EMAIL_KEYS: &[&str] = &[
     "password_env",
     "password_file",
     "timeout",
+    "ca_file",
 ];
 const WEBHOOK_KEYS: &[&str] = &[
     "type",
@@ -442,6 +443,19 @@ impl Walker {
             );
         }
         let timeout_secs = self.timeout(&mut f);
+        let ca_file = match f.get("ca_file") {
+            Some((p, v)) => {
+                let written = self.text(&p, v, "`ca_file: certs/internal-ca.pem`");
+                if tls == Some(SmtpTls::None) {
+                    self.problem(
+                        &p,
+                        "`ca_file` needs TLS, but this receiver has `tls: none`; use `tls: starttls` or `tls: tls`, or remove `ca_file`.",
+                    );
+                }
+                written.map(|w| resolve(base_dir, &w))
+            }
+            None => None,
+        };
         self.finish_quiet(f);
         Some(Receiver::Email(EmailReceiver {
             host: host?,
@@ -452,6 +466,7 @@ impl Walker {
             username,
             password,
             timeout_secs,
+            ca_file,
         }))
     }
 
