@@ -14,7 +14,9 @@
 # the better time (the machine is small and noisy).
 #
 # Usage: monitor/benches/kafka_throughput.sh [RECORDS] [PARTITIONS]
-#   TANSU_BIN=/path/to/tansu (default: PATH, then .tools/bin/tansu)
+#   TANSU_BIN=/path/to/tansu (default: PATH, then .tools/bin/tansu). Prefer a
+#   release build (`cargo install tansu --locked --features dynostore`): the
+#   debug build tests/run installs would make the broker the bottleneck.
 # Not a test: it takes minutes and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
