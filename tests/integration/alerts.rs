@@ -170,23 +170,7 @@ fn email_goes_to_a_real_smtp_server_with_both_bodies_chart_and_message_id() {
     let port = listener.local_addr().unwrap().port();
     let mails = smtp_server(listener);
     email_rules(&s, port);
-    s.drop_batch("a_clean.parquet", 100, Scenario::Clean);
-    s.drop_batch("b_flip.parquet", 101, flip());
-    let out = Command::new(dqmon_bin())
-        .args([
-            "run",
-            "--once",
-            "--settle-ms",
-            "0",
-            "--config",
-            s.rules.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "warn")
-        .env_remove("DQMON_PII_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = run_once_with_flip(&s);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
