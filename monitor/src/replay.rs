@@ -127,7 +127,9 @@ pub enum ReplayError {
         dataset: String,
         source_kind: &'static str,
     },
-    #[error("could not read the live history at {path} (for the live batch boundaries): {reason}")]
+    #[error(
+        "could not read the live history at {path}, which gives the live batch boundaries: {reason}; make it readable by this user (a replay only reads it) and rerun"
+    )]
     LiveHistory { path: PathBuf, reason: String },
     #[error(transparent)]
     Kafka(#[from] KafkaRangeError),
