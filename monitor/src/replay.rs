@@ -1,10 +1,12 @@
-//! Replay: recorded Parquet files through the daemon's own per-batch code.
+//! Replay: recorded Parquet files, or a Kafka topic range, through the
+//! daemon's own per-batch code.
 //!
 //! `replay` owns choosing and ordering the recorded inputs, the replay's
-//! state folder, the `--alerts-out` file and the progress bar. Every batch
-//! goes through [`crate::app::Worker::handle`] — the very code `run` uses —
-//! with a capturing sink, so replay is not a second implementation of the
-//! pipeline. It must not compute anything a live run would not: the batch id
+//! state folder, the `--alerts-out` file and the progress bar. Every file
+//! goes through [`crate::app::Worker::handle`], and every Kafka batch
+//! through the Kafka source's `BatchPipeline` (decode, profile, compare,
+//! history commit) — the very code `run` uses — with a capturing sink, so
+//! replay is not a second implementation of the pipeline. It must not compute anything a live run would not: the batch id
 //! (dataset, file name, SHA-256 of the bytes), the batch time (from the
 //! data), the rules, the approved baseline and the PII key are the live
 //! dataset's, and sources are named as if the files were in the live drop
@@ -15,7 +17,17 @@
 //! (`<state>/replay` by default, recreated on each replay), inputs are never
 //! moved to quarantine, and nothing is delivered unless asked.
 //!
-//! Kafka topic ranges are not replayed yet (Parquet files only).
+//! Kafka ranges ([`replay_kafka`]) are read by
+//! [`crate::source::kafka_range`]: it assigns partitions itself under a
+//! group id that is not the live one and never commits, so the live group's
+//! offsets are never touched. Batch boundaries are the live ones where the
+//! dataset's live history recorded the range (`kafka:topic/p@first-last`),
+//! and batches run in the live commit order, so alerts come out
+//! byte-identical to the live `alerts.jsonl`; offsets no live manifest
+//! covers are cut by batch-id header, `max_records` and `max_bytes`, never
+//! by time. Bad messages are recorded in the history as live does (the
+//! malformed-share finding, the rows left out) but never produced to the
+//! dead-letter topic.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -26,6 +38,8 @@ use std::time::UNIX_EPOCH;
 use crate::alert::Alert;
 use crate::app::{AppError, RunOptions, RunSummary, Worker};
 use crate::config::model::{Rules, SourceRule};
+use crate::source::kafka::BatchPipeline;
+use crate::source::kafka_range::{KafkaRange, KafkaRangeError, RangeReader, live_spans};
 use crate::source::parquet_drop::DroppedFile;
 
 /// The marker that says a folder is a disposable replay state folder.
@@ -63,7 +77,13 @@ pub struct ReplayOptions {
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
+    /// Files replayed (Parquet).
     pub files: u64,
+    /// Batches read from Kafka, and their messages.
+    pub batches: u64,
+    pub messages: u64,
+    /// Kafka batches cut at the boundaries the live history recorded.
+    pub live_boundaries: u64,
     pub rows: u64,
     pub run: RunSummary,
     pub state_dir: PathBuf,
@@ -92,6 +112,27 @@ pub enum ReplayError {
         "could not read {path} (the log above says why); check its permissions and rerun the replay"
     )]
     Unread { path: PathBuf },
+    #[error(
+        "give either Parquet inputs or a Kafka range (--kafka-from), not both; replay them in two runs"
+    )]
+    FilesAndKafka,
+    #[error(
+        "nothing to replay; give Parquet files, folders or globs, or a Kafka range with --kafka-from (for a dataset with a Kafka source)"
+    )]
+    NoInput,
+    #[error(
+        "dataset `{dataset}` does not read Kafka (its source is {source_kind}), so there is no topic range to replay; give its recorded Parquet files instead of --kafka-from"
+    )]
+    NotKafka {
+        dataset: String,
+        source_kind: &'static str,
+    },
+    #[error(
+        "could not read the live history at {path}, which gives the live batch boundaries: {reason}; make it readable by this user (a replay only reads it) and rerun"
+    )]
+    LiveHistory { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Kafka(#[from] KafkaRangeError),
     #[error(transparent)]
     App(#[from] AppError),
 }
@@ -208,16 +249,22 @@ fn state_folder(rules: &Rules, chosen: Option<&Path>) -> Result<PathBuf, ReplayE
     Ok(dir)
 }
 
-fn progress_bar(total_bytes: u64, enabled: bool) -> indicatif::ProgressBar {
+/// Bytes of files, or (`messages`) Kafka messages.
+fn progress_bar(total: u64, enabled: bool, messages: bool) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !enabled || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total_bytes);
+    let bar = indicatif::ProgressBar::new(total);
+    let counts = if messages {
+        "{human_pos}/{human_len} messages"
+    } else {
+        "{binary_bytes}/{binary_total_bytes}"
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
-        )
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {counts} {{msg}} ETA {{eta}}"
+        ))
         .expect("the progress template is valid"),
     );
     bar
@@ -252,20 +299,9 @@ pub fn replay(
     let mut worker = Worker::open_replay(rules, run_opts, &state_dir, source_root)?;
     worker.captured = Some(Vec::new());
 
-    let mut out = match &opts.alerts_out {
-        Some(p) => {
-            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            Some((
-                BufWriter::new(fs::File::create(p).map_err(io(p))?),
-                p.clone(),
-            ))
-        }
-        None => None,
-    };
+    let mut out = AlertsOut::create(opts.alerts_out.as_deref())?;
     let total_bytes = files.iter().map(|f| f.size).sum();
-    let bar = progress_bar(total_bytes, opts.progress);
+    let bar = progress_bar(total_bytes, opts.progress, false);
     let started = std::time::Instant::now();
     let mut summary = ReplaySummary {
         state_dir: state_dir.clone(),
@@ -283,13 +319,7 @@ pub fn replay(
             });
         }
         summary.files += 1;
-        let alerts: Vec<Alert> = worker.captured.replace(Vec::new()).unwrap_or_default();
-        if let Some((w, path)) = out.as_mut() {
-            for a in &alerts {
-                serde_json::to_writer(&mut *w, a).expect("alerts serialize");
-                w.write_all(b"\n").map_err(io(path))?;
-            }
-        }
+        out.write(&mut worker)?;
         bar.inc(file.size);
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         bar.set_message(format!(
@@ -300,10 +330,133 @@ pub fn replay(
         ));
     }
     bar.finish_and_clear();
-    if let Some((w, path)) = out {
-        let f = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
-        f.sync_all().map_err(io(&path))?;
+    out.finish()?;
+    summary.run = worker.summary.clone();
+    Ok(summary)
+}
+
+/// The `--alerts-out` file: each batch's captured alerts, in the bytes of
+/// the live alerts file.
+struct AlertsOut(Option<(BufWriter<fs::File>, PathBuf)>);
+
+impl AlertsOut {
+    fn create(path: Option<&Path>) -> Result<AlertsOut, ReplayError> {
+        let Some(p) = path else {
+            return Ok(AlertsOut(None));
+        };
+        if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let f = fs::File::create(p).map_err(io(p))?;
+        Ok(AlertsOut(Some((BufWriter::new(f), p.to_path_buf()))))
     }
+
+    /// Drain the worker's capturing sink into the file.
+    fn write(&mut self, worker: &mut Worker) -> Result<(), ReplayError> {
+        let alerts: Vec<Alert> = worker.captured.replace(Vec::new()).unwrap_or_default();
+        if let Some((w, path)) = self.0.as_mut() {
+            for a in &alerts {
+                serde_json::to_writer(&mut *w, a).expect("alerts serialize");
+                w.write_all(b"\n").map_err(io(path))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), ReplayError> {
+        if let Some((w, path)) = self.0 {
+            let f = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+            f.sync_all().map_err(io(&path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Replay Parquet inputs or a Kafka range, whichever was given (exactly one).
+pub fn replay_inputs(
+    rules: Rules,
+    inputs: &[String],
+    kafka: Option<&KafkaRange>,
+    opts: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    match (inputs.is_empty(), kafka) {
+        (false, Some(_)) => Err(ReplayError::FilesAndKafka),
+        (true, None) => Err(ReplayError::NoInput),
+        (true, Some(range)) => replay_kafka(rules, range, opts),
+        (false, None) => replay(rules, inputs, opts),
+    }
+}
+
+/// Replay a range of a Kafka dataset's topics (see the module doc).
+pub fn replay_kafka(
+    rules: Rules,
+    range: &KafkaRange,
+    opts: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    let cfg = match &rules.source {
+        SourceRule::Kafka(k) => k.clone(),
+        other => {
+            return Err(ReplayError::NotKafka {
+                dataset: rules.dataset.clone(),
+                source_kind: match other {
+                    SourceRule::ParquetDrop { .. } => "a Parquet drop folder",
+                    _ => "none",
+                },
+            });
+        }
+    };
+    // the live history, read only: its batch boundaries and commit order
+    let manifests = crate::store::history::read_manifests(&rules.state_dir).map_err(|e| {
+        ReplayError::LiveHistory {
+            path: rules.state_dir.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let live = live_spans(&manifests, &cfg.topics);
+    let mut reader = RangeReader::open(&cfg, range, &live)?;
+    for r in &reader.ranges {
+        tracing::info!(topic = %r.topic, partition = r.partition, from = r.start, to = r.end, "replaying a kafka range");
+    }
+    let state_dir = state_folder(&rules, opts.state_dir.as_deref())?;
+    let run_opts = RunOptions {
+        once: true,
+        print_alerts: opts.deliver,
+        ..Default::default()
+    };
+    let mut worker = Worker::open_replay(rules, run_opts, &state_dir, None)?;
+    worker.captured = Some(Vec::new());
+    let pipeline = BatchPipeline::new(&worker, &cfg);
+    let mut out = AlertsOut::create(opts.alerts_out.as_deref())?;
+    let bar = progress_bar(reader.planned_messages, opts.progress, true);
+    let started = std::time::Instant::now();
+    let mut summary = ReplaySummary {
+        state_dir: state_dir.clone(),
+        live_boundaries: reader.live_segments as u64,
+        ..Default::default()
+    };
+    while let Some(w) = reader.next_window()? {
+        crate::ops::metrics::batch_started();
+        let n = w.msgs.len() as u64;
+        match pipeline.prepare(&worker, &w) {
+            None => worker.summary.skipped += 1,
+            Some(p) => {
+                summary.rows += p.rows();
+                pipeline.commit(&mut worker, p)?;
+            }
+        }
+        summary.batches += 1;
+        summary.messages += n;
+        out.write(&mut worker)?;
+        bar.inc(n);
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "batch {} · {:.0} rows/s",
+            summary.batches,
+            summary.rows as f64 / secs
+        ));
+    }
+    bar.finish_and_clear();
+    out.finish()?;
     summary.run = worker.summary.clone();
     Ok(summary)
 }
@@ -336,10 +489,10 @@ mod tests {
     #[test]
     fn the_progress_bar_is_quiet_off_a_terminal() {
         use std::io::IsTerminal;
-        assert!(progress_bar(1 << 20, false).is_hidden());
+        assert!(progress_bar(1 << 20, false, false).is_hidden());
         // the test harness captures stderr: not a terminal, so nothing is drawn
         if !std::io::stderr().is_terminal() {
-            assert!(progress_bar(1 << 20, true).is_hidden());
+            assert!(progress_bar(1 << 20, true, true).is_hidden());
         }
     }
 

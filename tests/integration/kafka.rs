@@ -29,9 +29,9 @@ use super::daemon::{terminate, unsafe_kill};
 use crate::common::*;
 
 /// Rows per batch: enough for every trust tag to be tested.
-const ROWS: usize = 4_000;
-const TOPIC: &str = "events";
-const DLQ: &str = "events-dlq";
+pub const ROWS: usize = 4_000;
+pub const TOPIC: &str = "events";
+pub const DLQ: &str = "events-dlq";
 
 /// Where tansu is, or a clear failure.
 fn tansu_bin() -> PathBuf {
@@ -167,7 +167,7 @@ fn json_rows(batch: &RecordBatch) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn rows_of(index: u64, scenario: Scenario) -> Vec<Vec<u8>> {
+pub fn rows_of(index: u64, scenario: Scenario) -> Vec<Vec<u8>> {
     json_rows(&dqmon::fixtures::generate(&BatchSpec {
         rows: ROWS,
         seed: 7,
@@ -275,7 +275,7 @@ impl KafkaSetup {
     }
 }
 
-fn manifests(state: &Path) -> Vec<Value> {
+pub fn manifests(state: &Path) -> Vec<Value> {
     let dir = state.join("history/batches");
     let mut out: Vec<Value> = match fs::read_dir(&dir) {
         Ok(d) => d
@@ -292,7 +292,7 @@ fn manifests(state: &Path) -> Vec<Value> {
 }
 
 /// (partition, first offset, last offset) of a manifest.
-fn span(m: &Value) -> (i32, i64, i64) {
+pub fn span(m: &Value) -> (i32, i64, i64) {
     let (_, p, f, l) = dqmon::source::kafka::parse_origin(m["source"].as_str().unwrap())
         .unwrap_or_else(|| panic!("not a kafka origin: {}", m["source"]));
     (p, f, l)
@@ -369,7 +369,7 @@ fn dead_letters(broker: &str, partitions: i32, expect: usize) -> Vec<(String, i3
     out
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -388,24 +388,23 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn flip() -> Scenario {
+pub fn flip() -> Scenario {
     Scenario::LabelFlip {
         tag: "scraped".into(),
         strength: 0.3,
     }
 }
 
-/// Clean and poisoned batches on a 4-partition topic, with bad messages in
-/// two of them: the history holds every batch once, alerts fire on the
-/// poisoned ones only, bad messages land in the dead-letter topic with
-/// their reasons, and a second run finds nothing new (offsets committed).
-fn clean_and_poisoned(broker: Broker) {
-    broker.create_topic(TOPIC, 4);
-    broker.create_topic(DLQ, 1);
-    let addr = broker.addr();
-    let s = KafkaSetup::new(&addr, "dqmon-e2e", "state");
-    let p = producer(&addr);
-    let poisoned: HashSet<u64> = [5, 10].into();
+/// Batches (of [`produce_clean_and_poisoned`]) with poisoned labels.
+pub const POISONED: [u64; 2] = [5, 10];
+
+/// Produce 12 batches, batch b to partition b % 4: clean ones, label flips
+/// in [`POISONED`], 3 bad messages in batch 2 (below the malformed
+/// threshold) and 80 in batch 7 (above it). Returns the good rows per batch.
+pub fn produce_clean_and_poisoned(
+    p: &ThreadedProducer<DefaultProducerContext>,
+) -> BTreeMap<u64, u64> {
+    let poisoned: HashSet<u64> = POISONED.into();
     let mut expected_rows = BTreeMap::new();
     for b in 0..12u64 {
         let mut rows = rows_of(
@@ -436,8 +435,23 @@ fn clean_and_poisoned(broker: Broker) {
             }
         }
         expected_rows.insert(b, good);
-        produce_batch(&p, (b % 4) as i32, &format!("batch-{b}"), &rows);
+        produce_batch(p, (b % 4) as i32, &format!("batch-{b}"), &rows);
     }
+    expected_rows
+}
+
+/// Clean and poisoned batches on a 4-partition topic, with bad messages in
+/// two of them: the history holds every batch once, alerts fire on the
+/// poisoned ones only, bad messages land in the dead-letter topic with
+/// their reasons, and a second run finds nothing new (offsets committed).
+fn clean_and_poisoned(broker: Broker) {
+    broker.create_topic(TOPIC, 4);
+    broker.create_topic(DLQ, 1);
+    let addr = broker.addr();
+    let s = KafkaSetup::new(&addr, "dqmon-e2e", "state");
+    let p = producer(&addr);
+    let poisoned: HashSet<u64> = POISONED.into();
+    let expected_rows = produce_clean_and_poisoned(&p);
 
     let mut child = s.spawn(&["--once"]);
     let status = wait_exit(&mut child, Duration::from_secs(240));

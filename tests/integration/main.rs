@@ -12,6 +12,7 @@ mod daemon;
 mod golden;
 mod history_baseline;
 mod kafka;
+mod kafka_replay;
 mod ops;
 mod profile_exact;
 mod query;

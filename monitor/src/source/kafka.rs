@@ -8,6 +8,9 @@
 //! It must not profile, compare or write state itself: decoding goes through
 //! [`crate::decode::json`] / [`crate::decode::ipc`], and every batch goes
 //! through the worker's shared commit path ([`Worker::processed_with`]).
+//! The per-batch code (decode, reject, profile, commit) is `BatchPipeline`,
+//! which `dqmon replay` runs too on the windows of a topic range
+//! ([`super::kafka_range`]); dead-lettering and offsets stay here, live only.
 //!
 //! ```text
 //!  recv ─► window per partition ─► closed batch ─► DLQ bad messages (awaited)
@@ -387,6 +390,192 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// A consumed message, owned, with its trust tag and batch-id header read
+/// as the rules say (live runs and replays read messages the same way).
+pub(crate) fn own_message(
+    cfg: &KafkaSource,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> (String, i32, OwnedMsg) {
+    let header = |name: &str| -> Option<String> {
+        m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    let tag = match &cfg.trust {
+        KafkaTrust::Records => None,
+        KafkaTrust::Header(h) => header(h),
+        KafkaTrust::Topics(map) => map.get(m.topic()).cloned(),
+    };
+    let batch_key = cfg.batch_id_header.as_deref().and_then(header);
+    (
+        m.topic().to_string(),
+        m.partition(),
+        OwnedMsg {
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            tag,
+            batch_key,
+        },
+    )
+}
+
+/// A closed window decoded and ready to commit: what [`BatchPipeline::prepare`]
+/// found, before the dead-letter step (live only) and the history commit.
+pub(crate) struct Prepared {
+    origin: BatchOrigin,
+    id: String,
+    sha: String,
+    decoded: Decoded,
+    /// Messages that could not be used (index in the window, reason).
+    pub rejected: Vec<(usize, String)>,
+    messages: u64,
+}
+
+impl Prepared {
+    /// Rows decoded from the good messages.
+    pub fn rows(&self) -> u64 {
+        self.decoded.rows
+    }
+}
+
+/// The per-batch code shared by `run` and `replay` on Kafka: decode a
+/// closed window (rejecting oversized and malformed messages), profile it,
+/// and commit it to the worker's history with its findings. It never talks
+/// to Kafka: dead-lettering and offsets are the live run's business.
+pub(crate) struct BatchPipeline {
+    cfg: KafkaSource,
+    json: Option<JsonDecoder>,
+    ipc: Option<IpcDecoder>,
+}
+
+impl BatchPipeline {
+    pub fn new(worker: &Worker, cfg: &KafkaSource) -> BatchPipeline {
+        let tags_fill = cfg.trust != KafkaTrust::Records;
+        let (json, ipc) = match cfg.format {
+            MessageFormat::ArrowIpc => (None, Some(IpcDecoder::new(worker.rules(), tags_fill))),
+            f => (Some(JsonDecoder::new(worker.rules(), f, tags_fill)), None),
+        };
+        BatchPipeline {
+            cfg: cfg.clone(),
+            json,
+            ipc,
+        }
+    }
+
+    /// Decode a window; `None` when its batch is already in the history.
+    pub fn prepare(&self, worker: &Worker, w: &Window) -> Option<Prepared> {
+        let (first, last) = (w.first(), w.last());
+        let sha = w.sha256();
+        let dataset = &worker.rules().dataset;
+        let id = batch_id(dataset, &w.topic, w.partition, first, last, &sha);
+        if worker.history().contains(&id) {
+            return None;
+        }
+        let origin = BatchOrigin {
+            source: origin_label(&w.topic, w.partition, first, last),
+            name: origin_label(&w.topic, w.partition, first, last),
+            size: w.bytes,
+        };
+        // Oversized messages are rejected unread; the rest are decoded.
+        let limit = self.cfg.max_message_bytes;
+        let mut rejected: Vec<(usize, String)> = Vec::new();
+        let mut keep: Vec<usize> = Vec::new();
+        for (i, m) in w.msgs.iter().enumerate() {
+            if m.payload.len() as u64 > limit {
+                rejected.push((
+                    i,
+                    format!(
+                        "the message is {} bytes, over the limit of {limit} (source.kafka.max_message_bytes)",
+                        m.payload.len()
+                    ),
+                ));
+            } else {
+                keep.push(i);
+            }
+        }
+        let msgs: Vec<Message<'_>> = keep
+            .iter()
+            .map(|&i| Message {
+                payload: &w.msgs[i].payload,
+                tag: w.msgs[i].tag.as_deref(),
+            })
+            .collect();
+        let decoded: Decoded = match (&self.json, &self.ipc) {
+            (Some(j), _) => j.decode(&msgs),
+            (None, Some(d)) => d.decode(&msgs),
+            (None, None) => Decoded::default(),
+        };
+        rejected.extend(decoded.rejected.iter().map(|(i, r)| (keep[*i], r.clone())));
+        rejected.sort_by_key(|(i, _)| *i);
+        Some(Prepared {
+            origin,
+            id,
+            sha,
+            decoded,
+            rejected,
+            messages: w.msgs.len() as u64,
+        })
+    }
+
+    /// Profile a prepared batch, compare it and commit it to the history:
+    /// processed (with a malformed-share finding when too many messages
+    /// were bad), the same bytes as an earlier batch, or quarantined when
+    /// no message could be used.
+    pub fn commit(&self, worker: &mut Worker, p: Prepared) -> Result<(), AppError> {
+        let Prepared {
+            origin,
+            id,
+            sha,
+            decoded,
+            rejected,
+            messages: n,
+        } = p;
+        let profile = if decoded.rows > 0 {
+            let mut p = Profiler::new(worker.rules(), worker.pii());
+            let mut failed = None;
+            for b in &decoded.batches {
+                if let Err(e) = p.update(b) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            match failed {
+                None => Ok(p.finish()),
+                Some(e) => Err(e),
+            }
+        } else {
+            Err(match rejected.first() {
+                Some((_, r)) => format!("every message of the batch was rejected; the first: {r}"),
+                None => "the batch holds no record".to_string(),
+            })
+        };
+        let bad = rejected.len() as u64;
+        match profile {
+            Ok(profile) => {
+                let mut extra = Vec::new();
+                let share = bad as f64 / n as f64;
+                let threshold = worker.rules().thresholds.malformed_max_share;
+                if bad > 0 && share > threshold {
+                    extra.push(malformed_finding(
+                        &self.cfg, bad, n, share, threshold, &rejected,
+                    ));
+                }
+                if let Some(original) = worker.history().batch_with_input(&sha).map(str::to_string)
+                {
+                    worker.replayed(&origin, &id, &sha, &original)
+                } else {
+                    worker.processed_with(&origin, &id, &sha, profile, extra)
+                }
+            }
+            Err(reason) => worker.rejected(&origin, &id, &sha, &reason),
+        }
+    }
+}
+
 /// A Kafka dataset's run: the consumer, batcher, decoders and DLQ producer.
 struct KafkaRun {
     cfg: KafkaSource,
@@ -394,8 +583,7 @@ struct KafkaRun {
     log: Arc<RebalanceLog>,
     producer: Option<FutureProducer>,
     batcher: Batcher,
-    json: Option<JsonDecoder>,
-    ipc: Option<IpcDecoder>,
+    pipeline: BatchPipeline,
     /// Last offset in the history, per partition.
     watermarks: HashMap<(String, i32), i64>,
     /// Next offset committed to Kafka, per partition (as far as we know).
@@ -462,11 +650,7 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         ),
         None => None,
     };
-    let tags_fill = cfg.trust != KafkaTrust::Records;
-    let (json, ipc) = match cfg.format {
-        MessageFormat::ArrowIpc => (None, Some(IpcDecoder::new(worker.rules(), tags_fill))),
-        f => (Some(JsonDecoder::new(worker.rules(), f, tags_fill)), None),
-    };
+    let pipeline = BatchPipeline::new(&worker, &cfg);
     let mut watermarks = HashMap::new();
     for m in worker
         .history()
@@ -491,8 +675,7 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         consumer,
         log,
         producer,
-        json,
-        ipc,
+        pipeline,
         watermarks,
         committed: HashMap::new(),
         at_eof: HashMap::new(),
@@ -577,31 +760,7 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
 
 impl KafkaRun {
     fn own(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> (String, i32, OwnedMsg) {
-        let header = |name: &str| -> Option<String> {
-            m.headers().and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-        };
-        let tag = match &self.cfg.trust {
-            KafkaTrust::Records => None,
-            KafkaTrust::Header(h) => header(h),
-            KafkaTrust::Topics(map) => map.get(m.topic()).cloned(),
-        };
-        let batch_key = self.cfg.batch_id_header.as_deref().and_then(header);
-        (
-            m.topic().to_string(),
-            m.partition(),
-            OwnedMsg {
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                tag,
-                batch_key,
-            },
-        )
+        own_message(&self.cfg, m)
     }
 
     fn apply_rebalances(&mut self) {
@@ -671,98 +830,22 @@ impl KafkaRun {
         shutdown: &Shutdown,
     ) -> Result<bool, AppError> {
         crate::ops::metrics::batch_started();
-        let (first, last) = (w.first(), w.last());
-        let sha = w.sha256();
+        let last = w.last();
         let dataset = worker.rules().dataset.clone();
-        let id = batch_id(&dataset, &w.topic, w.partition, first, last, &sha);
-        let origin = BatchOrigin {
-            source: origin_label(&w.topic, w.partition, first, last),
-            name: origin_label(&w.topic, w.partition, first, last),
-            size: w.bytes,
-        };
-        if worker.history().contains(&id) {
+        let Some(prepared) = self.pipeline.prepare(worker, &w) else {
             worker.summary.skipped += 1;
             self.done(&w.topic, w.partition, last);
             return Ok(true);
-        }
-        // Oversized messages are rejected unread; the rest are decoded.
-        let limit = self.cfg.max_message_bytes;
-        let mut rejected: Vec<(usize, String)> = Vec::new();
-        let mut keep: Vec<usize> = Vec::new();
-        for (i, m) in w.msgs.iter().enumerate() {
-            if m.payload.len() as u64 > limit {
-                rejected.push((
-                    i,
-                    format!(
-                        "the message is {} bytes, over the limit of {limit} (source.kafka.max_message_bytes)",
-                        m.payload.len()
-                    ),
-                ));
-            } else {
-                keep.push(i);
-            }
-        }
-        let msgs: Vec<Message<'_>> = keep
-            .iter()
-            .map(|&i| Message {
-                payload: &w.msgs[i].payload,
-                tag: w.msgs[i].tag.as_deref(),
-            })
-            .collect();
-        let decoded: Decoded = match (&self.json, &self.ipc) {
-            (Some(j), _) => j.decode(&msgs),
-            (None, Some(d)) => d.decode(&msgs),
-            (None, None) => Decoded::default(),
         };
-        rejected.extend(decoded.rejected.iter().map(|(i, r)| (keep[*i], r.clone())));
-        rejected.sort_by_key(|(i, _)| *i);
-
-        if !rejected.is_empty() && !self.dead_letter(&dataset, &w, &rejected, shutdown).await {
+        let bad = prepared.rejected.len() as u64;
+        if bad > 0
+            && !self
+                .dead_letter(&dataset, &w, &prepared.rejected, shutdown)
+                .await
+        {
             return Ok(false);
         }
-
-        let profile = if decoded.rows > 0 {
-            let mut p = Profiler::new(worker.rules(), worker.pii());
-            let mut failed = None;
-            for b in &decoded.batches {
-                if let Err(e) = p.update(b) {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-            match failed {
-                None => Ok(p.finish()),
-                Some(e) => Err(e),
-            }
-        } else {
-            Err(match rejected.first() {
-                Some((_, r)) => format!("every message of the batch was rejected; the first: {r}"),
-                None => "the batch holds no record".to_string(),
-            })
-        };
-        let n = w.msgs.len() as u64;
-        let bad = rejected.len() as u64;
-        match profile {
-            Ok(profile) => {
-                let mut extra = Vec::new();
-                let share = bad as f64 / n as f64;
-                let threshold = worker.rules().thresholds.malformed_max_share;
-                if bad > 0 && share > threshold {
-                    extra.push(malformed_finding(
-                        &self.cfg, bad, n, share, threshold, &rejected,
-                    ));
-                }
-                if let Some(original) = worker.history().batch_with_input(&sha).map(str::to_string)
-                {
-                    worker.replayed(&origin, &id, &sha, &original)?;
-                } else {
-                    worker.processed_with(&origin, &id, &sha, profile, extra)?;
-                }
-            }
-            Err(reason) => {
-                worker.rejected(&origin, &id, &sha, &reason)?;
-            }
-        }
+        self.pipeline.commit(worker, prepared)?;
         if bad > 0 && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
             crate::ops::metrics::dead_lettered(&dataset, bad);
         }

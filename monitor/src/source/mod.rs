@@ -2,4 +2,5 @@
 //! them. A source knows nothing of Arrow or statistics.
 
 pub mod kafka;
+pub mod kafka_range;
 pub mod parquet_drop;

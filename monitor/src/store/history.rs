@@ -238,23 +238,7 @@ impl History {
 
     /// Every manifest, in commit order.
     pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
-        let dir = self.root.join("history/batches");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = fs::read(&path).map_err(io(&path))?;
-            let m: Manifest =
-                serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            out.push(m);
-        }
-        out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
-        Ok(out)
+        read_manifests(&self.root)
     }
 
     /// Whether a batch is in the history.
@@ -442,6 +426,31 @@ impl History {
         }
         Ok(target)
     }
+}
+
+/// Every manifest of a state folder, in commit order, read without opening
+/// the history (nothing is repaired or written: safe on a live daemon's
+/// folder). A folder without a history has none.
+pub fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, HistoryError> {
+    let dir = state_dir.join("history/batches");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+        let path = entry.map_err(io(&dir))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push(m);
+    }
+    out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+    Ok(out)
 }
 
 /// What the audit log records of a committed batch: the manifest's hash
