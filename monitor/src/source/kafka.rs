@@ -191,6 +191,8 @@ pub struct Window {
     pub msgs: Vec<OwnedMsg>,
     pub bytes: u64,
     pub opened: Instant,
+    /// When its last message arrived.
+    pub touched: Instant,
 }
 
 impl Window {
@@ -259,7 +261,9 @@ impl Batcher {
             msgs: Vec::new(),
             bytes: 0,
             opened: now,
+            touched: now,
         });
+        w.touched = now;
         w.bytes += msg.payload.len() as u64;
         w.msgs.push(msg);
         if w.msgs.len() as u64 >= self.limits.max_records || w.bytes >= self.limits.max_bytes {
@@ -268,12 +272,24 @@ impl Batcher {
         closed
     }
 
-    /// Windows open for at least the time limit.
+    /// When a window closes by time. A window of a batch-id batch closes
+    /// `max_age` after its last message (the batch is still arriving while
+    /// messages come, however slowly); any other window `max_age` after its
+    /// first message.
+    fn deadline(&self, w: &Window) -> Instant {
+        if w.msgs.last().is_some_and(|m| m.batch_key.is_some()) {
+            w.touched + self.limits.max_age
+        } else {
+            w.opened + self.limits.max_age
+        }
+    }
+
+    /// Windows whose time limit has passed.
     pub fn due(&mut self, now: Instant) -> Vec<Window> {
         let keys: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, w)| now.duration_since(w.opened) >= self.limits.max_age)
+            .filter(|(_, w)| now >= self.deadline(w))
             .map(|(k, _)| k.clone())
             .collect();
         keys.into_iter()
@@ -281,12 +297,19 @@ impl Batcher {
             .collect()
     }
 
+    /// The worker was busy for `by` (processing a batch) and read nothing:
+    /// that time does not count toward any open window's time limit, or a
+    /// window would be cut while the rest of it waits in the consumer's queue.
+    pub fn postpone(&mut self, by: Duration) {
+        for w in self.open.values_mut() {
+            w.opened += by;
+            w.touched += by;
+        }
+    }
+
     /// When the oldest open window falls due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.open
-            .values()
-            .map(|w| w.opened + self.limits.max_age)
-            .min()
+        self.open.values().map(|w| self.deadline(w)).min()
     }
 
     /// Close a partition's window now (end of partition in `--once` mode).
@@ -829,6 +852,19 @@ impl KafkaRun {
         w: Window,
         shutdown: &Shutdown,
     ) -> Result<bool, AppError> {
+        let started = Instant::now();
+        let handled = self.handle_window(worker, w, shutdown).await;
+        self.batcher.postpone(started.elapsed());
+        handled
+    }
+
+    /// [`KafkaRun::handle`] without the bookkeeping of time.
+    async fn handle_window(
+        &mut self,
+        worker: &mut Worker,
+        w: Window,
+        shutdown: &Shutdown,
+    ) -> Result<bool, AppError> {
         crate::ops::metrics::batch_started();
         let last = w.last();
         let dataset = worker.rules().dataset.clone();
@@ -1003,6 +1039,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_id_batch_closes_after_it_went_quiet_not_after_it_began() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Batcher::new(limits());
+        b.push("t", 0, msg(0, Some("a")), t0);
+        b.push("t", 0, msg(1, Some("a")), t0 + s(4));
+        b.push("t", 1, msg(0, None), t0 + s(4));
+        // 6 s after its first message but 2 s after its last: still open
+        assert!(b.due(t0 + s(6)).is_empty());
+        assert_eq!(b.next_deadline(), Some(t0 + s(9)));
+        let due = b.due(t0 + s(9));
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().any(|w| w.partition == 0 && w.msgs.len() == 2));
+    }
+
+    #[test]
+    fn time_spent_processing_does_not_count_toward_the_time_limit() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Batcher::new(limits());
+        b.push("t", 0, msg(0, Some("a")), t0);
+        b.push("t", 1, msg(0, None), t0);
+        // the worker then spent 10 s on another batch
+        b.postpone(s(10));
+        assert!(b.due(t0 + s(12)).is_empty());
+        assert_eq!(b.due(t0 + s(15)).len(), 2);
+    }
+
+    #[test]
     fn a_rewind_or_a_revoke_drops_the_open_window() {
         let t0 = Instant::now();
         let mut b = Batcher::new(limits());
@@ -1023,6 +1088,7 @@ mod tests {
             msgs: vec![msg(7, None), msg(8, None)],
             bytes: 4,
             opened: Instant::now(),
+            touched: Instant::now(),
         };
         let a = batch_id("d", "t", 3, w.first(), w.last(), &w.sha256());
         let b = batch_id("d", "t", 3, 7, 8, &w.clone().sha256());

@@ -923,6 +923,7 @@ impl RangeReader {
                 msgs: Vec::new(),
                 bytes: 0,
                 opened: self.epoch,
+                touched: self.epoch,
             });
             w.bytes += m.payload.len() as u64;
             w.msgs.push(m);
