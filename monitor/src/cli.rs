@@ -152,11 +152,17 @@ pub enum Command {
         /// History folder of the replay (default: <state>/replay, recreated on each replay).
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Replay order: `name` (file name, stable across copies) or `mtime` (the daemon's order).
-        #[arg(long, value_enum, default_value = "name")]
+        /// Replay order of files: `name` (file name, stable across copies) or
+        /// `mtime` (the daemon's order). A Kafka range replays in the live order.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "name",
+            conflicts_with = "kafka_from"
+        )]
         order: ReplayOrderArg,
-        /// Name sources by the paths given instead of the live drop folder.
-        #[arg(long)]
+        /// Name sources by the paths given instead of the live drop folder (files only).
+        #[arg(long, conflicts_with = "kafka_from")]
         keep_paths: bool,
         /// Deliver alerts to the sinks (stdout); by default a replay delivers nothing.
         #[arg(long)]

@@ -319,6 +319,14 @@ fn kafka_replay_arguments_are_checked_with_clear_errors() {
             "not RFC 3339",
         ),
         (vec!["--kafka-to", "latest"], "--kafka-from"),
+        (
+            vec!["--kafka-from", "earliest", "--keep-paths"],
+            "cannot be used with",
+        ),
+        (
+            vec!["--kafka-from", "earliest", "--order", "mtime"],
+            "cannot be used with",
+        ),
     ];
     for (extra, says) in cases {
         let mut args = vec!["replay", "--config", rules];
