@@ -17,6 +17,7 @@
 #   TANSU_BIN=/path/to/tansu (default: PATH, then .tools/bin/tansu). Prefer a
 #   release build (`cargo install tansu --locked --features dynostore`): the
 #   debug build tests/run installs would make the broker the bottleneck.
+#   BENCH_PROFILE=dev: build dqmon and the helper with the dev profile.
 # Not a test: it takes minutes and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,8 +26,14 @@ partitions=${2:-4}
 tansu=${TANSU_BIN:-$(command -v tansu || echo .tools/bin/tansu)}
 [ -x "$tansu" ] || { echo "needs the tansu broker (TANSU_BIN, PATH or .tools/bin/tansu; tests/run installs it)" >&2; exit 1; }
 
-cargo build --release --locked -p dqmon --bin dqmon --example kafka_bench >&2
-target=${CARGO_TARGET_DIR:-target}/release
+# BENCH_PROFILE=dev uses the dev profile (opt-level 1) instead of release.
+if [ "${BENCH_PROFILE:-release}" = dev ]; then
+  cargo build --locked -p dqmon --bin dqmon --example kafka_bench >&2
+  target=${CARGO_TARGET_DIR:-target}/debug
+else
+  cargo build --release --locked -p dqmon --bin dqmon --example kafka_bench >&2
+  target=${CARGO_TARGET_DIR:-target}/release
+fi
 dqmon=$target/dqmon
 tool=$target/examples/kafka_bench
 
