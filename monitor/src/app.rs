@@ -182,6 +182,11 @@ pub struct Worker {
     pii: PiiKey,
     baseline_id: String,
     baseline: Baseline,
+    /// The baseline prepared for comparisons (bins, ranges), once.
+    reference: compare::Reference,
+    /// The evidence after the last committed batch (see [`compare::evidence`]):
+    /// read from the history on open, replaced after each commit.
+    evidence: compare::EvidenceState,
     history: History,
     /// The drop folder's checkpoint, kept in memory and saved after each file.
     checkpoint: Checkpoint,
@@ -331,11 +336,18 @@ impl Worker {
             "dataset ready"
         );
         crate::ops::dataset_opened(&rules, &baseline_id);
+        let evidence = last_evidence(&history).map_err(|source| AppError::History {
+            dataset: dataset.clone(),
+            source,
+        })?;
+        let reference = compare::Reference::new(&baseline.profile, &rules);
         Ok(Worker {
             rules,
             pii,
             baseline_id,
             baseline,
+            reference,
+            evidence,
             history,
             checkpoint,
             folder,
@@ -552,6 +564,7 @@ impl Worker {
             reason: None,
             findings: Vec::new(),
             alerts: Vec::new(),
+            evidence: None,
         }
     }
 
@@ -610,7 +623,13 @@ impl Worker {
         profile: BatchProfile,
         extra: Vec<Finding>,
     ) -> Result<(), AppError> {
-        let mut findings = compare::compare(&profile, &self.baseline, &self.rules);
+        let at = compare::Position {
+            prior: &self.evidence,
+            batch_id: id,
+            baseline_id: &self.baseline_id,
+        };
+        let (mut findings, evidence) =
+            compare::compare_sequential(&profile, &self.reference, &self.baseline, &self.rules, at);
         findings.extend(extra);
         let ctx = self.context(
             file,
@@ -636,7 +655,10 @@ impl Worker {
             findings = findings.len(),
             "batch processed"
         );
+        m.evidence = Some(evidence.clone());
         self.commit(m, findings, &ctx, Some(&profile))?;
+        // only a committed batch moves the evidence on
+        self.evidence = evidence;
         self.summary.processed += 1;
         Ok(())
     }
@@ -709,6 +731,12 @@ impl Worker {
         Ok(())
     }
 
+    /// Start from this evidence instead of the history's (a replay of a
+    /// part of the live history continues from what live had before it).
+    pub fn continue_evidence(&mut self, evidence: compare::EvidenceState) {
+        self.evidence = evidence;
+    }
+
     /// The dataset's rules.
     pub fn rules(&self) -> &Rules {
         &self.rules
@@ -728,6 +756,17 @@ impl Worker {
     pub fn history(&self) -> &History {
         &self.history
     }
+}
+
+/// The evidence after the last processed batch of a history (empty when
+/// none): commit order is the order evidence accumulates in.
+fn last_evidence(history: &History) -> Result<compare::EvidenceState, HistoryError> {
+    Ok(history
+        .manifests()?
+        .into_iter()
+        .rev()
+        .find_map(|m| m.evidence)
+        .unwrap_or_default())
 }
 
 /// What a dataset reads from, for logs.

@@ -55,6 +55,53 @@ pub enum BaselineError {
     Profile(#[from] ProfileError),
 }
 
+/// For every batch, the merge of all the *other* batches: a batch is never
+/// compared with a reference that contains itself, so bands of metrics that
+/// depend on the reference (distribution shapes, the range seen, values
+/// never seen) show what a new batch will show. Prefix and suffix merges:
+/// about three merges per batch. A baseline of one batch has no others and
+/// is compared with itself.
+fn leave_one_out(
+    profiles: &[BatchProfile],
+    merged: &BatchProfile,
+) -> Result<Vec<BatchProfile>, ProfileError> {
+    let n = profiles.len();
+    if n < 2 {
+        return Ok(vec![merged.clone(); n]);
+    }
+    let mut suffix: Vec<BatchProfile> = Vec::with_capacity(n);
+    suffix.push(profiles[n - 1].clone());
+    for p in profiles[..n - 1].iter().rev() {
+        let mut s = p.clone();
+        s.merge(suffix.last().expect("suffix has a first merge"))?;
+        suffix.push(s);
+    }
+    suffix.reverse();
+    let mut out = Vec::with_capacity(n);
+    let mut prefix: Option<BatchProfile> = None;
+    for (i, profile) in profiles.iter().enumerate() {
+        let mut loo = match (&prefix, suffix.get(i + 1)) {
+            (Some(pre), Some(suf)) => {
+                let mut m = pre.clone();
+                m.merge(suf)?;
+                m
+            }
+            (Some(pre), None) => pre.clone(),
+            (None, Some(suf)) => suf.clone(),
+            (None, None) => merged.clone(),
+        };
+        for slice in loo.tags.values_mut() {
+            slice.canonicalize();
+        }
+        out.push(loo);
+        match &mut prefix {
+            Some(pre) => pre.merge(profile)?,
+            None => prefix = Some(profile.clone()),
+        }
+    }
+    Ok(out)
+}
+
 impl Baseline {
     /// Merge known-good batch profiles into a candidate baseline.
     pub fn build(
@@ -69,8 +116,8 @@ impl Baseline {
             merged.merge(p)?;
         }
         let mut bands: BTreeMap<String, Band> = BTreeMap::new();
-        for p in profiles {
-            for (key, value) in compare::metric_values(p, &merged, rules) {
+        for (p, reference) in profiles.iter().zip(leave_one_out(profiles, &merged)?) {
+            for (key, value) in compare::metric_values(p, &reference, rules) {
                 bands.entry(key).or_default().push(value);
             }
         }

@@ -121,6 +121,15 @@ pub enum Command {
         /// Print JSON instead of a Markdown table.
         #[arg(long)]
         json: bool,
+        /// Measure over streams of small batches instead: campaigns of
+        /// attacked batches with evidence carried across batches, a long
+        /// clean stream, and the budget trade-off (`--rows` is then the
+        /// batch size, 2,000 unless given).
+        #[arg(long)]
+        streams: bool,
+        /// Campaigns per attack and strength (with `--streams`).
+        #[arg(long, default_value_t = 20)]
+        campaigns: u64,
     },
     /// Verify the hash-chained audit log.
     Audit {
@@ -533,8 +542,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rows,
             seed,
             json,
+            streams,
+            campaigns,
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
+            if streams {
+                let mut suite = crate::evaluate::streams::StreamSuite {
+                    campaigns,
+                    ..Default::default()
+                };
+                if rows != 20_000 {
+                    suite.rows = rows;
+                }
+                let report = crate::evaluate::streams::evaluate_streams(&rules, suite)?;
+                print!("{}", report.table(&rules));
+                return Ok(ExitCode::SUCCESS);
+            }
             let tmp;
             let dir = match out {
                 Some(d) => d,

@@ -289,6 +289,31 @@ pub fn replay(
         ReplayOrder::Mtime => files
             .sort_by(|a, b| (a.mtime_ns, &a.name, &a.path).cmp(&(b.mtime_ns, &b.name, &b.path))),
     }
+    // Evidence accumulates in commit order: batches the live history holds
+    // go first, in its order, and start from the evidence live had before
+    // them; the rest follow in the chosen order.
+    let live = crate::store::history::read_manifests(&rules.state_dir).map_err(|e| {
+        ReplayError::LiveHistory {
+            path: rules.state_dir.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let seq_of: std::collections::HashMap<&str, u64> =
+        live.iter().map(|m| (m.batch_id.as_str(), m.seq)).collect();
+    let mut keyed = Vec::with_capacity(files.len());
+    for f in files {
+        let sha = crate::store::sha256_file(&f.path).map_err(io(&f.path))?;
+        let id = crate::app::batch_id(&rules.dataset, &f.name, &sha);
+        keyed.push((seq_of.get(id.as_str()).copied(), f));
+    }
+    keyed.sort_by_key(|(seq, _)| seq.unwrap_or(u64::MAX));
+    let prior = keyed.first().and_then(|(seq, _)| *seq).and_then(|first| {
+        live.iter()
+            .rev()
+            .filter(|m| m.seq < first)
+            .find_map(|m| m.evidence.clone())
+    });
+    let files: Vec<DroppedFile> = keyed.into_iter().map(|(_, f)| f).collect();
     let state_dir = state_folder(&rules, opts.state_dir.as_deref())?;
     let source_root = if opts.keep_paths { None } else { live_folder };
     let run_opts = RunOptions {
@@ -298,6 +323,11 @@ pub fn replay(
     };
     let mut worker = Worker::open_replay(rules, run_opts, &state_dir, source_root)?;
     worker.captured = Some(Vec::new());
+    if let Some(prior) = prior
+        && worker.history().next_seq() == 0
+    {
+        worker.continue_evidence(prior);
+    }
 
     let mut out = AlertsOut::create(opts.alerts_out.as_deref())?;
     let total_bytes = files.iter().map(|f| f.size).sum();

@@ -182,7 +182,9 @@ pub fn build(rules: &Rules, state_dir: &Path) -> Result<String, ReportError> {
     let baseline = BaselineStore::new(&rules.baseline_dir)
         .approved(&rules.dataset, rules.baseline_id.as_deref())
         .ok();
-    let k = rules.thresholds.k_sigma;
+    // the chart shades the baseline mean ± 4σ of its batches: a picture of
+    // normal variability, not the decision rule (that is the false-alarm budget)
+    let k = 4.0;
 
     let (t0, t1) = series
         .values()

@@ -27,7 +27,7 @@ columns:
   amount: { kind: numbr, range: [10, 1] }
   country: { kind: categorical, range: [0, 1] }
 thresholds:
-  fdr: 2
+  fdr: 0.001
   treshold: 1
 "#,
     )

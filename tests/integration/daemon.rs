@@ -245,7 +245,7 @@ fn daemon_alerts_on_poisoned_files_only() {
     assert!(
         got["c_planted.parquet"]
             .iter()
-            .any(|(c, t, v)| c.starts_with("top_")
+            .any(|(c, t, v)| (c.starts_with("top_") || c == "unseen_values")
                 && t == "user_reported"
                 && v == "possible_poisoning"),
         "{got:#?}"

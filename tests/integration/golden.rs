@@ -111,3 +111,71 @@ fn golden_scenarios_raise_expected_findings() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Markers of the README's detection section, which this test keeps equal
+/// to the measured tables (`BLESS=1` rewrites it).
+const README_BEGIN: &str =
+    "<!-- detection-streams:begin (written by BLESS=1 cargo test golden) -->";
+const README_END: &str = "<!-- detection-streams:end -->";
+
+/// Detection over streams of 2,000-row batches: campaigns with evidence
+/// carried across batches, a long clean stream, and the budget trade-off.
+/// The table is the README's; independent of it, the clean stream must keep
+/// the promise of the budget and the campaigns must be found.
+#[test]
+fn detection_over_streams_of_small_batches() {
+    use dqmon::evaluate::streams::{StreamSuite, evaluate_streams};
+    let rules = dqmon::config::load(&repo_root().join("rules/fixtures.yaml"))
+        .unwrap()
+        .datasets
+        .remove(0);
+    let report = evaluate_streams(&rules, StreamSuite::default()).unwrap();
+    let table = report.table(&rules);
+    eprintln!("{table}");
+    let target = repo_root().join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join("detection-streams.md"), &table);
+
+    let readme_path = repo_root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (Some(a), Some(b)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
+        panic!("README.md has no detection section between {README_BEGIN} and {README_END}");
+    };
+    let section = &readme[a + README_BEGIN.len()..b];
+    let want = format!("\n{table}");
+    if std::env::var("BLESS").is_ok_and(|v| v == "1") {
+        let new = format!(
+            "{}{want}{}",
+            &readme[..a + README_BEGIN.len()],
+            &readme[b..]
+        );
+        std::fs::write(&readme_path, new).unwrap();
+    } else {
+        assert_eq!(
+            section, want,
+            "the README's detection tables differ from what this build measures; run BLESS=1 cargo test golden and review the diff"
+        );
+    }
+
+    // The budget's promise, independent of the README: at the default of
+    // 2 per 1,000, a clean stream of 300 batches expects at most 0.6 false
+    // alarms (Bonferroni: fewer); 2 or more would happen by chance under
+    // the bound with probability below 13%, 3 or more below 2.5%.
+    let budget = rules.thresholds.false_alarms_per_1000_batches / 1000.0;
+    let (n, alarms) = report.clean;
+    assert!(
+        (alarms as f64) <= (budget * n as f64 * 4.0).max(2.0),
+        "{alarms} of {n} clean batches raised findings: {:?}",
+        report.clean_checks
+    );
+    let (n, alarms) = report.lead_in;
+    assert!(
+        (alarms as f64) <= (budget * n as f64 * 3.0).max(2.0),
+        "{alarms} of {n} campaign lead-in batches raised findings: {:?}",
+        report.clean_checks
+    );
+    // The trade-off is monotone: a larger budget never finds less.
+    for w in report.tradeoff.windows(2) {
+        assert!(w[1].found.1 >= w[0].found.1, "{:?}", report.tradeoff);
+    }
+}

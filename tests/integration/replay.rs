@@ -89,7 +89,7 @@ fn replay_alerts_are_byte_identical_to_live_and_to_each_other() {
     let live_text = String::from_utf8_lossy(&live);
     for check in [
         "\"label_rate\"",
-        "\"top_new_value\"",
+        "\"unseen_values\"",
         "\"missing_rate\"",
         "\"replayed_batch\"",
         "\"malformed_records\"",
@@ -167,7 +167,7 @@ fn replay_into_a_chosen_state_folder_continues_it_and_can_deliver() {
     assert!(o.status.success(), "{}", stderr(&o));
     let more = fs::read_to_string(&out).unwrap();
     assert!(!more.contains("\"label_rate\""), "{more}");
-    assert!(more.contains("\"top_new_value\""), "{more}");
+    assert!(more.contains("\"unseen_values\""), "{more}");
     // --deliver prints each alert to the stdout sink
     assert_eq!(
         stdout(&o).lines().count(),

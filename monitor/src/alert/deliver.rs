@@ -575,6 +575,7 @@ mod tests {
             reason: None,
             findings: Vec::new(),
             alerts,
+            evidence: None,
         };
         // First start: one batch already in the history is not notified.
         let n = Notifier::start(

@@ -63,9 +63,11 @@ pub struct Alert {
     pub baseline_value: f64,
     pub observed_value: f64,
     pub statistic_name: String,
-    pub statistic: f64,
+    /// `None` for batch-level alerts that test nothing.
+    pub statistic: Option<f64>,
     pub threshold: f64,
-    pub p_value: f64,
+    /// `None` for batch-level alerts that test nothing.
+    pub p_value: Option<f64>,
     pub effect_size: f64,
     pub attribution: std::collections::BTreeMap<String, f64>,
     pub severity: Severity,

@@ -1,8 +1,23 @@
-//! The checks of DESIGN.md's table, each producing one [`Test`] per slice,
-//! and the grouping of hits into findings. Pure.
+//! The checks of DESIGN.md's table, each producing one [`Test`] per slice
+//! with its null model; [`super::decide`] turns them into findings. Pure.
+//!
+//! Each check states its null distribution:
+//! - counts (missing values, label classes, rows out of range, rows of a
+//!   never-seen value, a tag's rows): [`super::rate`], binomial error at the
+//!   batch's own size plus the baseline's between-batch variance, pooled over
+//!   windows of batches by [`super::evidence`];
+//! - row counts and duplicate shares: a prediction interval from the
+//!   baseline's batches (Student-t with `B − 1` degrees of freedom);
+//! - distribution shapes: `n·PSI` and the Jensen-Shannon G-statistic are
+//!   about χ²(bins − 1) for multinomial samples; the baseline's own batches
+//!   (leave-one-out) give the overdispersion factor that divides them;
+//! - label gap to the most trusted tag and top-value shares: normal
+//!   approximations of differences of proportions.
 
 use std::collections::BTreeMap;
 
+use super::budget::Family;
+use super::rate::{Direction, RateNull};
 use super::stats::{self, Band};
 use super::{Check, Finding, Severity, Verdict, band, band_key};
 use crate::config::model::{ColumnKind, Rules};
@@ -31,12 +46,32 @@ pub(super) struct Test {
     pub statistic: f64,
     pub p: f64,
     pub effect: f64,
+    /// The smallest effect worth a finding (a floor in the metric's units).
     pub threshold: f64,
     /// Signed contribution of this (tag) slice to the whole-batch change.
     pub contribution: f64,
     /// Enough rows on both sides for the test to count.
     pub eligible: bool,
     pub unit: Unit,
+    /// The part of the false-alarm budget the test draws on.
+    pub family: Family,
+    /// Directions tested (1 or 2), for the budget's multiplicity.
+    pub sides: u64,
+    /// Count-based tests: this batch's count and its null; these accumulate.
+    pub count: Option<CountTest>,
+    /// Set by the decision: the p-value threshold the test was held to.
+    pub alpha: f64,
+    /// Set by the decision: the window of batches the numbers are from.
+    pub window: Option<(usize, String)>,
+}
+
+/// The count behind a count-based test.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CountTest {
+    pub x: u64,
+    pub n: u64,
+    pub null: RateNull,
+    pub dir: Direction,
 }
 
 impl Test {
@@ -139,6 +174,11 @@ impl Reference {
         self.slices.get(name)
     }
 
+    /// Rows of a slice in the baseline.
+    pub(super) fn rows(&self, slice: &str) -> u64 {
+        self.slice(slice).map(|s| s.rows).unwrap_or(0)
+    }
+
     fn per_batch_rows(&self, slice: &str) -> f64 {
         let batches = self.profile.batches.max(1) as f64;
         self.slice(slice)
@@ -173,26 +213,6 @@ impl Ctx<'_> {
         band(self.bands, &band_key(check, column, slice))
     }
 
-    fn k(&self) -> f64 {
-        self.rules.thresholds.k_sigma
-    }
-
-    /// Threshold for a deviation |obs - base|: the floor or k·σ of the band.
-    fn deviation_threshold(&self, floor: f64, b: Option<&Band>) -> f64 {
-        match b {
-            Some(b) => floor.max(self.k() * b.std()),
-            None => floor,
-        }
-    }
-
-    /// Threshold for a level (PSI, JS): the floor or mean + k·σ of the band.
-    fn level_threshold(&self, floor: f64, b: Option<&Band>) -> f64 {
-        match b {
-            Some(b) => floor.max(b.mean + self.k() * b.std()),
-            None => floor,
-        }
-    }
-
     fn eligible(&self, slice: &str) -> bool {
         let min = self.rules.thresholds.min_slice_rows as f64;
         let obs = self.batch_slices.get(slice).map(|s| s.rows).unwrap_or(0) as f64;
@@ -212,9 +232,22 @@ impl Ctx<'_> {
         let base = self.reference.slice(slice).map(|s| s.rows).unwrap_or(0) as f64 / base_all;
         (obs, base)
     }
+
+    /// Baseline batches behind the reference.
+    fn batches(&self) -> f64 {
+        self.reference.profile.batches.max(1) as f64
+    }
+
+    /// The null of a rate seen `x_base` times in `n_base` baseline trials,
+    /// with the overdispersion its band shows.
+    fn rate_null(&self, key: (Check, Option<&str>, &str), x_base: f64, n_base: f64) -> RateNull {
+        let b = self.band(key.0, key.1, key.2);
+        let band = b.map(|b| (b.mean, b.std().powi(2), b.n as f64));
+        RateNull::new(x_base, n_base, band, n_base / self.batches())
+    }
 }
 
-fn blank(check: Check, column: Option<&str>, slice: &str, unit: Unit) -> Test {
+fn blank(check: Check, column: Option<&str>, slice: &str, unit: Unit, family: Family) -> Test {
     Test {
         check,
         column: column.map(str::to_string),
@@ -230,7 +263,25 @@ fn blank(check: Check, column: Option<&str>, slice: &str, unit: Unit) -> Test {
         contribution: 0.0,
         eligible: false,
         unit,
+        family,
+        sides: 1,
+        count: None,
+        alpha: 0.0,
+        window: None,
     }
+}
+
+/// Fill a count-based test from this batch's count alone (the decision
+/// may replace the numbers with a longer window's).
+fn count_test(t: &mut Test, x: u64, n: u64, null: RateNull, dir: Direction) {
+    let r = null.test(x as f64, n as f64, (n as f64).powi(2), dir);
+    t.observed = r.observed;
+    t.baseline = null.p0;
+    t.statistic = r.z;
+    t.p = r.p;
+    t.effect = r.effect;
+    t.sides = dir.sides();
+    t.count = Some(CountTest { x, n, null, dir });
 }
 
 /// Run every check of the rules on every slice.
@@ -274,6 +325,7 @@ pub(super) fn run_all(
                 ColumnKind::Categorical => {
                     js(&ctx, slice, &rule.name, &mut tests);
                     top_values(&ctx, slice, &rule.name, &mut tests);
+                    unseen_values(&ctx, slice, &rule.name, &mut tests);
                 }
                 ColumnKind::Text | ColumnKind::Timestamp => {}
             }
@@ -283,8 +335,12 @@ pub(super) fn run_all(
     tests
 }
 
+/// Row count against the baseline's batch-to-batch band: a prediction
+/// interval, `(obs − mean) / (sd·√(1 + 1/B)) ~ t(B − 1)`, with `sd` at
+/// least the Poisson `√mean`. Two-sided (floods and outages).
 fn row_count(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
-    let mut t = blank(Check::RowCount, None, slice, Unit::Count);
+    let mut t = blank(Check::RowCount, None, slice, Unit::Count, Family::Volume);
+    t.sides = 2;
     t.observed = ctx.batch_slices.get(slice).map(|s| s.rows).unwrap_or(0) as f64;
     let b = ctx.band(Check::RowCount, None, slice);
     let mean = b
@@ -292,28 +348,25 @@ fn row_count(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
         .unwrap_or_else(|| ctx.reference.per_batch_rows(slice));
     t.baseline = mean;
     t.contribution = t.observed - mean;
-    if mean > 0.0 {
-        let sd = b.map(|b| b.std()).unwrap_or(0.0).max(mean.sqrt());
+    if let Some(b) = b
+        && mean > 0.0
+    {
+        let nb = b.n as f64;
+        let sd = b.std().max(mean.sqrt()) * (1.0 + 1.0 / nb).sqrt();
         t.statistic = (t.observed - mean) / sd;
-        t.p = if b.is_some() {
-            stats::p_two_sided(t.statistic)
-        } else {
-            1.0
-        };
+        t.p = (2.0 * stats::p_upper_t(t.statistic.abs(), nb - 1.0)).min(1.0);
         t.effect = (t.observed - mean).abs() / mean;
-        t.threshold = ctx
-            .rules
-            .thresholds
-            .row_count_min_rel_change
-            .max(b.map(|b| ctx.k() * b.std() / mean).unwrap_or(0.0));
-        t.eligible =
-            b.is_some() && (t.observed.max(mean) >= ctx.rules.thresholds.min_slice_rows as f64);
+        t.threshold = ctx.rules.thresholds.row_count_min_rel_change;
+        t.eligible = t.observed.max(mean) >= ctx.rules.thresholds.min_slice_rows as f64;
     }
     out.push(t);
 }
 
+/// A tag's share of the batch's rows: a count (the tag's rows among the
+/// batch's), one-sided (a growing share is a flood; a shrinking one is its
+/// mirror image in the other tags).
 fn tag_share(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
-    let mut t = blank(Check::TagShare, None, slice, Unit::Share);
+    let mut t = blank(Check::TagShare, None, slice, Unit::Share, Family::Volume);
     let obs_n = ctx.batch_slices.get(slice).map(|s| s.rows).unwrap_or(0);
     let base_n = ctx.reference.slice(slice).map(|s| s.rows).unwrap_or(0);
     let base_total = ctx.reference.slice(ALL).map(|s| s.rows).unwrap_or(0);
@@ -321,20 +374,19 @@ fn tag_share(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
         out.push(t);
         return;
     }
-    t.observed = obs_n as f64 / ctx.batch_rows as f64;
-    t.baseline = base_n as f64 / base_total as f64;
-    t.statistic = stats::two_proportion_z(obs_n, ctx.batch_rows, base_n, base_total);
-    t.p = stats::p_two_sided(t.statistic);
-    // only a growing share is suspicious; shrinking shares are its mirror image
-    t.effect = t.observed - t.baseline;
-    let b = ctx.band(Check::TagShare, None, slice);
-    t.threshold = ctx.deviation_threshold(ctx.rules.thresholds.tag_share_min_abs_change, b);
+    let null = ctx.rate_null(
+        (Check::TagShare, None, slice),
+        base_n as f64,
+        base_total as f64,
+    );
+    count_test(&mut t, obs_n, ctx.batch_rows, null, Direction::Up);
+    t.threshold = ctx.rules.thresholds.tag_share_min_abs_change;
     t.contribution = t.effect;
     t.eligible = ctx.batch_rows >= ctx.rules.thresholds.min_slice_rows;
     out.push(t);
 }
 
-/// A two-proportion check of a rate in a slice against the baseline.
+/// A count-based check of a rate in a slice against the baseline.
 #[allow(clippy::too_many_arguments)]
 fn rate_test(
     ctx: &Ctx,
@@ -344,21 +396,20 @@ fn rate_test(
     obs: (u64, u64),
     base: (u64, u64),
     floor: f64,
+    family: Family,
+    dir: Direction,
     out: &mut Vec<Test>,
 ) {
-    let mut t = blank(check, column, slice, Unit::Share);
+    let mut t = blank(check, column, slice, Unit::Share, family);
     if obs.1 == 0 || base.1 == 0 {
         out.push(t);
         return;
     }
-    t.observed = obs.0 as f64 / obs.1 as f64;
-    t.baseline = base.0 as f64 / base.1 as f64;
-    t.statistic = stats::two_proportion_z(obs.0, obs.1, base.0, base.1);
-    t.p = stats::p_two_sided(t.statistic);
-    t.effect = (t.observed - t.baseline).abs();
-    t.threshold = ctx.deviation_threshold(floor, ctx.band(check, column, slice));
+    let null = ctx.rate_null((check, column, slice), base.0 as f64, base.1 as f64);
+    count_test(&mut t, obs.0, obs.1, null, dir);
+    t.threshold = floor;
     let (wo, wb) = ctx.weights(slice);
-    t.contribution = wo * t.observed - wb * t.baseline;
+    t.contribution = wo * t.observed - wb * (base.0 as f64 / base.1 as f64);
     t.eligible = ctx.eligible(slice);
     out.push(t);
 }
@@ -382,6 +433,8 @@ fn missing_rate(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         (o.nulls, o.nulls + o.count),
         (b.nulls, b.nulls + b.count),
         ctx.rules.thresholds.missing_min_abs_change,
+        Family::Missing,
+        Direction::Up,
         out,
     );
 }
@@ -405,13 +458,16 @@ fn label_rate(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
         obs,
         base,
         ctx.rules.thresholds.label_min_abs_change,
+        Family::Labels,
+        Direction::Both,
         out,
     );
 }
 
 /// Each tag's label rate against the most trusted tag of the same batch,
 /// relative to the same gap in the baseline (a difference in differences):
-/// catches flips in one tag even while every tag drifts together.
+/// catches flips in one tag even while every tag drifts together. Normal
+/// approximation with the four binomial variances; two-sided.
 fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
     let (Some(label), Some(pos)) = (&ctx.rules.label, &ctx.reference.positive) else {
         return;
@@ -426,7 +482,8 @@ fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
         if n == 0 {
             0.0
         } else {
-            let p = x as f64 / n as f64;
+            // Jeffreys-smoothed so that a zero count still has a variance
+            let p = (x as f64 + 0.5) / (n as f64 + 1.0);
             p * (1.0 - p) / n as f64
         }
     };
@@ -438,7 +495,9 @@ fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
             Some(&label.column),
             tag,
             Unit::Share,
+            Family::Labels,
         );
+        t.sides = 2;
         let o = label_counts(ctx.batch_slices.get(tag.as_str()), pos);
         let b = label_counts(ctx.reference.slice(tag), pos);
         if o.1 == 0 || b.1 == 0 || top_o.1 == 0 || top_b.1 == 0 {
@@ -452,10 +511,7 @@ fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
         t.statistic = if se > 0.0 { diff / se } else { 0.0 };
         t.p = stats::p_two_sided(t.statistic);
         t.effect = diff.abs();
-        t.threshold = ctx.deviation_threshold(
-            ctx.rules.thresholds.label_min_abs_change,
-            ctx.band(Check::LabelRateVsTrusted, Some(&label.column), tag),
-        );
+        t.threshold = ctx.rules.thresholds.label_min_abs_change;
         t.contribution = diff;
         t.eligible = ctx.eligible(tag);
         out.push(t);
@@ -480,17 +536,27 @@ fn numeric_columns<'a>(
     Some((o, b, r))
 }
 
+/// Values outside the declared range or the range the baseline saw: a
+/// count (estimated from the batch's quantile sketch for the seen range),
+/// one-sided. The null rate is the rate at which the baseline's own batches
+/// fall outside the range of the others (leave-one-out bands), so columns
+/// with long tails are not flagged for the tail they always had.
 fn out_of_range(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     let Some((o, b, r)) = numeric_columns(ctx, slice, name) else {
         return;
     };
-    let mut t = blank(Check::OutOfRange, Some(name), slice, Unit::Share);
+    let mut t = blank(
+        Check::OutOfRange,
+        Some(name),
+        slice,
+        Unit::Share,
+        Family::Range,
+    );
     if o.n == 0 || b.n == 0 {
         out.push(t);
         return;
     }
     let declared_obs = (o.below_range + o.above_range) as f64 / o.n as f64;
-    let declared_base = (b.below_range + b.above_range) as f64 / b.n as f64;
     let mut seen = 0.0;
     if o.min < r.lo || o.max > r.hi {
         let cdf = o
@@ -503,24 +569,40 @@ fn out_of_range(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         if o.max > r.hi {
             seen += 1.0 - cdf[1];
         }
+        // at least the extreme value itself lies outside
+        seen = seen.max(1.0 / o.n as f64);
     }
-    t.observed = declared_obs.max(seen);
-    t.baseline = declared_base;
-    let x_obs = (t.observed * o.n as f64).round() as u64;
-    let x_base = b.below_range + b.above_range;
-    t.statistic = stats::two_proportion_z(x_obs, o.n, x_base, b.n);
-    t.p = stats::p_two_sided(t.statistic);
-    t.effect = t.observed - t.baseline;
-    t.threshold = ctx.deviation_threshold(
-        ctx.rules.thresholds.range_min_share_outside,
-        ctx.band(Check::OutOfRange, Some(name), slice),
-    );
+    let share = declared_obs.max(seen).min(1.0);
+    let x_obs = (share * o.n as f64).round() as u64;
+    let key = (Check::OutOfRange, Some(name), slice);
+    let x_base = match ctx.band(key.0, key.1, key.2) {
+        // the leave-one-out rate of the baseline's batches
+        Some(band) => band.mean * b.n as f64,
+        None => (b.below_range + b.above_range) as f64,
+    };
+    let null = ctx.rate_null(key, x_base, b.n as f64);
+    count_test(&mut t, x_obs, o.n, null, Direction::Up);
+    t.observed = share;
+    t.threshold = ctx.rules.thresholds.range_min_share_outside;
     let (wo, wb) = ctx.weights(slice);
-    t.contribution = wo * t.observed - wb * t.baseline;
+    t.contribution = wo * t.observed - wb * null.p0;
     t.eligible = ctx.eligible(slice);
     out.push(t);
 }
 
+/// Overdispersion factor of a χ²(df) statistic: the baseline's batches'
+/// mean statistic over its degrees of freedom (at least 1), from a band of
+/// the per-batch index `level` whose statistic is `scale · n · level`.
+fn dispersion(b: Option<&Band>, scale: f64, n_batch: f64, df: f64) -> f64 {
+    match b {
+        Some(b) if df > 0.0 => (b.mean * scale * n_batch / df).max(1.0),
+        _ => 1.0,
+    }
+}
+
+/// Numeric distribution: PSI on the baseline's quantile bins. `n·PSI` is
+/// about Pearson's χ²(bins − 1) for a multinomial sample; divided by the
+/// overdispersion the baseline's batches show (quasi-likelihood).
 fn psi(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     let Some((o, b, r)) = numeric_columns(ctx, slice, name) else {
         return;
@@ -528,16 +610,26 @@ fn psi(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     if o.n == 0 || r.edges.is_empty() {
         return;
     }
-    let mut t = blank(Check::Distribution, Some(name), slice, Unit::Index);
+    let mut t = blank(
+        Check::Distribution,
+        Some(name),
+        slice,
+        Unit::Index,
+        Family::Distribution,
+    );
     let observed = shares_from_cdf(o.quantiles.cdf(&r.edges).unwrap_or_default());
     let value = stats::psi(&r.expected, &observed);
     t.stat_name = "psi";
     t.observed = value;
     t.baseline = 0.0;
     t.statistic = value;
+    let df = (r.expected.len() - 1) as f64;
+    let per_batch = b.n as f64 / ctx.batches();
+    let band = ctx.band(Check::Distribution, Some(name), slice);
+    let phi = dispersion(band, 1.0, stats::n_eff(per_batch, b.n as f64), df);
     let n = stats::n_eff(o.n as f64, b.n as f64);
-    t.p = stats::p_chi2(n * value, (r.expected.len() - 1) as f64);
-    level_test(ctx, t, ctx.rules.thresholds.psi, name, slice, out);
+    t.p = stats::p_chi2(n * value / phi, df);
+    level_test(ctx, t, ctx.rules.thresholds.psi, slice, out);
 }
 
 /// The batch's and the baseline's value statistics of a column in a slice,
@@ -559,14 +651,17 @@ fn value_columns<'a>(
 }
 
 /// Finish a distribution test whose effect is a divergence level.
-fn level_test(ctx: &Ctx, mut t: Test, floor: f64, name: &str, slice: &str, out: &mut Vec<Test>) {
+fn level_test(ctx: &Ctx, mut t: Test, floor: f64, slice: &str, out: &mut Vec<Test>) {
     t.effect = t.observed;
-    t.threshold = ctx.level_threshold(floor, ctx.band(Check::Distribution, Some(name), slice));
+    t.threshold = floor;
     t.contribution = ctx.weights(slice).0 * t.observed;
     t.eligible = ctx.eligible(slice);
     out.push(t);
 }
 
+/// Categorical distribution: Jensen-Shannon divergence over the top values
+/// and the rest; `8·n·ln2·JS` is about the G-statistic, χ²(categories − 1),
+/// divided by the baseline's overdispersion.
 fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     let Some((oc, bc, o, b)) = value_columns(ctx, slice, name) else {
         return;
@@ -592,18 +687,29 @@ fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     norm(&mut p);
     norm(&mut q);
     let value = stats::jensen_shannon(&p, &q);
-    let mut t = blank(Check::Distribution, Some(name), slice, Unit::Index);
+    let mut t = blank(
+        Check::Distribution,
+        Some(name),
+        slice,
+        Unit::Index,
+        Family::Distribution,
+    );
     t.stat_name = "js";
     t.observed = value;
     t.statistic = value;
+    let scale = 8.0 * std::f64::consts::LN_2;
+    let df = (p.len() - 1) as f64;
+    let per_batch = bn / ctx.batches();
+    let band = ctx.band(Check::Distribution, Some(name), slice);
+    let phi = dispersion(band, scale, stats::n_eff(per_batch, bn), df);
     let n = stats::n_eff(on, bn);
-    t.p = stats::p_chi2(
-        8.0 * n * value * std::f64::consts::LN_2,
-        (p.len() - 1) as f64,
-    );
-    level_test(ctx, t, ctx.rules.thresholds.js, name, slice, out);
+    t.p = stats::p_chi2(scale * n * value / phi, df);
+    level_test(ctx, t, ctx.rules.thresholds.js, slice, out);
 }
 
+/// Top values: a value new to the baseline or rare there that is now a top
+/// value, and a top value that vanished. Shares compared with a one-sided
+/// two-proportion z-test; the share floors say what "top" means.
 fn top_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     let Some((oc, bc, o, b)) = value_columns(ctx, slice, name) else {
         return;
@@ -627,12 +733,12 @@ fn top_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         } else {
             continue;
         };
-        let mut t = blank(check, Some(name), slice, Unit::Share);
+        let mut t = blank(check, Some(name), slice, Unit::Share, Family::Values);
         t.value = Some(v.value.clone());
         t.observed = share;
         t.baseline = base_share;
         t.statistic = stats::two_proportion_z(v.count, on, base_count, bn);
-        t.p = stats::p_two_sided(t.statistic);
+        t.p = stats::p_upper(t.statistic);
         t.effect = share - base_share;
         t.threshold = th.top_min_share;
         t.contribution = wo * share - wb * base_share;
@@ -649,12 +755,18 @@ fn top_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         if share >= base_share / 4.0 {
             continue;
         }
-        let mut t = blank(Check::TopValueVanished, Some(name), slice, Unit::Share);
+        let mut t = blank(
+            Check::TopValueVanished,
+            Some(name),
+            slice,
+            Unit::Share,
+            Family::Values,
+        );
         t.value = Some(v.value.clone());
         t.observed = share;
         t.baseline = base_share;
-        t.statistic = stats::two_proportion_z(count, on, v.count, bn);
-        t.p = stats::p_two_sided(t.statistic);
+        t.statistic = -stats::two_proportion_z(count, on, v.count, bn);
+        t.p = stats::p_upper(t.statistic);
         t.effect = base_share - share;
         t.threshold = th.top_min_share;
         t.contribution = wb * base_share - wo * share;
@@ -663,22 +775,77 @@ fn top_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     }
 }
 
+/// Rows whose value the baseline never saw (in any tag), in a categorical
+/// column: a count, one-sided. Needs exact value counts on both sides (fewer distinct
+/// values than the top-values sketch keeps exactly), else it is not run.
+/// The null rate is how often the baseline's own batches bring values that
+/// the other baseline batches never had (a leave-one-out band): code-like
+/// columns almost never do, so a handful of rows of a new code is a
+/// finding; free-form ones always do, so it is not. No band, no test: the
+/// rate cannot be guessed.
+fn unseen_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
+    let Some((oc, bc, o, _)) = value_columns(ctx, slice, name) else {
+        return;
+    };
+    // never seen in the baseline at all (any tag): a code common elsewhere
+    // but new to one tag is a shift, which the distribution checks see
+    let Some(b) = column(ctx.reference.slice(ALL), name).and_then(|c| c.values.as_ref()) else {
+        return;
+    };
+    if o.top.max_error() != 0 || b.top.max_error() != 0 {
+        return;
+    }
+    let key = (Check::UnseenValues, Some(name), slice);
+    let band = ctx.band(key.0, key.1, key.2);
+    if ctx.bands.is_some() && band.is_none() {
+        return;
+    }
+    let mut unseen: Vec<(u64, String)> = o
+        .top
+        .all()
+        .into_iter()
+        .filter(|v| b.top.estimate(&v.value) == 0)
+        .map(|v| (v.count, v.value))
+        .collect();
+    unseen.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let x: u64 = unseen.iter().map(|u| u.0).sum();
+    let mut t = blank(key.0, key.1, slice, Unit::Share, Family::Values);
+    let x_base = band.map(|b| b.mean).unwrap_or(0.0) * bc.count as f64;
+    let null = ctx.rate_null(key, x_base, bc.count as f64);
+    count_test(&mut t, x, oc.count, null, Direction::Up);
+    t.value = unseen.first().map(|u| u.1.clone());
+    t.threshold = ctx.rules.thresholds.unseen_min_share;
+    let (wo, _) = ctx.weights(slice);
+    t.contribution = wo * t.observed;
+    t.eligible = ctx.eligible(slice);
+    out.push(t);
+}
+
+/// Duplicate rows against the baseline's band: a prediction interval,
+/// Student-t with `B − 1` degrees of freedom; `sd` at least HyperLogLog's
+/// relative error. One-sided.
 fn duplicates(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
     let Some(s) = ctx.batch_slices.get(slice) else {
         return;
     };
-    let mut t = blank(Check::DuplicateRows, None, slice, Unit::Share);
+    let mut t = blank(
+        Check::DuplicateRows,
+        None,
+        slice,
+        Unit::Share,
+        Family::Volume,
+    );
     t.observed = s.duplicate_share();
     let b = ctx.band(Check::DuplicateRows, None, slice);
     if let Some(b) = b {
         t.baseline = b.mean;
-        // HyperLogLog's relative standard error bounds how precise the share can be
         let hll_se = 1.04 / ((1u64 << ctx.rules.sketch.hll_lg_k) as f64).sqrt();
-        let sd = b.std().max(hll_se);
+        let nb = b.n as f64;
+        let sd = b.std().max(hll_se) * (1.0 + 1.0 / nb).sqrt();
         t.statistic = (t.observed - b.mean) / sd;
-        t.p = stats::p_two_sided(t.statistic);
+        t.p = stats::p_upper_t(t.statistic, nb - 1.0);
         t.effect = t.observed - b.mean;
-        t.threshold = ctx.deviation_threshold(ctx.rules.thresholds.duplicate_min_share, Some(b));
+        t.threshold = ctx.rules.thresholds.duplicate_min_share;
         let (wo, wb) = ctx.weights(slice);
         t.contribution = wo * t.observed - wb * b.mean;
         t.eligible = s.rows >= ctx.rules.thresholds.min_slice_rows;
@@ -687,7 +854,7 @@ fn duplicates(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
 }
 
 /// Schema changes of the batch against the baseline (always batch level).
-fn schema_findings(profile: &BatchProfile, reference: &BatchProfile) -> Vec<Finding> {
+pub(super) fn schema_findings(profile: &BatchProfile, reference: &BatchProfile) -> Vec<Finding> {
     let mut out = Vec::new();
     let mk = |check: Check, col: &str, base: &str, obs: &str, severity: Severity| {
         let message = match check {
@@ -728,235 +895,4 @@ fn schema_findings(profile: &BatchProfile, reference: &BatchProfile) -> Vec<Find
         }
     }
     out
-}
-
-/// Turn tests into findings: BH significance, effect over threshold,
-/// grouping by (check, column, value), attribution and verdicts; schema
-/// changes are added as they are.
-pub(super) fn findings(
-    profile: &BatchProfile,
-    reference: &Reference,
-    tests: Vec<Test>,
-    rules: &Rules,
-) -> Vec<Finding> {
-    let mut out = schema_findings(profile, &reference.profile);
-    let ps: Vec<f64> = tests
-        .iter()
-        .map(|t| if t.eligible { t.p } else { 1.0 })
-        .collect();
-    let significant = stats::benjamini_hochberg(&ps, rules.thresholds.fdr);
-    let hit: Vec<bool> = tests
-        .iter()
-        .zip(&significant)
-        .map(|(t, &s)| s && t.eligible && t.effect >= t.threshold && t.effect > 0.0)
-        .collect();
-
-    // group by (check, column, value)
-    let mut groups: BTreeMap<(Check, Option<String>, Option<String>), Vec<usize>> = BTreeMap::new();
-    for (i, t) in tests.iter().enumerate() {
-        groups
-            .entry((t.check, t.column.clone(), t.value.clone()))
-            .or_default()
-            .push(i);
-    }
-    for ((check, _column, _value), idx) in groups {
-        let all = idx.iter().copied().find(|&i| tests[i].slice == ALL);
-        let tag_idx: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|&i| tests[i].slice != ALL)
-            .collect();
-        let moved: Vec<usize> = tag_idx.iter().copied().filter(|&i| hit[i]).collect();
-        let all_hit = all.map(|i| hit[i]).unwrap_or(false);
-        if moved.is_empty() && !all_hit {
-            continue;
-        }
-        let eligible_tags = tag_idx.iter().filter(|&&i| tests[i].eligible).count();
-        let moved_names: Vec<String> = moved.iter().map(|&i| tests[i].slice.clone()).collect();
-        let trusted_moved = moved_names.iter().any(|t| !rules.trust.is_low_trust(t));
-        let broad = check != Check::TagShare
-            && ((moved.len() >= 2 && trusted_moved && moved.len() * 2 >= eligible_tags)
-                || moved.is_empty());
-        let attribution = attribution(&tests, &tag_idx);
-        if broad {
-            let Some(a) = all else { continue };
-            let low_share: f64 = attribution
-                .iter()
-                .filter(|(t, _)| rules.trust.is_low_trust(t))
-                .map(|(_, s)| s)
-                .sum();
-            let verdict = verdict(check, moved.is_empty() && low_share >= 0.8);
-            out.push(finding(
-                &tests[a],
-                verdict,
-                moved_names.clone(),
-                attribution.clone(),
-            ));
-        } else {
-            for &i in &moved {
-                let tag = &tests[i].slice;
-                let verdict = verdict(check, rules.trust.is_low_trust(tag));
-                out.push(finding(
-                    &tests[i],
-                    verdict,
-                    moved_names.clone(),
-                    attribution.clone(),
-                ));
-            }
-        }
-    }
-    suppress_explained(&mut out);
-    out.sort_by(|a, b| {
-        (a.check, &a.column, &a.trust_tag, &a.value).cmp(&(
-            b.check,
-            &b.column,
-            &b.trust_tag,
-            &b.value,
-        ))
-    });
-    out
-}
-
-/// How a hit reads: data-quality checks always as data quality; otherwise a
-/// change that sits in low-trust tags as possible poisoning, and a broad one
-/// as drift (volume and duplicate changes as data quality).
-fn verdict(check: Check, in_low_trust: bool) -> Verdict {
-    if check.is_data_quality() {
-        Verdict::DataQuality
-    } else if in_low_trust {
-        Verdict::PossiblePoisoning
-    } else if matches!(check, Check::RowCount | Check::DuplicateRows) {
-        Verdict::DataQuality
-    } else {
-        Verdict::Drift
-    }
-}
-
-/// Share of the change each tag contributes (by absolute contribution).
-fn attribution(tests: &[Test], tag_idx: &[usize]) -> BTreeMap<String, f64> {
-    let total: f64 = tag_idx.iter().map(|&i| tests[i].contribution.abs()).sum();
-    tag_idx
-        .iter()
-        .map(|&i| {
-            let share = if total > 0.0 {
-                tests[i].contribution.abs() / total
-            } else {
-                0.0
-            };
-            (tests[i].slice.clone(), (share * 1e4).round() / 1e4)
-        })
-        .collect()
-}
-
-/// Drop findings that another finding of the same column and slice explains:
-/// a planted or vanished top value explains a categorical distribution shift;
-/// a tag's label-rate change explains its gap to the trusted tag.
-fn suppress_explained(out: &mut Vec<Finding>) {
-    let keys: Vec<(Check, Option<String>, String)> = out
-        .iter()
-        .map(|f| (f.check, f.column.clone(), f.trust_tag.clone()))
-        .collect();
-    let has = |check: &[Check], col: &Option<String>, tag: &str| {
-        keys.iter()
-            .any(|(c, cl, t)| check.contains(c) && cl == col && (t == tag || t == ALL))
-    };
-    out.retain(|f| match f.check {
-        Check::Distribution => !has(
-            &[
-                Check::TopNewValue,
-                Check::TopRareValueCommon,
-                Check::TopValueVanished,
-            ],
-            &f.column,
-            &f.trust_tag,
-        ),
-        Check::LabelRateVsTrusted => !has(&[Check::LabelRate], &f.column, &f.trust_tag),
-        _ => true,
-    });
-}
-
-fn fmt_value(unit: Unit, v: f64) -> String {
-    match unit {
-        Unit::Share => format!("{:.2}%", v * 100.0),
-        Unit::Count => format!("{v:.0}"),
-        Unit::Index => format!("{v:.3}"),
-    }
-}
-
-fn finding(
-    t: &Test,
-    verdict: Verdict,
-    moved_tags: Vec<String>,
-    attribution: BTreeMap<String, f64>,
-) -> Finding {
-    let severity = if verdict == Verdict::PossiblePoisoning || t.effect >= 3.0 * t.threshold {
-        Severity::Critical
-    } else {
-        Severity::Warning
-    };
-    let what = match (&t.column, &t.value) {
-        (Some(c), Some(v)) => format!("{} of `{c}` value `{v}`", t.check),
-        (Some(c), None) => format!("{} of `{c}`", t.check),
-        (None, _) => t.check.to_string(),
-    };
-    let whose = if t.slice == ALL {
-        "across the batch".to_string()
-    } else {
-        format!("in trust tag `{}`", t.slice)
-    };
-    let mut top: Vec<(&String, &f64)> = attribution.iter().filter(|(_, s)| **s > 0.0).collect();
-    top.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-    let attr = top
-        .iter()
-        .take(3)
-        .map(|(t, s)| format!("{t} {:.0}%", **s * 100.0))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let threshold = match t.unit {
-        Unit::Count => format!("{:.0}%", t.threshold * 100.0),
-        u => fmt_value(u, t.threshold),
-    };
-    let message = format!(
-        "{what} {whose} moved from {} to {} (effect {}, threshold {threshold}, {} = {:.2}, p = {:.2e}){}; reads as {}",
-        fmt_value(t.unit, t.baseline),
-        fmt_value(t.unit, t.observed),
-        match t.unit {
-            Unit::Count => format!("{:.0}%", t.effect * 100.0),
-            u => fmt_value(u, t.effect),
-        },
-        t.stat_name,
-        t.statistic,
-        t.p,
-        if attr.is_empty() {
-            String::new()
-        } else {
-            format!("; change by tag: {attr}")
-        },
-        verdict.as_str().replace('_', " "),
-    );
-    let clean = |x: f64| {
-        if x.is_finite() {
-            x
-        } else {
-            f64::MAX.copysign(x)
-        }
-    };
-    Finding {
-        check: t.check,
-        column: t.column.clone(),
-        trust_tag: t.slice.clone(),
-        value: t.value.clone(),
-        baseline_value: clean(t.baseline),
-        observed_value: clean(t.observed),
-        statistic_name: t.stat_name.to_string(),
-        statistic: clean(t.statistic),
-        threshold: clean(t.threshold),
-        p_value: t.p,
-        effect_size: clean(t.effect),
-        moved_tags,
-        attribution,
-        verdict,
-        severity,
-        message,
-    }
 }

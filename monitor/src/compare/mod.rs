@@ -1,23 +1,36 @@
-//! Compare: a pure function of a batch profile, a baseline and the rules.
+//! Compare: a pure function of a batch profile, a baseline, the rules and
+//! the evidence gathered over the previous batches.
+//!
+//! ```text
+//!  profile ─┐
+//!  baseline ├─► checks (one test per metric × slice, each with its null)
+//!  rules ───┘          │
+//!  evidence(prev) ─────┼─► decide: windows of batches, false-alarm budget,
+//!                      │           effect floors, grouping, verdicts
+//!                      ▼
+//!               findings + evidence(this batch)
+//! ```
 //!
 //! Every check computes, per slice (`all` and each trust tag), an observed
-//! value, the baseline value, a test statistic and p-value, and an effect
-//! size. A test becomes a *hit* only when it is significant after
-//! Benjamini-Hochberg across all of the batch's tests **and** its effect is
-//! over the threshold: the larger of the rules' floor and k·σ of the metric's
-//! batch-to-batch band in the baseline. Large clean batches therefore stay
-//! quiet: significance alone never raises a finding.
+//! value, the baseline value, a test statistic, a p-value under a stated
+//! null ([`checks`]) and an effect size. A test becomes a *hit* when its
+//! p-value is within its share of the user's false-alarm budget
+//! ([`budget`]) **and** its effect reaches the rules' floor: large clean
+//! batches stay quiet because the floor is in units a person reads, small
+//! ones because the null is the binomial error at the batch's own size plus
+//! the baseline's batch-to-batch variance. Count-based tests also pool the
+//! last batches ([`evidence`]), so a campaign too small to see in one batch
+//! is seen over several.
 //!
-//! Hits are then grouped per (check, column): a change seen in most tags,
-//! trusted ones included, becomes one finding on `all`; a change confined to
-//! some tags becomes one finding per tag. Each finding carries the share of
-//! the change that each tag contributes and a verdict: `data_quality` for
-//! missing values, ranges and schema; otherwise `possible_poisoning` when the
-//! change sits in low-trust tags and `drift` when it does not.
-//!
-//! No I/O, no clock: the same inputs give the same findings, in the same order.
+//! Hits are grouped per (check, column, value) and given a verdict
+//! ([`decide`]). No I/O, no clock: the same inputs give the same findings,
+//! in the same order, and the same evidence out.
 
+pub mod budget;
 mod checks;
+mod decide;
+pub mod evidence;
+pub mod rate;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -28,6 +41,7 @@ use crate::baseline::Baseline;
 use crate::config::model::Rules;
 use crate::profile::{ALL, BatchProfile};
 pub use checks::Reference;
+pub use evidence::EvidenceState;
 use stats::Band;
 
 /// What a finding is about.
@@ -44,6 +58,8 @@ pub enum Check {
     TopValueVanished,
     LabelRate,
     LabelRateVsTrusted,
+    /// Rows whose value the baseline never saw.
+    UnseenValues,
     SchemaNewColumn,
     SchemaMissingColumn,
     SchemaRetypedColumn,
@@ -67,6 +83,7 @@ impl Check {
             Check::TopValueVanished => "top_value_vanished",
             Check::LabelRate => "label_rate",
             Check::LabelRateVsTrusted => "label_rate_vs_trusted",
+            Check::UnseenValues => "unseen_values",
             Check::SchemaNewColumn => "schema_new_column",
             Check::SchemaMissingColumn => "schema_missing_column",
             Check::SchemaRetypedColumn => "schema_retyped_column",
@@ -101,10 +118,12 @@ impl std::fmt::Display for Check {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Every tag moved together: the world changed.
+    /// A strict majority of the tags moved, the most trusted among them: the world changed.
     Drift,
     /// The change sits in low-trust tags: someone may be pushing data.
     PossiblePoisoning,
+    /// The change sits in trusted tags without the majority: one source changed.
+    SourceChange,
     /// Missing values, out-of-range values, schema changes, malformed input.
     DataQuality,
 }
@@ -114,6 +133,7 @@ impl Verdict {
         match self {
             Verdict::Drift => "drift",
             Verdict::PossiblePoisoning => "possible_poisoning",
+            Verdict::SourceChange => "source_change",
             Verdict::DataQuality => "data_quality",
         }
     }
@@ -152,10 +172,18 @@ pub struct Finding {
     pub observed_value: f64,
     /// Name of the statistic (`z`, `psi`, `js`, `count`).
     pub statistic_name: String,
-    pub statistic: f64,
-    /// The effect threshold that was crossed.
+    /// The test statistic; `None` for batch-level findings that test nothing.
+    pub statistic: Option<f64>,
+    /// The effect threshold (floor) that was crossed.
     pub threshold: f64,
-    pub p_value: f64,
+    /// The p-value; `None` for batch-level findings.
+    pub p_value: Option<f64>,
+    /// The p-value threshold: the test's share of the false-alarm budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_threshold: Option<f64>,
+    /// The batches the evidence spans, when more than this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<EvidenceWindow>,
     pub effect_size: f64,
     /// Tags whose own test was a hit.
     pub moved_tags: Vec<String>,
@@ -164,6 +192,15 @@ pub struct Finding {
     pub verdict: Verdict,
     pub severity: Severity,
     pub message: String,
+}
+
+/// The consecutive batches a finding's evidence was pooled from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceWindow {
+    /// How many batches, this one included.
+    pub batches: u64,
+    /// The oldest of them.
+    pub first_batch: String,
 }
 
 impl Finding {
@@ -183,9 +220,11 @@ impl Finding {
             baseline_value: 0.0,
             observed_value: 1.0,
             statistic_name: "count".into(),
-            statistic: 1.0,
+            statistic: None,
             threshold: 0.0,
-            p_value: 0.0,
+            p_value: None,
+            p_threshold: None,
+            window: None,
             effect_size: 1.0,
             moved_tags: Vec::new(),
             attribution: BTreeMap::new(),
@@ -196,11 +235,41 @@ impl Finding {
     }
 }
 
-/// Compare a batch profile with an approved baseline.
+/// Compare one batch profile with an approved baseline, on its own (no
+/// evidence from earlier batches).
 pub fn compare(profile: &BatchProfile, baseline: &Baseline, rules: &Rules) -> Vec<Finding> {
     let reference = Reference::new(&baseline.profile, rules);
-    let tests = checks::run_all(profile, &reference, Some(&baseline.bands), rules);
-    checks::findings(profile, &reference, tests, rules)
+    let position = Position {
+        prior: &EvidenceState::default(),
+        batch_id: "-",
+        baseline_id: "-",
+    };
+    compare_sequential(profile, &reference, baseline, rules, position).0
+}
+
+/// Where a batch sits in its stream: the evidence after the stream's
+/// previous batch, the batch's id and the approved baseline's id.
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    pub prior: &'a EvidenceState,
+    pub batch_id: &'a str,
+    pub baseline_id: &'a str,
+}
+
+/// Compare a batch of a stream against a prepared reference; evidence
+/// gathered against another baseline is dropped. Returns the findings and
+/// the evidence after this batch.
+pub fn compare_sequential(
+    profile: &BatchProfile,
+    reference: &Reference,
+    baseline: &Baseline,
+    rules: &Rules,
+    at: Position<'_>,
+) -> (Vec<Finding>, EvidenceState) {
+    let mut evidence = at.prior.continue_for(at.baseline_id);
+    let tests = checks::run_all(profile, reference, Some(&baseline.bands), rules);
+    let findings = decide::findings(profile, reference, tests, rules, &mut evidence, at.batch_id);
+    (findings, evidence)
 }
 
 /// Observed value of every metric of `profile` against `reference`, keyed

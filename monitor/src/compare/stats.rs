@@ -1,7 +1,8 @@
 //! Statistical tests used by the checks, each stating its assumptions.
 //! Pure functions of numbers; statrs supplies the distributions.
 
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+use statrs::function::beta::beta_reg;
 
 /// Two-sided p-value of a standard-normal z statistic.
 pub fn p_two_sided(z: f64) -> f64 {
@@ -45,6 +46,60 @@ pub fn two_proportion_z(x1: u64, n1: u64, x2: u64, n2: u64) -> f64 {
         };
     }
     (p1 - p2) / se
+}
+
+/// Upper-tail p-value of a standard-normal statistic.
+pub fn p_upper(z: f64) -> f64 {
+    if z.is_nan() {
+        return 1.0;
+    }
+    if z == f64::INFINITY {
+        return 0.0;
+    }
+    Normal::new(0.0, 1.0).expect("standard normal").sf(z)
+}
+
+/// Upper-tail p-value of a Student-t statistic with `df` degrees of freedom
+/// (the standard normal when `df` is infinite or very large).
+pub fn p_upper_t(t: f64, df: f64) -> f64 {
+    if t.is_nan() {
+        return 1.0;
+    }
+    if !df.is_finite() || df > 1e6 || t.is_infinite() {
+        return p_upper(t);
+    }
+    StudentsT::new(0.0, 1.0, df.max(1.0))
+        .map(|d| d.sf(t))
+        .unwrap_or_else(|_| p_upper(t))
+}
+
+/// Upper tail `P(X >= x)` of a negative binomial with shape `r` and mean
+/// `mean`: the Poisson count whose rate is Gamma distributed (the rate's
+/// uncertainty, and between-batch overdispersion, widen the tail).
+///
+/// Used for counts whose expectation is small (a few nulls in a column that
+/// is almost never null, values never seen in the baseline), where the
+/// normal approximation of the binomial is far too light in the tail.
+pub fn nb_upper(x: f64, r: f64, mean: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    if mean <= 0.0 || r <= 0.0 {
+        return 0.0;
+    }
+    // NB(r, p) counts failures before r successes; mean = r (1 - p) / p
+    let p = r / (r + mean);
+    // P(X >= x) = P(X > x - 1) = I_{1-p}(x, r)
+    beta_reg(x.ceil(), r, 1.0 - p).clamp(0.0, 1.0)
+}
+
+/// A p-value as a person reads it: `p < 1e-300` when it underflowed.
+pub fn fmt_p(p: f64) -> String {
+    if p < 1e-300 {
+        "p < 1e-300".to_string()
+    } else {
+        format!("p = {p:.2e}")
+    }
 }
 
 /// Population Stability Index between expected shares `e` and observed

@@ -29,7 +29,7 @@
 //! columns:                     # required; order is kept
 //!   amount: { kind: numeric, range: [0, 100000], pii: false, nullable: true }
 //!   country: categorical       # shorthand: just the kind
-//! thresholds: { fdr: 0.001 }   # any field of `Thresholds`
+//! thresholds: { false_alarms_per_1000_batches: 2 }   # any field of `Thresholds`
 //! sketch: { tdigest_k: 100, hll_lg_k: 12, frequent_items_map: 1024 }
 //! limits: { max_file_bytes: 2147483648, max_rows: 100000000, max_string_len: 65536 }
 //! pii_key_env: DQMON_PII_KEY   # [DQMON_PII_KEY]

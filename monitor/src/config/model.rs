@@ -92,10 +92,9 @@ pub struct LabelRule {
 /// Thresholds of every check. Each has a default (see `Default`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Thresholds {
-    /// False-discovery rate for Benjamini-Hochberg across a batch's tests.
-    pub fdr: f64,
-    /// k in mean ± k·σ bands learned from the baseline's batch-to-batch variability.
-    pub k_sigma: f64,
+    /// The false-alarm budget: how many clean batches in 1,000 may raise a
+    /// finding. Split across check families, then across each family's tests.
+    pub false_alarms_per_1000_batches: f64,
     /// Row count: minimum relative change (|obs-exp|/exp) to report.
     pub row_count_min_rel_change: f64,
     /// Trust-tag share: minimum absolute change of a tag's share.
@@ -120,6 +119,8 @@ pub struct Thresholds {
     pub rare_share: f64,
     /// Label rate: minimum absolute change of the monitored class rate.
     pub label_min_abs_change: f64,
+    /// Values never seen in the baseline: minimum share of rows carrying them.
+    pub unseen_min_share: f64,
     /// Duplicate rows: minimum share of exact duplicate rows to report.
     pub duplicate_min_share: f64,
     /// Malformed: maximum tolerated share of quarantined records.
@@ -131,12 +132,11 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            fdr: 0.001,
-            k_sigma: 4.0,
-            row_count_min_rel_change: 0.5,
-            tag_share_min_abs_change: 0.05,
-            missing_min_abs_change: 0.02,
-            range_min_share_outside: 0.005,
+            false_alarms_per_1000_batches: 2.0,
+            row_count_min_rel_change: 0.25,
+            tag_share_min_abs_change: 0.02,
+            missing_min_abs_change: 0.005,
+            range_min_share_outside: 0.002,
             range_quantiles: (0.0, 1.0),
             psi: 0.1,
             psi_bins: 10,
@@ -145,6 +145,7 @@ impl Default for Thresholds {
             top_min_share: 0.02,
             rare_share: 0.001,
             label_min_abs_change: 0.005,
+            unseen_min_share: 0.002,
             duplicate_min_share: 0.05,
             malformed_max_share: 0.01,
             min_slice_rows: 200,

@@ -51,8 +51,7 @@ const LABEL_KEYS: &[&str] = &["column", "positive"];
 const COLUMN_KEYS: &[&str] = &["kind", "range", "pii", "nullable"];
 const KINDS: &[&str] = &["numeric", "categorical", "text", "timestamp"];
 const THRESHOLD_KEYS: &[&str] = &[
-    "fdr",
-    "k_sigma",
+    "false_alarms_per_1000_batches",
     "row_count_min_rel_change",
     "tag_share_min_abs_change",
     "missing_min_abs_change",
@@ -65,6 +64,7 @@ const THRESHOLD_KEYS: &[&str] = &[
     "top_min_share",
     "rare_share",
     "label_min_abs_change",
+    "unseen_min_share",
     "duplicate_min_share",
     "malformed_max_share",
     "min_slice_rows",
@@ -370,8 +370,6 @@ struct Walker {
 /// The bounds of a real-valued setting.
 #[derive(Clone, Copy)]
 enum Bound {
-    /// Strictly between 0 and 1 (a probability such as a false-discovery rate).
-    Open01,
     /// Between 0 and 1 inclusive (a share).
     Unit,
     /// Zero or more.
@@ -493,7 +491,6 @@ impl Walker {
     fn real(&mut self, path: &str, v: &Value, bound: Bound, example: &str) -> Option<f64> {
         let x = self.number(path, v, example)?;
         let (ok, rule) = match bound {
-            Bound::Open01 => (x > 0.0 && x < 1.0, "greater than 0 and less than 1"),
             Bound::Unit => ((0.0..=1.0).contains(&x), "between 0 and 1 (a share)"),
             Bound::NonNegative => (x.is_finite() && x >= 0.0, "a finite number, 0 or more"),
             Bound::Positive => (x.is_finite() && x > 0.0, "a finite number greater than 0"),
@@ -1090,13 +1087,39 @@ impl Walker {
 
     fn thresholds(&mut self, path: &str, v: &Value) -> Thresholds {
         let mut t = Thresholds::default();
-        let Some(m) = self.map(path, v, "`thresholds: { fdr: 0.001 }`") else {
+        let Some(m) = self.map(
+            path,
+            v,
+            "`thresholds: { false_alarms_per_1000_batches: 2 }`",
+        ) else {
             return t;
         };
         let mut f = Fields::new(path, m, THRESHOLD_KEYS);
-        let reals: [(&str, Bound, &mut f64); 13] = [
-            ("fdr", Bound::Open01, &mut t.fdr),
-            ("k_sigma", Bound::Positive, &mut t.k_sigma),
+        for old in ["fdr", "k_sigma"] {
+            if let Some((p, _)) = f.get(old) {
+                self.problem(
+                    &p,
+                    format!(
+                        "`{old}` is gone: decisions now follow a false-alarm budget; write e.g. `false_alarms_per_1000_batches: 2` (how many clean batches in 1,000 may raise a finding)."
+                    ),
+                );
+            }
+        }
+        if let Some((p, v)) = f.get("false_alarms_per_1000_batches")
+            && let Some(x) = self.real(&p, v, Bound::Positive, "`false_alarms_per_1000_batches: 2`")
+        {
+            if x >= 1000.0 {
+                self.problem(
+                    &p,
+                    format!(
+                        "a budget of {x} false alarms per 1,000 batches would alarm on every batch; write a number below 1000, e.g. `false_alarms_per_1000_batches: 2`."
+                    ),
+                );
+            } else {
+                t.false_alarms_per_1000_batches = x;
+            }
+        }
+        let reals: [(&str, Bound, &mut f64); 12] = [
             (
                 "row_count_min_rel_change",
                 Bound::NonNegative,
@@ -1126,6 +1149,7 @@ impl Walker {
                 Bound::Unit,
                 &mut t.label_min_abs_change,
             ),
+            ("unseen_min_share", Bound::Unit, &mut t.unseen_min_share),
             (
                 "duplicate_min_share",
                 Bound::Unit,

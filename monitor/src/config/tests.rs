@@ -149,8 +149,7 @@ columns:
   created_at: { kind: timestamp, range: [-1.5e3, .inf] }
   trust_tag: categorical
 thresholds:
-  fdr: 0.01
-  k_sigma: 3.5
+  false_alarms_per_1000_batches: 5
   row_count_min_rel_change: 0.75
   tag_share_min_abs_change: 0.1
   missing_min_abs_change: 0.03
@@ -163,6 +162,7 @@ thresholds:
   top_min_share: 0.05
   rare_share: 0.002
   label_min_abs_change: 0.04
+  unseen_min_share: 0.01
   duplicate_min_share: 0.1
   malformed_max_share: 0.02
   min_slice_rows: 500
@@ -238,8 +238,7 @@ alerts:
             },
         ],
         thresholds: Thresholds {
-            fdr: 0.01,
-            k_sigma: 3.5,
+            false_alarms_per_1000_batches: 5.0,
             row_count_min_rel_change: 0.75,
             tag_share_min_abs_change: 0.1,
             missing_min_abs_change: 0.03,
@@ -252,6 +251,7 @@ alerts:
             top_min_share: 0.05,
             rare_share: 0.002,
             label_min_abs_change: 0.04,
+            unseen_min_share: 0.01,
             duplicate_min_share: 0.1,
             malformed_max_share: 0.02,
             min_slice_rows: 500,
@@ -312,7 +312,7 @@ columns:
   trust_tag: numeric
   label: { kind: numeric }
 thresholds:
-  fdr: 1.5
+  false_alarms_per_1000_batches: -1
   psi: \"0.3\"
   psi_bins: 1
   top_k: 0
@@ -336,7 +336,7 @@ alerts:
             "columns.country.range",
             "columns.email.kind",
             "columns.email.pii",
-            "thresholds.fdr",
+            "thresholds.false_alarms_per_1000_batches",
             "thresholds.psi",
             "thresholds.range_quantiles",
             "thresholds.psi_bins",
@@ -364,7 +364,7 @@ alerts:
         m("columns.email.pii"),
         "expected `true` or `false`, found a string (\"yes\"); write `pii: true` or `pii: false` instead."
     );
-    assert!(m("thresholds.fdr").contains("greater than 0 and less than 1, found 1.5"));
+    assert!(m("thresholds.false_alarms_per_1000_batches").contains("found -1"));
     assert_eq!(
         m("thresholds.psi"),
         "expected a number, found a string (\"0.3\"); remove the quotes around `0.3`."
@@ -541,7 +541,7 @@ fn errors_in_several_files_are_all_reported() {
     let top_path = write(
         dir.path(),
         "top.yaml",
-        "include: [a.yaml, b.yaml, missing.yaml]\nthresholds: { fdr: 0.1 }\n",
+        "include: [a.yaml, b.yaml, missing.yaml]\nthresholds: { false_alarms_per_1000_batches: 4 }\n",
     );
     let err = load(&top_path).unwrap_err();
     let ConfigError::Several { errors, .. } = &err else {

@@ -988,7 +988,7 @@ fn malformed_finding(
     );
     f.baseline_value = threshold;
     f.observed_value = share;
-    f.statistic = bad as f64;
+    f.statistic = Some(bad as f64);
     f.threshold = threshold;
     f.effect_size = share;
     f

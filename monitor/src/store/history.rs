@@ -83,6 +83,10 @@ pub struct Manifest {
     pub reason: Option<String>,
     pub findings: Vec<Finding>,
     pub alerts: Vec<Alert>,
+    /// The accumulated evidence after this batch (processed batches only):
+    /// what the next batch continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::compare::EvidenceState>,
 }
 
 /// History I/O failed.

@@ -125,10 +125,14 @@ fn facts(a: &Alert) -> Vec<(&'static str, String)> {
         ),
         (
             "Test",
-            format!(
-                "{} = {:.4}, p = {:.3e}",
-                a.statistic_name, a.statistic, a.p_value
-            ),
+            match (a.statistic, a.p_value) {
+                (Some(s), Some(p)) => format!(
+                    "{} = {s:.4}, {}",
+                    a.statistic_name,
+                    crate::compare::stats::fmt_p(p)
+                ),
+                _ => "none (batch-level finding)".to_string(),
+            },
         ),
         ("Baseline", a.baseline_id.clone()),
         ("Batch", a.batch_id.clone()),

@@ -1,7 +1,10 @@
 //! Detection quality on the synthetic suite: how many attacks and drifts are
 //! found (with the right check, column, trust tag and verdict) and how many
 //! findings the clean controls raise. Used by `dqmon evaluate`, by the golden
-//! tests and to tune thresholds.
+//! tests; [`streams`] measures the same over streams of small batches
+//! (campaigns, long clean runs).
+
+pub mod streams;
 
 use std::path::Path;
 
@@ -57,11 +60,13 @@ impl Expected {
 /// The finding a scenario is expected to raise (`None` for clean batches).
 pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
     let label = rules.label.as_ref().map(|l| l.column.clone());
+    // a change confined to one tag: possible poisoning in a low-trust tag,
+    // a source change in a trusted one
     let poison_or_drift = |tag: &str| {
         if rules.trust.is_low_trust(tag) {
             Verdict::PossiblePoisoning
         } else {
-            Verdict::Drift
+            Verdict::SourceChange
         }
     };
     Some(match scenario {
@@ -73,7 +78,11 @@ pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
             verdict: poison_or_drift(tag),
         },
         Scenario::PlantedCategory { column, tag, .. } => Expected {
-            checks: vec![Check::TopNewValue, Check::TopRareValueCommon],
+            checks: vec![
+                Check::UnseenValues,
+                Check::TopNewValue,
+                Check::TopRareValueCommon,
+            ],
             column: Some(column.clone()),
             trust_tag: tag.clone().unwrap_or_else(|| ALL.into()),
             verdict: tag
@@ -155,7 +164,7 @@ pub enum EvalError {
 }
 
 /// Natural-drift findings may come from any column: match on check, tag and verdict only.
-fn detected(exp: &Expected, scenario: &Scenario, keys: &[FindingKey]) -> bool {
+pub(crate) fn detected(exp: &Expected, scenario: &Scenario, keys: &[FindingKey]) -> bool {
     match scenario {
         Scenario::NaturalDrift { .. } => keys.iter().any(|k| {
             exp.checks.contains(&k.check)

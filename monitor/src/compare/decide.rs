@@ -1,0 +1,398 @@
+//! From tests to findings: accumulate, decide, group, give a verdict.
+//!
+//! ```text
+//!  tests of the batch ──► count tests: push (x, n) into the evidence, scan windows ──┐
+//!                                                                                    ▼
+//!  hit = eligible ∧ p ≤ α_test (the family's share of the budget) ∧ effect ≥ floor
+//!                                                                                    │
+//!  group per (check, column, value) ──► `all` reported only when its own test hit;  ◄┘
+//!                                       else one finding per tag that hit
+//!                                                                                    │
+//!  verdict: data_quality for missing, range, schema, volume and duplicates; ◄────────┘
+//!           drift when a strict majority of the eligible tags moved, the most
+//!           trusted eligible tag among them; otherwise possible_poisoning for
+//!           a low-trust tag and source_change for a trusted one
+//! ```
+//!
+//! Every finding's numbers pass its own thresholds: its p-value is at most
+//! the `p_threshold` it carries, and its effect at least its `threshold`.
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use super::budget::{self, Family};
+use super::checks::{Reference, Test, Unit, schema_findings};
+use super::evidence::{EvidenceState, WINDOWS};
+use super::stats;
+use super::{Check, EvidenceWindow, Finding, Severity, Verdict};
+use crate::config::model::Rules;
+use crate::profile::{ALL, BatchProfile};
+
+/// Accumulate the count tests into the evidence and pick, per test, the
+/// shortest window that is a hit (the most specific account of the
+/// change), else the one with the strongest evidence among those whose
+/// effect reaches the floor (this batch alone when none does).
+fn accumulate(tests: &mut [Test], evidence: &mut EvidenceState, batch_id: &str) {
+    let now: BTreeMap<String, [u64; 2]> = tests
+        .iter()
+        .filter(|t| t.eligible)
+        .filter_map(|t| t.count.map(|c| (t.band_key(), [c.x, c.n])))
+        .collect();
+    evidence.push(batch_id, &now);
+    for t in tests.iter_mut().filter(|t| t.eligible) {
+        let Some(c) = t.count else { continue };
+        let mut best: Option<(f64, usize, super::rate::RateTest, String)> = None;
+        for w in evidence.windows(&t.band_key()) {
+            let r = c.null.test(w.x, w.n, w.n2, c.dir);
+            if r.effect < t.threshold || r.effect <= 0.0 {
+                continue;
+            }
+            if r.p <= t.alpha {
+                best = Some((r.p, w.batches, r, w.first_batch));
+                break;
+            }
+            if best.as_ref().is_none_or(|b| r.p < b.0) {
+                best = Some((r.p, w.batches, r, w.first_batch));
+            }
+        }
+        if let Some((_, batches, r, first)) = best {
+            t.observed = r.observed;
+            t.statistic = r.z;
+            t.p = r.p;
+            t.effect = r.effect;
+            t.window = Some((batches, first));
+        }
+    }
+}
+
+/// How many looks (tests × sides × windows) each family made this batch.
+fn looks(tests: &[Test]) -> BTreeMap<Family, u64> {
+    let mut out = BTreeMap::new();
+    for t in tests.iter().filter(|t| t.eligible) {
+        let windows = if t.count.is_some() {
+            WINDOWS.len() as u64
+        } else {
+            1
+        };
+        *out.entry(t.family).or_default() += t.sides * windows;
+    }
+    out
+}
+
+/// Decide every test of a batch and turn the hits into findings; the
+/// evidence comes in as the state after the previous batch and goes out
+/// as the state after this one.
+pub(super) fn findings(
+    profile: &BatchProfile,
+    reference: &Reference,
+    mut tests: Vec<Test>,
+    rules: &Rules,
+    evidence: &mut EvidenceState,
+    batch_id: &str,
+) -> Vec<Finding> {
+    let mut out = schema_findings(profile, &reference.profile);
+    let alpha_batch = budget::alpha_batch(rules.thresholds.false_alarms_per_1000_batches);
+    let looks = looks(&tests);
+    for t in tests.iter_mut() {
+        t.alpha = budget::alpha_test(
+            alpha_batch,
+            t.family,
+            looks.get(&t.family).copied().unwrap_or(1),
+        );
+    }
+    accumulate(&mut tests, evidence, batch_id);
+    let hit: Vec<bool> = tests
+        .iter()
+        .map(|t| t.eligible && t.p <= t.alpha && t.effect >= t.threshold && t.effect > 0.0)
+        .collect();
+    for (t, _) in tests
+        .iter()
+        .zip(&hit)
+        .filter(|(t, h)| **h && t.count.is_some())
+    {
+        evidence.reset(&t.band_key());
+    }
+
+    let eligible = eligible_tags(profile, reference, rules);
+    let mut groups: BTreeMap<(Check, Option<String>, Option<String>), Vec<usize>> = BTreeMap::new();
+    for (i, t) in tests.iter().enumerate() {
+        // the most common never-seen value is a detail, not what the test is about
+        let value = t.value.clone().filter(|_| t.check != Check::UnseenValues);
+        groups
+            .entry((t.check, t.column.clone(), value))
+            .or_default()
+            .push(i);
+    }
+    for ((check, _, _), idx) in groups {
+        let all = idx.iter().copied().find(|&i| tests[i].slice == ALL);
+        let tag_idx: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| tests[i].slice != ALL)
+            .collect();
+        let moved: Vec<usize> = tag_idx.iter().copied().filter(|&i| hit[i]).collect();
+        let all_hit = all.is_some_and(|i| hit[i]);
+        if moved.is_empty() && !all_hit {
+            continue;
+        }
+        let moved_names: Vec<String> = moved.iter().map(|&i| tests[i].slice.clone()).collect();
+        let most_trusted = eligible.first();
+        let majority = moved.len() * 2 > eligible.len()
+            && most_trusted.is_some_and(|m| moved_names.contains(m));
+        let attribution = attribution(&tests, &tag_idx);
+        let share_of = |pick: &dyn Fn(&str) -> bool| -> f64 {
+            attribution
+                .iter()
+                .filter(|(t, _)| pick(t))
+                .map(|(_, s)| s)
+                .sum()
+        };
+        let moved_share = share_of(&|t| moved_names.iter().any(|m| m == t));
+        // Is the change carried by the tags that moved? Yes when one of
+        // them is stronger evidence than the whole batch (a change diluted
+        // by the other tags' rows), or when a minority of the tags carries
+        // most of it.
+        let p_all = all.map_or(1.0, |a| tests[a].p.max(1e-300));
+        let minority = moved.len() * 2 <= eligible.len();
+        let carried = !moved.is_empty()
+            && (moved.iter().any(|&i| tests[i].p.max(1e-300) < p_all)
+                || (minority && moved_share >= 0.8));
+        if all_hit && (majority || !carried) {
+            // a change across the batch, not carried by the tags that moved alone
+            let a = all.expect("all_hit has an `all` test");
+            let low_share = share_of(&|t| rules.trust.is_low_trust(t));
+            let side = if majority {
+                Side::Broad
+            } else if low_share >= 0.8 {
+                Side::Low
+            } else if low_share <= 0.2 {
+                Side::Trusted
+            } else {
+                Side::Broad
+            };
+            out.push(finding(
+                &tests[a],
+                verdict(check, side),
+                moved_names.clone(),
+                attribution,
+            ));
+            continue;
+        }
+        for &i in &moved {
+            let tag = &tests[i].slice;
+            let side = if majority {
+                Side::Broad
+            } else if rules.trust.is_low_trust(tag) {
+                Side::Low
+            } else {
+                Side::Trusted
+            };
+            out.push(finding(
+                &tests[i],
+                verdict(check, side),
+                moved_names.clone(),
+                attribution.clone(),
+            ));
+        }
+    }
+    suppress_explained(&mut out);
+    out.sort_by(|a, b| {
+        (a.check, &a.column, &a.trust_tag, &a.value).cmp(&(
+            b.check,
+            &b.column,
+            &b.trust_tag,
+            &b.value,
+        ))
+    });
+    out
+}
+
+/// The tags with enough rows on both sides to be tested, most trusted first.
+fn eligible_tags(profile: &BatchProfile, reference: &Reference, rules: &Rules) -> Vec<String> {
+    let min = rules.thresholds.min_slice_rows;
+    let mut tags: Vec<String> = profile
+        .tags
+        .iter()
+        .filter(|(t, s)| s.rows >= min && reference.rows(t) >= min)
+        .map(|(t, _)| t.clone())
+        .collect();
+    tags.sort_by_key(|t| (rules.trust.rank(t), t.clone()));
+    tags
+}
+
+/// Where a change sits.
+#[derive(Clone, Copy)]
+enum Side {
+    /// Most tags, the most trusted among them.
+    Broad,
+    /// Low-trust tags only.
+    Low,
+    /// A trusted tag, without the majority.
+    Trusted,
+}
+
+/// How a hit reads.
+/// How a hit reads: missing values, ranges, schema and malformed input
+/// always as data quality; anything confined to low-trust tags as possible
+/// poisoning (a flood of rows in a low-trust tag included); other volume
+/// and duplicate changes as data quality; the rest by where it sits.
+fn verdict(check: Check, side: Side) -> Verdict {
+    if check.is_data_quality() {
+        return Verdict::DataQuality;
+    }
+    match side {
+        Side::Low => Verdict::PossiblePoisoning,
+        _ if matches!(check, Check::RowCount | Check::DuplicateRows) => Verdict::DataQuality,
+        Side::Broad => Verdict::Drift,
+        Side::Trusted => Verdict::SourceChange,
+    }
+}
+
+/// Share of the change each tag contributes (by absolute contribution).
+fn attribution(tests: &[Test], tag_idx: &[usize]) -> BTreeMap<String, f64> {
+    let total: f64 = tag_idx.iter().map(|&i| tests[i].contribution.abs()).sum();
+    tag_idx
+        .iter()
+        .map(|&i| {
+            let share = if total > 0.0 {
+                tests[i].contribution.abs() / total
+            } else {
+                0.0
+            };
+            (tests[i].slice.clone(), (share * 1e4).round() / 1e4)
+        })
+        .collect()
+}
+
+/// Drop findings that another finding of the same column and slice explains:
+/// a planted or vanished top value explains a categorical distribution shift;
+/// rows of a never-seen value explain that value's appearance in the top;
+/// a tag's label-rate change explains its gap to the trusted tag.
+fn suppress_explained(out: &mut Vec<Finding>) {
+    let keys: Vec<(Check, Option<String>, String)> = out
+        .iter()
+        .map(|f| (f.check, f.column.clone(), f.trust_tag.clone()))
+        .collect();
+    let has = |check: &[Check], col: &Option<String>, tag: &str| {
+        keys.iter()
+            .any(|(c, cl, t)| check.contains(c) && cl == col && (t == tag || t == ALL))
+    };
+    out.retain(|f| match f.check {
+        Check::Distribution => !has(
+            &[
+                Check::TopNewValue,
+                Check::TopRareValueCommon,
+                Check::TopValueVanished,
+                Check::UnseenValues,
+            ],
+            &f.column,
+            &f.trust_tag,
+        ),
+        Check::TopNewValue => !has(&[Check::UnseenValues], &f.column, &f.trust_tag),
+        Check::LabelRateVsTrusted => !has(&[Check::LabelRate], &f.column, &f.trust_tag),
+        _ => true,
+    });
+}
+
+fn fmt_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Share => format!("{:.2}%", v * 100.0),
+        Unit::Count => format!("{v:.0}"),
+        Unit::Index => format!("{v:.3}"),
+    }
+}
+
+fn finding(
+    t: &Test,
+    verdict: Verdict,
+    moved_tags: Vec<String>,
+    attribution: BTreeMap<String, f64>,
+) -> Finding {
+    debug_assert!(
+        t.p <= t.alpha && t.effect >= t.threshold,
+        "a finding must pass its own thresholds: {t:?}"
+    );
+    let severity = if verdict == Verdict::PossiblePoisoning || t.effect >= 3.0 * t.threshold {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let what = match (&t.column, &t.value) {
+        (Some(c), Some(v)) if t.check == Check::UnseenValues => {
+            format!("{} of `{c}` (most common: `{v}`)", t.check)
+        }
+        (Some(c), Some(v)) => format!("{} of `{c}` value `{v}`", t.check),
+        (Some(c), None) => format!("{} of `{c}`", t.check),
+        (None, _) => t.check.to_string(),
+    };
+    let whose = if t.slice == ALL {
+        "across the batch".to_string()
+    } else {
+        format!("in trust tag `{}`", t.slice)
+    };
+    let mut top: Vec<(&String, &f64)> = attribution.iter().filter(|(_, s)| **s > 0.0).collect();
+    top.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    let attr = top
+        .iter()
+        .take(3)
+        .map(|(t, s)| format!("{t} {:.0}%", **s * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let threshold = match t.unit {
+        Unit::Count => format!("{:.0}%", t.threshold * 100.0),
+        u => fmt_value(u, t.threshold),
+    };
+    let window = match &t.window {
+        Some((w, first)) if *w > 1 => format!("; sustained over {w} batches, first {first}"),
+        _ => String::new(),
+    };
+    let message = format!(
+        "{what} {whose} moved from {} to {} (effect {}, threshold {threshold}, {} = {:.2}, {} ≤ {:.1e}){window}{}; reads as {}",
+        fmt_value(t.unit, t.baseline),
+        fmt_value(t.unit, t.observed),
+        match t.unit {
+            Unit::Count => format!("{:.0}%", t.effect * 100.0),
+            u => fmt_value(u, t.effect),
+        },
+        t.stat_name,
+        t.statistic,
+        stats::fmt_p(t.p),
+        t.alpha,
+        if attr.is_empty() {
+            String::new()
+        } else {
+            format!("; change by tag: {attr}")
+        },
+        verdict.as_str().replace('_', " "),
+    );
+    let clean = |x: f64| {
+        if x.is_finite() {
+            x
+        } else {
+            f64::MAX.copysign(x)
+        }
+    };
+    Finding {
+        check: t.check,
+        column: t.column.clone(),
+        trust_tag: t.slice.clone(),
+        value: t.value.clone(),
+        baseline_value: clean(t.baseline),
+        observed_value: clean(t.observed),
+        statistic_name: t.stat_name.to_string(),
+        statistic: Some(clean(t.statistic)),
+        threshold: clean(t.threshold),
+        p_value: Some(t.p),
+        p_threshold: Some(t.alpha),
+        window: t.window.as_ref().map(|(w, first)| EvidenceWindow {
+            batches: *w as u64,
+            first_batch: first.clone(),
+        }),
+        effect_size: clean(t.effect),
+        moved_tags,
+        attribution,
+        verdict,
+        severity,
+        message,
+    }
+}
