@@ -280,6 +280,15 @@ pub enum Scenario {
     Clean,
     /// Flip `strength` (share, e.g. 0.02..0.3) of the negative labels of ONE tag to positive.
     LabelFlip { tag: String, strength: f64 },
+    /// Flip `strength` of the negative labels of ONE tag to positive, only
+    /// on rows where categorical `column` (country, device,
+    /// merchant_category) is `value`: the tag's overall rate barely moves.
+    TargetedFlip {
+        tag: String,
+        column: String,
+        value: String,
+        strength: f64,
+    },
     /// A new value (not in the normal vocabulary) planted in `column` for `share` of the rows of `tag` (None = all tags).
     PlantedCategory {
         column: String,
@@ -313,6 +322,12 @@ impl Scenario {
         let raw = match self {
             Scenario::Clean => "clean".to_string(),
             Scenario::LabelFlip { tag, strength } => format!("label_flip_{tag}_{strength}"),
+            Scenario::TargetedFlip {
+                tag,
+                column,
+                value,
+                strength,
+            } => format!("targeted_flip_{tag}_{column}_{value}_{strength}"),
             Scenario::PlantedCategory {
                 column,
                 value,
@@ -823,6 +838,26 @@ fn choose(rng: &mut SmallRng, candidates: &[usize], amount: usize) -> Vec<usize>
         .collect()
 }
 
+/// The column and vocabulary index of a targeted flip's value.
+fn target_index(column: &str, value: &str) -> Result<(Col, u32), FixtureError> {
+    let col = Col::parse(column)?;
+    if !matches!(col, Col::Country | Col::Device | Col::MerchantCategory) {
+        return Err(FixtureError::InvalidSpec(format!(
+            "targeted_flip needs country, device or merchant_category, got {column:?}"
+        )));
+    }
+    let vocab = col
+        .vocabulary()
+        .expect("categorical columns have a vocabulary");
+    vocab
+        .iter()
+        .position(|v| *v == value)
+        .map(|i| (col, i as u32))
+        .ok_or_else(|| {
+            FixtureError::InvalidSpec(format!("{value:?} is not in {column}'s vocabulary"))
+        })
+}
+
 /// Check the scenario's parameters without generating anything.
 fn validate(scenario: &Scenario) -> Result<(), FixtureError> {
     match scenario {
@@ -830,6 +865,16 @@ fn validate(scenario: &Scenario) -> Result<(), FixtureError> {
         Scenario::LabelFlip { tag, strength } => {
             tag_index(tag)?;
             check_share("label_flip strength", *strength)?;
+        }
+        Scenario::TargetedFlip {
+            tag,
+            column,
+            value,
+            strength,
+        } => {
+            tag_index(tag)?;
+            check_share("targeted_flip strength", *strength)?;
+            target_index(column, value)?;
         }
         Scenario::PlantedCategory {
             column,
@@ -940,6 +985,29 @@ fn build_rows(spec: &BatchSpec) -> Result<Rows, FixtureError> {
         | Scenario::RowSpike { .. }
         | Scenario::NaturalDrift { .. }
         | Scenario::DropColumn { .. } => {}
+        Scenario::TargetedFlip {
+            tag,
+            column,
+            value,
+            strength,
+        } => {
+            let t = tag_index(tag)?;
+            let (col, v) = target_index(column, value)?;
+            let values = match col {
+                Col::Country => &rows.country,
+                Col::Device => &rows.device,
+                _ => &rows.merchant_category,
+            };
+            let negatives: Vec<usize> = (0..n)
+                .filter(|&i| {
+                    rows.trust_tag[i] == Some(t) && rows.label[i] == Some(0) && values[i] == Some(v)
+                })
+                .collect();
+            let k = share_count(*strength, negatives.len());
+            for i in choose(&mut srng, &negatives, k) {
+                rows.label[i] = Some(1);
+            }
+        }
         Scenario::LabelFlip { tag, strength } => {
             let t = tag_index(tag)?;
             let negatives: Vec<usize> = (0..n)

@@ -5,8 +5,8 @@
 //!  budget F per 1,000 clean batches
 //!     │  α_batch = F / 1000      (chance that a clean batch raises anything)
 //!     ▼
-//!  split by family weight        labels 3 · values 2 · missing 1 · range 1 · volume 1 · distribution 1
-//!     │  α_family = α_batch · w / Σw
+//!  split by family weight        labels 3 · values 2 · slices 2 · missing 1 · range 1 · volume 1 · distribution 1
+//!     │  α_family = α_batch · w / Σw     (Σ over the families that tested anything in the batch)
 //!     ▼
 //!  Bonferroni inside the family  α_test = α_family / Σ(sides × windows) over the family's eligible tests
 //! ```
@@ -38,30 +38,37 @@ pub enum Family {
     Volume,
     /// Shape of numeric (PSI) and categorical (Jensen-Shannon) distributions.
     Distribution,
+    /// Label rate and row share per value of the rules' slice columns.
+    Slices,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Labels,
         Family::Values,
         Family::Missing,
         Family::Range,
         Family::Volume,
         Family::Distribution,
+        Family::Slices,
     ];
 
     /// Share weight of the family in the budget.
     pub fn weight(self) -> f64 {
         match self {
             Family::Labels => 3.0,
-            Family::Values => 2.0,
+            Family::Values | Family::Slices => 2.0,
             _ => 1.0,
         }
     }
 
-    /// The family's share of a per-batch false-alarm probability.
-    pub fn alpha(self, alpha_batch: f64) -> f64 {
-        let total: f64 = Family::ALL.iter().map(|f| f.weight()).sum();
+    /// The family's share of a per-batch false-alarm probability, among
+    /// the families that tested anything in the batch (`active`).
+    pub fn alpha(self, alpha_batch: f64, active: &[Family]) -> f64 {
+        let total: f64 = active.iter().map(|f| f.weight()).sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
         alpha_batch * self.weight() / total
     }
 }
@@ -74,8 +81,8 @@ pub fn alpha_batch(false_alarms_per_1000_batches: f64) -> f64 {
 /// The p-value threshold of one test: its family's share of the batch's
 /// budget, split evenly over the `looks` (tests × sides × windows) that the
 /// family made in this batch.
-pub fn alpha_test(alpha_batch: f64, family: Family, looks: u64) -> f64 {
-    family.alpha(alpha_batch) / looks.max(1) as f64
+pub fn alpha_test(alpha_batch: f64, family: Family, active: &[Family], looks: u64) -> f64 {
+    family.alpha(alpha_batch, active) / looks.max(1) as f64
 }
 
 #[cfg(test)]
@@ -85,9 +92,12 @@ mod tests {
     #[test]
     fn family_shares_add_up_to_the_budget() {
         let a = alpha_batch(4.0);
-        let sum: f64 = Family::ALL.iter().map(|f| f.alpha(a)).sum();
+        let all = Family::ALL;
+        let sum: f64 = all.iter().map(|f| f.alpha(a, &all)).sum();
         assert!((sum - 0.004).abs() < 1e-15);
-        assert!((Family::Labels.alpha(a) - 0.004 / 3.0).abs() < 1e-15);
-        assert!((alpha_test(a, Family::Missing, 10) - 0.004 / 9.0 / 10.0).abs() < 1e-18);
+        // without slices, six families: labels get 3 of 9
+        let six = &all[..6];
+        assert!((Family::Labels.alpha(a, six) - 0.004 / 3.0).abs() < 1e-15);
+        assert!((alpha_test(a, Family::Missing, six, 10) - 0.004 / 9.0 / 10.0).abs() < 1e-18);
     }
 }

@@ -76,7 +76,13 @@ pub(super) struct CountTest {
 
 impl Test {
     pub fn band_key(&self) -> String {
-        band_key(self.check, self.column.as_deref(), &self.slice)
+        match (self.check, &self.column, &self.value) {
+            // one metric per value of a slice column
+            (Check::SliceLabelRate | Check::SliceShare, Some(c), Some(v)) => {
+                band_key(self.check, Some(&format!("{c}={v}")), &self.slice)
+            }
+            _ => band_key(self.check, self.column.as_deref(), &self.slice),
+        }
     }
 
     /// The number a baseline's band learns for this metric.
@@ -332,7 +338,87 @@ pub(super) fn run_all(
         }
     }
     label_vs_trusted(&ctx, &names, &mut tests);
+    for slice in &names {
+        for column in &rules.slices {
+            slice_values(&ctx, slice, column, &mut tests);
+        }
+    }
     tests
+}
+
+/// Per value of a slice column in a slice: the label rate of its rows
+/// (two-sided) and its share of the slice's rows (one-sided, a flood of
+/// one value), both counts against the baseline's same cell. Values with
+/// fewer than `min_slice_value_rows` baseline rows are not tested: their
+/// rate is not known well enough. Attacks confined to one region of the
+/// input space (flips only where `merchant_category = X`) show here while
+/// the tag's overall rate barely moves.
+fn slice_values(ctx: &Ctx, slice: &str, column: &str, out: &mut Vec<Test>) {
+    let (Some(o), Some(b)) = (ctx.batch_slices.get(slice), ctx.reference.slice(slice)) else {
+        return;
+    };
+    let (Some(ov), Some(bv)) = (o.by_value.get(column), b.by_value.get(column)) else {
+        return;
+    };
+    let th = &ctx.rules.thresholds;
+    let positive = ctx.reference.positive.as_deref();
+    for (value, base) in bv {
+        if value == crate::profile::OTHER_VALUES || base.rows < th.min_slice_value_rows {
+            continue;
+        }
+        let obs = ov.get(value).cloned().unwrap_or_default();
+        let eligible = o.rows >= th.min_slice_rows;
+        let mut share = blank(
+            Check::SliceShare,
+            Some(column),
+            slice,
+            Unit::Share,
+            Family::Slices,
+        );
+        share.value = Some(value.clone());
+        let null = ctx.rate_null(
+            (Check::SliceShare, Some(&format!("{column}={value}")), slice),
+            base.rows as f64,
+            b.rows as f64,
+        );
+        count_test(&mut share, obs.rows, o.rows, null, Direction::Up);
+        share.threshold = th.tag_share_min_abs_change;
+        share.contribution = share.effect;
+        share.eligible = eligible;
+        out.push(share);
+        let Some(pos) = positive else { continue };
+        let labelled = |v: &crate::profile::ValueLabels| v.labels.values().sum::<u64>();
+        let (x, n) = (obs.labels.get(pos).copied().unwrap_or(0), labelled(&obs));
+        let (xb, nb) = (base.labels.get(pos).copied().unwrap_or(0), labelled(base));
+        if n == 0 || nb < th.min_slice_value_rows {
+            continue;
+        }
+        let mut t = blank(
+            Check::SliceLabelRate,
+            ctx.rules.label.as_ref().map(|l| l.column.as_str()),
+            slice,
+            Unit::Share,
+            Family::Slices,
+        );
+        // the finding names the slice column and value; the label is implied
+        t.column = Some(column.to_string());
+        t.value = Some(value.clone());
+        let null = ctx.rate_null(
+            (
+                Check::SliceLabelRate,
+                Some(&format!("{column}={value}")),
+                slice,
+            ),
+            xb as f64,
+            nb as f64,
+        );
+        count_test(&mut t, x, n, null, Direction::Both);
+        t.threshold = th.label_min_abs_change;
+        let (wo, wb) = ctx.weights(slice);
+        t.contribution = wo * t.observed - wb * (xb as f64 / nb as f64);
+        t.eligible = eligible;
+        out.push(t);
+    }
 }
 
 /// Row count against the baseline's batch-to-batch band: a prediction

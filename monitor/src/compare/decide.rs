@@ -93,10 +93,12 @@ pub(super) fn findings(
     let mut out = schema_findings(profile, &reference.profile);
     let alpha_batch = budget::alpha_batch(rules.thresholds.false_alarms_per_1000_batches);
     let looks = looks(&tests);
+    let active: Vec<Family> = looks.keys().copied().collect();
     for t in tests.iter_mut() {
         t.alpha = budget::alpha_test(
             alpha_batch,
             t.family,
+            &active,
             looks.get(&t.family).copied().unwrap_or(1),
         );
     }
@@ -195,6 +197,7 @@ pub(super) fn findings(
             ));
         }
     }
+    collapse_slices(&mut out);
     suppress_explained(&mut out);
     out.sort_by(|a, b| {
         (a.check, &a.column, &a.trust_tag, &a.value).cmp(&(
@@ -264,6 +267,57 @@ fn attribution(tests: &[Test], tag_idx: &[usize]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Slice-value findings of one (check, column, tag) become one: the
+/// strongest value's, naming the others that moved too (a broad change in a
+/// tag moves many values at once; on-call wants one alert, not sixty).
+fn collapse_slices(out: &mut Vec<Finding>) {
+    let is_slice = |f: &Finding| matches!(f.check, Check::SliceLabelRate | Check::SliceShare);
+    let mut groups: BTreeMap<(Check, Option<String>, String), Vec<Finding>> = BTreeMap::new();
+    let mut rest = Vec::with_capacity(out.len());
+    for f in out.drain(..) {
+        if is_slice(&f) {
+            groups
+                .entry((f.check, f.column.clone(), f.trust_tag.clone()))
+                .or_default()
+                .push(f);
+        } else {
+            rest.push(f);
+        }
+    }
+    for (_, mut fs) in groups {
+        fs.sort_by(|a, b| {
+            a.p_value
+                .unwrap_or(1.0)
+                .total_cmp(&b.p_value.unwrap_or(1.0))
+                .then_with(|| a.value.cmp(&b.value))
+        });
+        let mut best = fs.remove(0);
+        if !fs.is_empty() {
+            let others: Vec<&str> = fs.iter().filter_map(|f| f.value.as_deref()).collect();
+            let shown = others
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = others.len().saturating_sub(5);
+            best.message.push_str(&format!(
+                "; {} other value{} moved too: {shown}{}",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+            best.slice_values_moved = Some(1 + others.len() as u64);
+        }
+        rest.push(best);
+    }
+    *out = rest;
+}
+
 /// Drop findings that another finding of the same column and slice explains:
 /// a planted or vanished top value explains a categorical distribution shift;
 /// rows of a never-seen value explain that value's appearance in the top;
@@ -289,6 +343,17 @@ fn suppress_explained(out: &mut Vec<Finding>) {
             &f.trust_tag,
         ),
         Check::TopNewValue => !has(&[Check::UnseenValues], &f.column, &f.trust_tag),
+        // a change of the tag's whole label rate that moved many values of
+        // a slice column is the tag's finding; one or two values that moved
+        // stay (a targeted change can also move the tag's rate)
+        Check::SliceLabelRate => {
+            f.slice_values_moved.unwrap_or(1) <= 2
+                || !keys
+                    .iter()
+                    .any(|(c, _, t)| *c == Check::LabelRate && (*t == f.trust_tag || t == ALL))
+        }
+        // a shifted mix of a column's values is its distribution's finding
+        Check::SliceShare => !has(&[Check::Distribution], &f.column, &f.trust_tag),
         Check::LabelRateVsTrusted => !has(&[Check::LabelRate], &f.column, &f.trust_tag),
         _ => true,
     });
@@ -384,6 +449,7 @@ fn finding(
         threshold: clean(t.threshold),
         p_value: Some(t.p),
         p_threshold: Some(t.alpha),
+        slice_values_moved: None,
         window: t.window.as_ref().map(|(w, first)| EvidenceWindow {
             batches: *w as u64,
             first_batch: first.clone(),

@@ -60,6 +60,10 @@ pub enum Check {
     LabelRateVsTrusted,
     /// Rows whose value the baseline never saw.
     UnseenValues,
+    /// Label rate of the rows with one value of a slice column, per tag.
+    SliceLabelRate,
+    /// Share of a tag's rows with one value of a slice column.
+    SliceShare,
     SchemaNewColumn,
     SchemaMissingColumn,
     SchemaRetypedColumn,
@@ -84,6 +88,8 @@ impl Check {
             Check::LabelRate => "label_rate",
             Check::LabelRateVsTrusted => "label_rate_vs_trusted",
             Check::UnseenValues => "unseen_values",
+            Check::SliceLabelRate => "slice_label_rate",
+            Check::SliceShare => "slice_share",
             Check::SchemaNewColumn => "schema_new_column",
             Check::SchemaMissingColumn => "schema_missing_column",
             Check::SchemaRetypedColumn => "schema_retyped_column",
@@ -184,6 +190,10 @@ pub struct Finding {
     /// The batches the evidence spans, when more than this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<EvidenceWindow>,
+    /// Slice checks: how many values of the slice column moved (this
+    /// finding names the strongest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_values_moved: Option<u64>,
     pub effect_size: f64,
     /// Tags whose own test was a hit.
     pub moved_tags: Vec<String>,
@@ -225,6 +235,7 @@ impl Finding {
             p_value: None,
             p_threshold: None,
             window: None,
+            slice_values_moved: None,
             effect_size: 1.0,
             moved_tags: Vec::new(),
             attribution: BTreeMap::new(),

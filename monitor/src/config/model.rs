@@ -127,6 +127,9 @@ pub struct Thresholds {
     pub malformed_max_share: f64,
     /// Minimum rows in a slice before its tests are run at all.
     pub min_slice_rows: u64,
+    /// Minimum baseline rows of one value of a slice column (in a tag)
+    /// before its label rate and share are tested.
+    pub min_slice_value_rows: u64,
 }
 
 impl Default for Thresholds {
@@ -149,6 +152,7 @@ impl Default for Thresholds {
             duplicate_min_share: 0.05,
             malformed_max_share: 0.01,
             min_slice_rows: 200,
+            min_slice_value_rows: 50,
         }
     }
 }
@@ -225,6 +229,10 @@ pub struct Rules {
     pub label: Option<LabelRule>,
     /// Monitored columns in file order of the YAML.
     pub columns: Vec<ColumnRule>,
+    /// Categorical columns whose values slice every trust tag further: row
+    /// share and label rate per (value × tag), where attacks confined to a
+    /// small region of the input space show.
+    pub slices: Vec<String>,
     pub thresholds: Thresholds,
     pub sketch: SketchParams,
     pub limits: Limits,
@@ -248,12 +256,16 @@ impl Rules {
     /// sketch sizes): profiles merge only when these match.
     pub fn profile_shape(&self) -> String {
         use sha2::{Digest, Sha256};
-        let shape = serde_json::json!({
+        let mut shape = serde_json::json!({
             "columns": self.columns,
             "trust": self.trust,
             "label": self.label,
             "sketch": self.sketch,
         });
+        // only when set, so that rules without slices keep their shape
+        if !self.slices.is_empty() {
+            shape["slices"] = serde_json::json!(self.slices);
+        }
         hex::encode(Sha256::digest(shape.to_string().as_bytes()))
     }
 }
@@ -282,6 +294,7 @@ impl Rules {
                 positive: Some("1".into()),
             }),
             columns,
+            slices: Vec::new(),
             thresholds: Thresholds::default(),
             sketch: SketchParams::default(),
             limits: Limits::default(),

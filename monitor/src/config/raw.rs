@@ -35,6 +35,7 @@ const RULES_KEYS: &[&str] = &[
     "trust",
     "label",
     "columns",
+    "slices",
     "thresholds",
     "sketch",
     "limits",
@@ -68,6 +69,7 @@ const THRESHOLD_KEYS: &[&str] = &[
     "duplicate_min_share",
     "malformed_max_share",
     "min_slice_rows",
+    "min_slice_value_rows",
 ];
 const SKETCH_KEYS: &[&str] = &["tdigest_k", "hll_lg_k", "frequent_items_map"];
 const LIMIT_KEYS: &[&str] = &["max_file_bytes", "max_rows", "max_string_len"];
@@ -205,6 +207,22 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
     let columns = f
         .required(&mut w, "columns", "`columns: { amount: numeric }`")
         .and_then(|(p, v)| w.columns(&p, v));
+    let slices: Vec<(String, String)> = match f.get("slices") {
+        Some((p, v)) => w
+            .seq(&p, v, "`slices: [country, merchant_category]`")
+            .map(|items| {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| {
+                        let ip = format!("{p}[{i}]");
+                        w.text(&ip, item, "`slices: [country]`").map(|s| (s, ip))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let (thresholds, thresholds_path) = match f.get("thresholds") {
         Some((p, v)) => (w.thresholds(&p, v), p),
         None => (Thresholds::default(), "thresholds".to_string()),
@@ -260,6 +278,43 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                         kind_name(*kind)
                     ),
                 );
+            }
+        }
+    }
+    if let Some(cols) = &columns {
+        for (i, (name, p)) in slices.iter().enumerate() {
+            if slices[..i].iter().any(|(n, _)| n == name) {
+                w.problem(p, format!("`{name}` is already listed; remove the repeat."));
+                continue;
+            }
+            match cols.iter().find(|c| &c.name == name) {
+                None => w.problem(
+                    p,
+                    format!(
+                        "`{name}` is not a monitored column; slice by a categorical column declared under `columns`, or add `{name}: categorical` there."
+                    ),
+                ),
+                Some(c) => {
+                    if let Some((kind, _)) = &c.kind
+                        && *kind != ColumnKind::Categorical
+                    {
+                        w.problem(
+                            p,
+                            format!(
+                                "`{name}` is `{}`; slices need a categorical column (one value per slice).",
+                                kind_name(*kind)
+                            ),
+                        );
+                    }
+                    if c.rule.as_ref().is_some_and(|r| r.pii) {
+                        w.problem(
+                            p,
+                            format!(
+                                "`{name}` is a pii column; its values would be kept as slice names, so slice by a column that is not personal data."
+                            ),
+                        );
+                    }
+                }
             }
         }
     }
@@ -336,6 +391,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         trust,
         label,
         columns,
+        slices: slices.into_iter().map(|(n, _)| n).collect(),
         thresholds,
         sketch,
         limits,
@@ -1198,6 +1254,11 @@ impl Walker {
             && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`min_slice_rows: 200`")
         {
             t.min_slice_rows = n;
+        }
+        if let Some((p, v)) = f.get("min_slice_value_rows")
+            && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`min_slice_value_rows: 50`")
+        {
+            t.min_slice_value_rows = n;
         }
         f.finish(self);
         t

@@ -93,6 +93,7 @@ fn minimal_file_loads_with_defaults() {
             pii: false,
             nullable: true,
         }],
+        slices: Vec::new(),
         thresholds: Thresholds::default(),
         sketch: SketchParams::default(),
         limits: Limits::default(),
@@ -237,6 +238,7 @@ alerts:
                 nullable: true,
             },
         ],
+        slices: Vec::new(),
         thresholds: Thresholds {
             false_alarms_per_1000_batches: 5.0,
             row_count_min_rel_change: 0.75,
@@ -255,6 +257,7 @@ alerts:
             duplicate_min_share: 0.1,
             malformed_max_share: 0.02,
             min_slice_rows: 500,
+            min_slice_value_rows: 50,
         },
         sketch: SketchParams {
             tdigest_k: 200,
@@ -435,7 +438,7 @@ fn typo_in_nested_key_is_suggested() {
             ),
             (
                 "xyzzy".to_string(),
-                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `slices`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
             ),
         ]
     );
@@ -1070,4 +1073,27 @@ alerts:
     for (_, msg) in &found {
         assert!(!msg.contains("hunter2") && !msg.contains("sk-abc"), "{msg}");
     }
+}
+
+#[test]
+fn slices_must_be_declared_categorical_columns_without_pii() {
+    let found = parse_err(&format!(
+        "{MINIMAL}  country: categorical\n  email: {{ kind: categorical, pii: true }}\nslices: [country, amount, email, nope, country]\n"
+    ));
+    assert_eq!(
+        paths(&found),
+        vec!["slices[1]", "slices[2]", "slices[3]", "slices[4]"],
+        "{found:#?}"
+    );
+    assert!(message(&found, "slices[1]").contains("need a categorical column"));
+    assert!(message(&found, "slices[2]").contains("pii column"));
+    assert!(message(&found, "slices[3]").contains("not a monitored column"));
+    assert!(message(&found, "slices[4]").contains("already listed"));
+    let ok = parse_rules(
+        &format!("{MINIMAL}  country: categorical\nslices: [country]\n"),
+        Path::new("/cfg"),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(ok.slices, vec!["country".to_string()]);
 }

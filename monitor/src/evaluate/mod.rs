@@ -77,6 +77,12 @@ pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
             trust_tag: tag.clone(),
             verdict: poison_or_drift(tag),
         },
+        Scenario::TargetedFlip { tag, column, .. } => Expected {
+            checks: vec![Check::SliceLabelRate],
+            column: Some(column.clone()),
+            trust_tag: tag.clone(),
+            verdict: poison_or_drift(tag),
+        },
         Scenario::PlantedCategory { column, tag, .. } => Expected {
             checks: vec![
                 Check::UnseenValues,
@@ -121,7 +127,12 @@ pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
             verdict: Verdict::DataQuality,
         },
         Scenario::NaturalDrift { .. } => Expected {
-            checks: vec![Check::Distribution, Check::LabelRate],
+            checks: vec![
+                Check::Distribution,
+                Check::LabelRate,
+                Check::SliceShare,
+                Check::SliceLabelRate,
+            ],
             column: None,
             trust_tag: ALL.into(),
             verdict: Verdict::Drift,

@@ -85,6 +85,19 @@ pub fn ladder() -> Vec<Attack> {
             },
         });
     }
+    for (value, share) in [("US", "about 25%"), ("DE", "about 8%")] {
+        v.push(Attack {
+            label: format!(
+                "targeted flips: 30% of `scraped` rows with country `{value}` ({share} of the tag)"
+            ),
+            scenario: Scenario::TargetedFlip {
+                tag: "scraped".into(),
+                column: "country".into(),
+                value: value.into(),
+                strength: 0.3,
+            },
+        });
+    }
     v.push(Attack {
         label: "label flips 5% of `vendor` (600 rows, trusted)".into(),
         scenario: Scenario::LabelFlip {

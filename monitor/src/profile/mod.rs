@@ -186,6 +186,45 @@ pub struct SliceProfile {
     pub columns: BTreeMap<String, ColumnProfile>,
     /// Distinct rows (over the profiled columns), for duplicate detection.
     pub distinct_rows: Distinct,
+    /// Per slice column of the rules (`slices:`), per value: rows and label
+    /// classes. At most [`MAX_SLICE_VALUES`] values per column; rows of
+    /// values past that count under [`OTHER_VALUES`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_value: BTreeMap<String, BTreeMap<String, ValueLabels>>,
+}
+
+/// Most distinct values kept per slice column and slice.
+pub const MAX_SLICE_VALUES: usize = 4096;
+/// Where rows of values past [`MAX_SLICE_VALUES`] are counted.
+pub const OTHER_VALUES: &str = "(other values)";
+
+/// Rows and label classes of one value of a slice column.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueLabels {
+    pub rows: u64,
+    /// Label class (as text) to count; rows with a null label are not counted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, u64>,
+}
+
+impl ValueLabels {
+    fn add(&mut self, other: &ValueLabels) {
+        self.rows += other.rows;
+        for (k, v) in &other.labels {
+            *self.labels.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Add `v`'s counts under `value`, keeping at most [`MAX_SLICE_VALUES`] values.
+fn add_value(map: &mut BTreeMap<String, ValueLabels>, value: &str, v: &ValueLabels) {
+    if let Some(mine) = map.get_mut(value) {
+        mine.add(v);
+    } else if map.len() < MAX_SLICE_VALUES {
+        map.insert(value.to_string(), v.clone());
+    } else {
+        map.entry(OTHER_VALUES.to_string()).or_default().add(v);
+    }
 }
 
 impl SliceProfile {
@@ -195,6 +234,7 @@ impl SliceProfile {
             labels: BTreeMap::new(),
             columns: BTreeMap::new(),
             distinct_rows: Distinct::new(rules.sketch.hll_lg_k),
+            by_value: BTreeMap::new(),
         }
     }
 
@@ -240,6 +280,12 @@ impl SliceProfile {
                 }
             }
         }
+        for (column, values) in &other.by_value {
+            let mine = self.by_value.entry(column.clone()).or_default();
+            for (value, v) in values {
+                add_value(mine, value, v);
+            }
+        }
         self.distinct_rows.merge(&other.distinct_rows)
     }
 }
@@ -272,6 +318,7 @@ impl BatchProfile {
                     labels: BTreeMap::new(),
                     columns: BTreeMap::new(),
                     distinct_rows: Distinct::new(12),
+                    by_value: BTreeMap::new(),
                 };
             }
         };
@@ -464,6 +511,30 @@ impl<'r> Profiler<'r> {
             && let Some(array) = batch.column_by_name(c)
         {
             hash_column(array, &mut self.row_hash);
+        }
+        if !rules.slices.is_empty() {
+            let labels = rules
+                .label
+                .as_ref()
+                .and_then(|l| batch.column_by_name(&l.column));
+            let classes =
+                labels
+                    .map(label_classes)
+                    .transpose()
+                    .map_err(|reason| ProfileError::Column {
+                        column: rules
+                            .label
+                            .as_ref()
+                            .map(|l| l.column.clone())
+                            .unwrap_or_default(),
+                        kind: ColumnKind::Categorical,
+                        reason,
+                    })?;
+            for column in &rules.slices {
+                if let Some(array) = batch.column_by_name(column) {
+                    self.update_by_value(column, array, classes.as_ref())?;
+                }
+            }
         }
         for (i, &h) in self.row_hash.iter().enumerate() {
             self.slices[self.slice_of_row[i] as usize]
@@ -798,6 +869,52 @@ impl<'r> Profiler<'r> {
         Ok(())
     }
 
+    /// Rows and label classes per value of a slice column, per slice.
+    fn update_by_value(
+        &mut self,
+        column: &str,
+        array: &ArrayRef,
+        classes: Option<&(Vec<u32>, Vec<String>)>,
+    ) -> Result<(), ProfileError> {
+        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+            column: column.to_string(),
+            kind: ColumnKind::Categorical,
+            reason,
+        })?;
+        let values = dict.values().as_string::<i32>();
+        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
+        for (i, k) in dict.keys().iter().enumerate() {
+            let Some(k) = k else { continue };
+            if values.is_null(k as usize) {
+                continue;
+            }
+            let class = classes.map_or(u32::MAX, |c| c.0[i]);
+            *counts
+                .entry((self.slice_of_row[i], k as u32, class))
+                .or_default() += 1;
+        }
+        // a fixed order, so that the value cap is applied deterministically
+        let mut rows: Vec<((u32, u32, u32), u64)> = counts.into_iter().collect();
+        rows.sort_unstable_by_key(|(k, _)| (k.0, values.value(k.1 as usize), k.2));
+        for ((s, k, class), c) in rows {
+            let mut v = ValueLabels {
+                rows: c,
+                labels: BTreeMap::new(),
+            };
+            if let Some((_, names)) = classes
+                && class != u32::MAX
+            {
+                v.labels.insert(names[class as usize].clone(), c);
+            }
+            let map = self.slices[s as usize]
+                .by_value
+                .entry(column.to_string())
+                .or_default();
+            add_value(map, values.value(k as usize), &v);
+        }
+        Ok(())
+    }
+
     /// Finish: the profile of everything seen.
     pub fn finish(mut self) -> BatchProfile {
         for (name, mut slice) in self.slice_names.into_iter().zip(self.slices) {
@@ -918,6 +1035,55 @@ fn dict_value_type(dt: &DataType) -> &DataType {
 
 /// Any array as a dictionary of Utf8 values with i32 keys (dictionaries are
 /// re-keyed without touching rows; plain strings are interned once).
+/// The label class of every row (`u32::MAX` for a null label) and the
+/// class names, named as [`Profiler`] names them in `labels`.
+fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>), String> {
+    let int_like = matches!(
+        array.data_type(),
+        DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+    );
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: Vec<u32> = Vec::with_capacity(array.len());
+    if int_like {
+        let ints = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
+        let ints: &Int64Array = ints.as_primitive();
+        let mut seen: FastMap<i64, u32> = FastMap::default();
+        for v in ints.iter() {
+            ids.push(match v {
+                Some(v) => *seen.entry(v).or_insert_with(|| {
+                    names.push(v.to_string());
+                    (names.len() - 1) as u32
+                }),
+                None => u32::MAX,
+            });
+        }
+    } else {
+        let dict = to_dictionary(array)?;
+        let values = dict.values().as_string::<i32>();
+        let map: Vec<u32> = (0..values.len())
+            .map(|k| {
+                if values.is_null(k) {
+                    u32::MAX
+                } else {
+                    names.push(values.value(k).to_string());
+                    (names.len() - 1) as u32
+                }
+            })
+            .collect();
+        for k in dict.keys().iter() {
+            ids.push(k.map_or(u32::MAX, |k| map[k as usize]));
+        }
+    }
+    Ok((ids, names))
+}
+
 fn to_dictionary(array: &ArrayRef) -> Result<DictionaryArray<Int32Type>, String> {
     match array.data_type() {
         DataType::Dictionary(k, v) if **v == DataType::Utf8 => match **k {

@@ -21,7 +21,7 @@ fn rules() -> Rules {
         pii,
         nullable: true,
     };
-    Rules::for_tests(
+    let mut r = Rules::for_tests(
         "t",
         vec![
             col("x", ColumnKind::Numeric, false),
@@ -29,7 +29,9 @@ fn rules() -> Rules {
             col("cat", ColumnKind::Categorical, false),
             col("mail", ColumnKind::Text, true),
         ],
-    )
+    );
+    r.slices = vec!["cat".into()];
+    r
 }
 
 const TAGS: [&str; 4] = ["human_reviewed", "vendor", "user_reported", "scraped"];
@@ -100,6 +102,8 @@ fn key() -> PiiKey {
 fn assert_exact_parts_equal(a: &SliceProfile, b: &SliceProfile) {
     assert_eq!(a.rows, b.rows);
     assert_eq!(a.labels, b.labels);
+    // rows and label classes per value of the slice column, exactly
+    assert_eq!(a.by_value, b.by_value);
     assert_eq!(
         a.columns.keys().collect::<Vec<_>>(),
         b.columns.keys().collect::<Vec<_>>()
