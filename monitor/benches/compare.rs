@@ -1,0 +1,71 @@
+//! Compare speed: one 2,000-row batch (four trust tags, the fixture rules
+//! with their slices) against a baseline of 20 such batches, with the
+//! evidence of 16 earlier batches carried in, as the daemon compares every
+//! batch. The target is well under 5 ms per batch.
+//!
+//! `cargo bench -p dqmon --bench compare`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use dqmon::baseline::Baseline;
+use dqmon::compare::{self, EvidenceState, Position, Reference};
+use dqmon::fixtures::{BatchSpec, Scenario, generate};
+use dqmon::pii::PiiKey;
+use dqmon::profile::{BatchProfile, profile_batches};
+
+fn bench(c: &mut Criterion) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/fixtures.yaml"
+    ))
+    .unwrap();
+    let rules = dqmon::config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap();
+    let pii = PiiKey::from_bytes(b"bench");
+    let profile = |i: u64| -> BatchProfile {
+        let b = generate(&BatchSpec {
+            rows: 2_000,
+            seed: 3,
+            batch_index: i,
+            scenario: Scenario::Clean,
+        });
+        profile_batches(&rules, &pii, [&b]).unwrap()
+    };
+    let base: Vec<BatchProfile> = (0..20).map(profile).collect();
+    let baseline = Baseline::build(&rules, &base, Vec::new(), "bench").unwrap();
+    let reference = Reference::new(&baseline.profile, &rules);
+    // evidence after 16 earlier batches
+    let mut evidence = EvidenceState::default();
+    for i in 0..16 {
+        let id = format!("b{i}");
+        let at = Position {
+            prior: &evidence,
+            batch_id: &id,
+            baseline_id: "bench",
+        };
+        evidence =
+            compare::compare_sequential(&profile(100 + i), &reference, &baseline, &rules, at).1;
+    }
+    let batch = profile(200);
+    c.bench_function("compare 2,000-row batch with evidence", |b| {
+        b.iter(|| {
+            let at = Position {
+                prior: &evidence,
+                batch_id: "now",
+                baseline_id: "bench",
+            };
+            black_box(compare::compare_sequential(
+                black_box(&batch),
+                &reference,
+                &baseline,
+                &rules,
+                at,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
