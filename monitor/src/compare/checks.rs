@@ -328,7 +328,7 @@ pub(super) fn run_all(
                     out_of_range(&ctx, slice, &rule.name, &mut tests);
                     psi(&ctx, slice, &rule.name, &mut tests);
                 }
-                ColumnKind::Categorical => {
+                ColumnKind::Categorical | ColumnKind::Boolean => {
                     js(&ctx, slice, &rule.name, &mut tests);
                     top_values(&ctx, slice, &rule.name, &mut tests);
                     unseen_values(&ctx, slice, &rule.name, &mut tests);

@@ -21,12 +21,21 @@ pub enum ColumnKind {
     Text,
     /// Event times: min, max and a quantile sketch of the epoch microseconds.
     Timestamp,
+    /// Arrow `Boolean`: counted as the two values `true` and `false`, with
+    /// every check of a categorical column.
+    Boolean,
 }
 
 impl ColumnKind {
     /// Whether this kind keeps numeric statistics (min/max/mean/quantiles).
     pub fn is_numeric_like(self) -> bool {
         matches!(self, ColumnKind::Numeric | ColumnKind::Timestamp)
+    }
+
+    /// Whether values are counted one by one (categorical and boolean):
+    /// distribution over values, top values, never-seen values, slices.
+    pub fn is_categorical_like(self) -> bool {
+        matches!(self, ColumnKind::Categorical | ColumnKind::Boolean)
     }
 }
 

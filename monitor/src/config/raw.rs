@@ -50,7 +50,7 @@ const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
 const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
 const LABEL_KEYS: &[&str] = &["column", "positive"];
 const COLUMN_KEYS: &[&str] = &["kind", "range", "pii", "nullable"];
-const KINDS: &[&str] = &["numeric", "categorical", "text", "timestamp"];
+const KINDS: &[&str] = &["numeric", "categorical", "text", "timestamp", "boolean"];
 const THRESHOLD_KEYS: &[&str] = &[
     "false_alarms_per_1000_batches",
     "row_count_min_rel_change",
@@ -296,7 +296,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                 ),
                 Some(c) => {
                     if let Some((kind, _)) = &c.kind
-                        && *kind != ColumnKind::Categorical
+                        && !kind.is_categorical_like()
                     {
                         w.problem(
                             p,
@@ -1096,10 +1096,11 @@ impl Walker {
             "numeric" => Some(ColumnKind::Numeric),
             "categorical" => Some(ColumnKind::Categorical),
             "text" => Some(ColumnKind::Text),
+            "boolean" => Some(ColumnKind::Boolean),
             "timestamp" => Some(ColumnKind::Timestamp),
             _ => {
                 let mut message = format!(
-                    "unknown column kind `{s}`; write one of `numeric`, `categorical`, `text` or `timestamp`"
+                    "unknown column kind `{s}`; write one of `numeric`, `categorical`, `text`, `timestamp` or `boolean`"
                 );
                 match suggest(&s, KINDS) {
                     Some(k) => message.push_str(&format!(" (did you mean `{k}`?)")),
@@ -1643,6 +1644,7 @@ fn kind_name(kind: ColumnKind) -> &'static str {
         ColumnKind::Categorical => "categorical",
         ColumnKind::Text => "text",
         ColumnKind::Timestamp => "timestamp",
+        ColumnKind::Boolean => "boolean",
     }
 }
 

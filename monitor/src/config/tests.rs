@@ -1097,3 +1097,22 @@ fn slices_must_be_declared_categorical_columns_without_pii() {
     .unwrap();
     assert_eq!(ok.slices, vec!["country".to_string()]);
 }
+
+#[test]
+fn boolean_is_a_column_kind() {
+    let r = parse_rules(
+        &format!(
+            "{MINIMAL}  is_test: boolean\n  reviewed: {{ kind: boolean }}\nslices: [is_test]\n"
+        ),
+        Path::new("/cfg"),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(r.column("is_test").unwrap().kind, ColumnKind::Boolean);
+    assert_eq!(r.column("reviewed").unwrap().kind, ColumnKind::Boolean);
+    let found = parse_err(&format!("{MINIMAL}  flag: bool\n"));
+    assert!(
+        message(&found, "columns.flag").contains("`timestamp` or `boolean`"),
+        "{found:?}"
+    );
+}

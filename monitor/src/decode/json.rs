@@ -40,6 +40,7 @@ pub fn record_schema(rules: &Rules) -> SchemaRef {
         let dt = match c.kind {
             ColumnKind::Numeric => DataType::Float64,
             ColumnKind::Categorical | ColumnKind::Text => DataType::Utf8,
+            ColumnKind::Boolean => DataType::Boolean,
             ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         };
         push(&c.name, dt);

@@ -113,6 +113,7 @@ fn compatible(kind: ColumnKind, dt: &DataType) -> bool {
             dt,
             DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
         ),
+        ColumnKind::Boolean => matches!(dt, DataType::Boolean),
     }
 }
 

@@ -327,3 +327,35 @@ fn merging_other_shapes_is_refused() {
     let mut q = profile_batches(&other_rules, &key(), [&batch(&[])]).unwrap();
     assert!(matches!(q.merge(&p), Err(ProfileError::Shape { .. })));
 }
+
+/// `kind: boolean` counts an Arrow Boolean column as the values `true` and
+/// `false` (nulls as missing), per tag, like a two-value categorical column.
+#[test]
+fn boolean_columns_count_true_and_false() {
+    use arrow::array::BooleanArray;
+    let mut rules = Rules::for_tests(
+        "t",
+        vec![ColumnRule {
+            name: "flag".into(),
+            kind: ColumnKind::Boolean,
+            range: None,
+            pii: false,
+            nullable: true,
+        }],
+    );
+    rules.label = None;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("flag", DataType::Boolean, true),
+        Field::new("trust_tag", DataType::Utf8, true),
+    ]));
+    let flags = BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(true)]);
+    let tags = StringArray::from(vec!["vendor", "vendor", "vendor", "scraped", "vendor"]);
+    let b = RecordBatch::try_new(schema, vec![Arc::new(flags), Arc::new(tags)]).unwrap();
+    let p = profile_batches(&rules, &key(), [&b]).unwrap();
+    let vendor = &p.tags["vendor"].columns["flag"];
+    assert_eq!((vendor.count, vendor.nulls), (3, 1));
+    let top = vendor.values.as_ref().unwrap().top.all();
+    let counts: Vec<(&str, u64)> = top.iter().map(|v| (v.value.as_str(), v.count)).collect();
+    assert_eq!(counts, vec![("true", 2), ("false", 1)]);
+    assert_eq!(p.tags["scraped"].columns["flag"].count, 1);
+}
