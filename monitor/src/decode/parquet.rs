@@ -327,3 +327,17 @@ pub enum ProfileFileError {
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boolean_column_must_be_stored_as_boolean() {
+        assert!(compatible(ColumnKind::Boolean, &DataType::Boolean));
+        assert!(!compatible(ColumnKind::Boolean, &DataType::Utf8));
+        assert!(!compatible(ColumnKind::Boolean, &DataType::Int8));
+        // a categorical column may still hold booleans
+        assert!(compatible(ColumnKind::Categorical, &DataType::Boolean));
+    }
+}
