@@ -553,7 +553,11 @@ fn label_rate(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
 /// Each tag's label rate against the most trusted tag of the same batch,
 /// relative to the same gap in the baseline (a difference in differences):
 /// catches flips in one tag even while every tag drifts together. Normal
-/// approximation with the four binomial variances; two-sided.
+/// approximation with the four binomial variances plus the between-batch
+/// variance of the gap that the baseline's batches show beyond them (two
+/// sources rarely move in lockstep: their own weather, their own
+/// schedules), Student-t with `B − 1` degrees of freedom when that part is
+/// there; two-sided.
 fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
     let (Some(label), Some(pos)) = (&ctx.rules.label, &ctx.reference.positive) else {
         return;
@@ -593,9 +597,18 @@ fn label_vs_trusted(ctx: &Ctx, names: &[String], out: &mut Vec<Test>) {
         t.observed = rate(o) - rate(top_o);
         t.baseline = rate(b) - rate(top_b);
         let diff = t.observed - t.baseline;
-        let se = (var(o) + var(top_o) + var(b) + var(top_b)).sqrt();
+        // binomial variance of one baseline batch's gap, at the baseline's batch sizes
+        let per_batch = |(x, n): (u64, u64)| (x, (n as f64 / ctx.batches()).max(1.0) as u64);
+        let band = ctx.band(Check::LabelRateVsTrusted, Some(&label.column), tag);
+        let tau2 = band.map_or(0.0, |bd| {
+            (bd.std().powi(2) - var(per_batch(b)) - var(per_batch(top_b))).max(0.0)
+        });
+        let se = (var(o) + var(top_o) + var(b) + var(top_b) + tau2).sqrt();
         t.statistic = if se > 0.0 { diff / se } else { 0.0 };
-        t.p = stats::p_two_sided(t.statistic);
+        t.p = match band.filter(|_| tau2 > 0.0) {
+            Some(bd) => (2.0 * stats::p_upper_t(t.statistic.abs(), bd.n as f64 - 1.0)).min(1.0),
+            None => stats::p_two_sided(t.statistic),
+        };
         t.effect = diff.abs();
         t.threshold = ctx.rules.thresholds.label_min_abs_change;
         t.contribution = diff;
