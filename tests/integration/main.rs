@@ -17,6 +17,7 @@ mod ops;
 mod profile_exact;
 mod query;
 mod quickstart;
+mod real_data;
 mod replay;
 mod report;
 mod security;
