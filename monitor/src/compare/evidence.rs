@@ -52,8 +52,59 @@ pub struct EvidenceState {
     /// The last batch ids, oldest first (at most [`MAX_WINDOW`]).
     pub batches: Vec<String>,
     /// Per test key (`check|column|slice`): `[x, n]` per batch of `batches`,
-    /// aligned with it; `[0, 0]` where the test did not run.
+    /// aligned with it; `[0, 0]` where the test did not run. Stored as one
+    /// line per key, `"x/n x/n …"`, since every manifest carries it.
+    #[serde(with = "compact_counts")]
     pub counts: BTreeMap<String, Vec<[u64; 2]>>,
+}
+
+/// `[x, n]` pairs as `"x/n x/n …"`: exact, and one line per test key in a
+/// pretty-printed manifest instead of four per batch.
+mod compact_counts {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        counts: &BTreeMap<String, Vec<[u64; 2]>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: BTreeMap<&String, String> = counts
+            .iter()
+            .map(|(k, v)| {
+                let line: Vec<String> = v.iter().map(|c| format!("{}/{}", c[0], c[1])).collect();
+                (k, line.join(" "))
+            })
+            .collect();
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<[u64; 2]>>, D::Error> {
+        let text = BTreeMap::<String, String>::deserialize(d)?;
+        text.into_iter()
+            .map(|(k, line)| {
+                let pairs = line
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (x, n) = p
+                            .split_once('/')
+                            .ok_or_else(|| D::Error::custom(format!("bad evidence count `{p}`")))?;
+                        let parse = |v: &str| {
+                            v.parse::<u64>().map_err(|e| {
+                                D::Error::custom(format!("bad evidence count `{p}`: {e}"))
+                            })
+                        };
+                        Ok([parse(x)?, parse(n)?])
+                    })
+                    .collect::<Result<Vec<_>, D::Error>>()?;
+                Ok((k, pairs))
+            })
+            .collect()
+    }
 }
 
 impl EvidenceState {
@@ -261,7 +312,13 @@ mod tests {
     fn a_new_baseline_starts_afresh_and_the_state_round_trips() {
         let mut s = EvidenceState::default().continue_for("b1");
         s.push("batch0", &one("k", 3, 100));
-        let back: EvidenceState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        let bytes = serde_json::to_vec(&s).unwrap();
+        assert!(
+            String::from_utf8_lossy(&bytes).contains(r#""counts":{"k":"3/100"}"#),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let back: EvidenceState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, s);
         assert_eq!(s.continue_for("b1"), s);
         assert!(s.continue_for("b2").counts.is_empty());
