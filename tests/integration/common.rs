@@ -67,3 +67,28 @@ pub fn write_batch(
     });
     dqmon::fixtures::write_parquet(&batch, path).unwrap();
 }
+
+/// A table that a test measures and the README shows: written to
+/// `target/<file>`, and checked against the README between the `begin` and
+/// `end` markers (`BLESS=1` rewrites that section instead; `how` says how).
+pub fn readme_section(file: &str, begin: &str, end: &str, table: &str, how: &str) {
+    let target = repo_root().join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join(file), table);
+    let readme_path = repo_root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let (Some(a), Some(b)) = (readme.find(begin), readme.find(end)) else {
+        panic!("README.md has no section between {begin} and {end}");
+    };
+    let want = format!("\n{table}");
+    if std::env::var("BLESS").is_ok_and(|v| v == "1") {
+        let new = format!("{}{want}{}", &readme[..a + begin.len()], &readme[b..]);
+        std::fs::write(&readme_path, new).unwrap();
+    } else {
+        assert_eq!(
+            &readme[a + begin.len()..b],
+            want,
+            "the README's figures differ from what this build measures; run {how} and review the diff"
+        );
+    }
+}

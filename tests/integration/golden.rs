@@ -132,30 +132,13 @@ fn detection_over_streams_of_small_batches() {
     let report = evaluate_streams(&rules, StreamSuite::default()).unwrap();
     let table = report.table(&rules);
     eprintln!("{table}");
-    let target = repo_root().join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("detection-streams.md"), &table);
-
-    let readme_path = repo_root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let (Some(a), Some(b)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
-        panic!("README.md has no detection section between {README_BEGIN} and {README_END}");
-    };
-    let section = &readme[a + README_BEGIN.len()..b];
-    let want = format!("\n{table}");
-    if std::env::var("BLESS").is_ok_and(|v| v == "1") {
-        let new = format!(
-            "{}{want}{}",
-            &readme[..a + README_BEGIN.len()],
-            &readme[b..]
-        );
-        std::fs::write(&readme_path, new).unwrap();
-    } else {
-        assert_eq!(
-            section, want,
-            "the README's detection tables differ from what this build measures; run BLESS=1 cargo test golden and review the diff"
-        );
-    }
+    crate::common::readme_section(
+        "detection-streams.md",
+        README_BEGIN,
+        README_END,
+        &table,
+        "BLESS=1 cargo test golden",
+    );
 
     // The budget's promise, independent of the README: at the default of
     // 2 per 1,000, a clean stream of 300 batches expects at most 0.6 false

@@ -231,30 +231,13 @@ fn real_data_nycflights13() {
         list.join(", ")
     ));
     eprintln!("{table}");
-    let target = repo_root().join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("detection-real.md"), &table);
-
-    let readme_path = repo_root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let (Some(a), Some(b)) = (readme.find(README_BEGIN), readme.find(README_END)) else {
-        panic!("README.md has no section between {README_BEGIN} and {README_END}");
-    };
-    let want = format!("\n{table}");
-    if std::env::var("BLESS").is_ok_and(|v| v == "1") {
-        let new = format!(
-            "{}{want}{}",
-            &readme[..a + README_BEGIN.len()],
-            &readme[b..]
-        );
-        std::fs::write(&readme_path, new).unwrap();
-    } else {
-        assert_eq!(
-            &readme[a + README_BEGIN.len()..b],
-            want,
-            "the README's real-data figures differ from this run; BLESS=1 cargo test real_data"
-        );
-    }
+    crate::common::readme_section(
+        "detection-real.md",
+        README_BEGIN,
+        README_END,
+        &table,
+        "BLESS=1 cargo test real_data",
+    );
     // the budget's promise on real exchangeable data: 2 per 1,000 expects
     // 0.3 in 148 batches; 3 or more has a chance below 0.4% under the bound
     assert!(

@@ -826,17 +826,7 @@ impl<'r> Profiler<'r> {
             kind: ColumnKind::Categorical,
             reason,
         };
-        let int_like = matches!(
-            array.data_type(),
-            DataType::Boolean
-                | DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::UInt8
-                | DataType::UInt16
-                | DataType::UInt32
-        );
+        let int_like = is_int_like(array.data_type());
         if int_like {
             let ints = cast(array, &DataType::Int64).map_err(|e| err(e.to_string()))?;
             let ints: &Int64Array = ints.as_primitive();
@@ -1035,11 +1025,10 @@ fn dict_value_type(dt: &DataType) -> &DataType {
 
 /// Any array as a dictionary of Utf8 values with i32 keys (dictionaries are
 /// re-keyed without touching rows; plain strings are interned once).
-/// The label class of every row (`u32::MAX` for a null label) and the
-/// class names, named as [`Profiler`] names them in `labels`.
-fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>), String> {
-    let int_like = matches!(
-        array.data_type(),
+/// Label types whose classes are named by their integer value (`0`, `1`).
+fn is_int_like(dt: &DataType) -> bool {
+    matches!(
+        dt,
         DataType::Boolean
             | DataType::Int8
             | DataType::Int16
@@ -1048,7 +1037,13 @@ fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>), String> {
             | DataType::UInt8
             | DataType::UInt16
             | DataType::UInt32
-    );
+    )
+}
+
+/// The label class of every row (`u32::MAX` for a null label) and the
+/// class names, named as [`Profiler`] names them in `labels`.
+fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>), String> {
+    let int_like = is_int_like(array.data_type());
     let mut names: Vec<String> = Vec::new();
     let mut ids: Vec<u32> = Vec::with_capacity(array.len());
     if int_like {
