@@ -242,6 +242,9 @@ pub struct Rules {
     /// share and label rate per (value × tag), where attacks confined to a
     /// small region of the input space show.
     pub slices: Vec<String>,
+    /// Cut points of the numeric slice columns (`{ column: x, bins: [..] }`):
+    /// their slices are the bins, named `< a`, `[a, b)`, `>= z`.
+    pub slice_bins: BTreeMap<String, Vec<f64>>,
     pub thresholds: Thresholds,
     pub sketch: SketchParams,
     pub limits: Limits,
@@ -275,6 +278,9 @@ impl Rules {
         if !self.slices.is_empty() {
             shape["slices"] = serde_json::json!(self.slices);
         }
+        if !self.slice_bins.is_empty() {
+            shape["slice_bins"] = serde_json::json!(self.slice_bins);
+        }
         hex::encode(Sha256::digest(shape.to_string().as_bytes()))
     }
 }
@@ -304,6 +310,7 @@ impl Rules {
             }),
             columns,
             slices: Vec::new(),
+            slice_bins: BTreeMap::new(),
             thresholds: Thresholds::default(),
             sketch: SketchParams::default(),
             limits: Limits::default(),

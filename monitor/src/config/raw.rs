@@ -49,6 +49,7 @@ const SOURCE_KEYS: &[&str] = &["parquet_drop", "kafka"];
 const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
 const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
 const LABEL_KEYS: &[&str] = &["column", "positive"];
+const SLICE_KEYS: &[&str] = &["column", "bins"];
 const COLUMN_KEYS: &[&str] = &["kind", "range", "pii", "nullable"];
 const KINDS: &[&str] = &["numeric", "categorical", "text", "timestamp", "boolean"];
 const THRESHOLD_KEYS: &[&str] = &[
@@ -207,7 +208,8 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
     let columns = f
         .required(&mut w, "columns", "`columns: { amount: numeric }`")
         .and_then(|(p, v)| w.columns(&p, v));
-    let slices: Vec<(String, String)> = match f.get("slices") {
+    // (column, its YAML path, cut points for a numeric column)
+    let slices: Vec<(String, String, Option<Vec<f64>>)> = match f.get("slices") {
         Some((p, v)) => w
             .seq(&p, v, "`slices: [country, merchant_category]`")
             .map(|items| {
@@ -216,7 +218,12 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                     .enumerate()
                     .filter_map(|(i, item)| {
                         let ip = format!("{p}[{i}]");
-                        w.text(&ip, item, "`slices: [country]`").map(|s| (s, ip))
+                        match item {
+                            Value::Mapping(_) => w.numeric_slice(&ip, item),
+                            _ => w
+                                .text(&ip, item, "`slices: [country]`")
+                                .map(|s| (s, ip, None)),
+                        }
                     })
                     .collect()
             })
@@ -282,8 +289,8 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         }
     }
     if let Some(cols) = &columns {
-        for (i, (name, p)) in slices.iter().enumerate() {
-            if slices[..i].iter().any(|(n, _)| n == name) {
+        for (i, (name, p, bins)) in slices.iter().enumerate() {
+            if slices[..i].iter().any(|(n, _, _)| n == name) {
                 w.problem(p, format!("`{name}` is already listed; remove the repeat."));
                 continue;
             }
@@ -294,6 +301,19 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                         "`{name}` is not a monitored column; slice by a categorical column declared under `columns`, or add `{name}: categorical` there."
                     ),
                 ),
+                Some(c) if bins.is_some() => {
+                    if let Some((kind, _)) = &c.kind
+                        && *kind != ColumnKind::Numeric
+                    {
+                        w.problem(
+                            p,
+                            format!(
+                                "`{name}` is `{}`; `bins` cut a numeric column, so slice a categorical one by name (`slices: [{name}]`).",
+                                kind_name(*kind)
+                            ),
+                        );
+                    }
+                }
                 Some(c) => {
                     if let Some((kind, _)) = &c.kind
                         && !kind.is_categorical_like()
@@ -301,7 +321,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                         w.problem(
                             p,
                             format!(
-                                "`{name}` is `{}`; slices need a categorical column (one value per slice).",
+                                "`{name}` is `{}`; slices need a categorical column (one value per slice), or cut points for a numeric one: `{{ column: {name}, bins: [10, 100] }}`.",
                                 kind_name(*kind)
                             ),
                         );
@@ -391,7 +411,11 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         trust,
         label,
         columns,
-        slices: slices.into_iter().map(|(n, _)| n).collect(),
+        slice_bins: slices
+            .iter()
+            .filter_map(|(n, _, b)| b.clone().map(|b| (n.clone(), b)))
+            .collect(),
+        slices: slices.into_iter().map(|(n, _, _)| n).collect(),
         thresholds,
         sketch,
         limits,
@@ -432,6 +456,8 @@ enum Bound {
     NonNegative,
     /// More than zero.
     Positive,
+    /// Any finite number.
+    Finite,
 }
 
 impl Walker {
@@ -550,6 +576,7 @@ impl Walker {
             Bound::Unit => ((0.0..=1.0).contains(&x), "between 0 and 1 (a share)"),
             Bound::NonNegative => (x.is_finite() && x >= 0.0, "a finite number, 0 or more"),
             Bound::Positive => (x.is_finite() && x > 0.0, "a finite number greater than 0"),
+            Bound::Finite => (x.is_finite(), "a finite number"),
         };
         if ok {
             Some(x)
@@ -1140,6 +1167,52 @@ impl Walker {
             return None;
         }
         Some((lo, hi))
+    }
+
+    /// A numeric slice column: `{ column: amount, bins: [10, 100, 1000] }`,
+    /// cut points strictly increasing and finite.
+    fn numeric_slice(
+        &mut self,
+        path: &str,
+        v: &Value,
+    ) -> Option<(String, String, Option<Vec<f64>>)> {
+        let example = "`{ column: amount, bins: [10, 100, 1000] }`";
+        let m = self.map(path, v, example)?;
+        let mut f = Fields::new(path, m, SLICE_KEYS);
+        let column = f
+            .required(self, "column", "`column: amount`")
+            .and_then(|(p, v)| self.text(&p, v, "`column: amount`"));
+        let bins = f
+            .required(self, "bins", "`bins: [10, 100, 1000]`")
+            .and_then(|(p, v)| {
+                let items = self.seq(&p, v, "`bins: [10, 100, 1000]`")?;
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let ip = format!("{p}[{i}]");
+                    let x = self.real(&ip, item, Bound::Finite, "`10`")?;
+                    if out.last().is_some_and(|last| x <= *last) {
+                        self.problem(
+                            &ip,
+                            format!(
+                                "cut points must increase; {x} does not come after {}.",
+                                out[out.len() - 1]
+                            ),
+                        );
+                        return None;
+                    }
+                    out.push(x);
+                }
+                if out.is_empty() {
+                    self.problem(
+                        &p,
+                        "give at least one cut point, e.g. `bins: [0]`.".to_string(),
+                    );
+                    return None;
+                }
+                Some(out)
+            });
+        f.finish(self);
+        Some((column?, path.to_string(), Some(bins?)))
     }
 
     fn thresholds(&mut self, path: &str, v: &Value) -> Thresholds {

@@ -94,6 +94,7 @@ fn minimal_file_loads_with_defaults() {
             nullable: true,
         }],
         slices: Vec::new(),
+        slice_bins: Default::default(),
         thresholds: Thresholds::default(),
         sketch: SketchParams::default(),
         limits: Limits::default(),
@@ -239,6 +240,7 @@ alerts:
             },
         ],
         slices: Vec::new(),
+        slice_bins: Default::default(),
         thresholds: Thresholds {
             false_alarms_per_1000_batches: 5.0,
             row_count_min_rel_change: 0.75,
@@ -1115,4 +1117,29 @@ fn boolean_is_a_column_kind() {
         message(&found, "columns.flag").contains("`timestamp` or `boolean`"),
         "{found:?}"
     );
+}
+
+#[test]
+fn numeric_slices_take_increasing_cut_points() {
+    let r = parse_rules(
+        &format!(
+            "{MINIMAL}  country: categorical\nslices: [country, {{ column: amount, bins: [10, 100, 1000] }}]\n"
+        ),
+        Path::new("/cfg"),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(r.slices, vec!["country".to_string(), "amount".to_string()]);
+    assert_eq!(r.slice_bins["amount"], vec![10.0, 100.0, 1000.0]);
+    let found = parse_err(&format!(
+        "{MINIMAL}  country: categorical\nslices: [amount, {{ column: country, bins: [1] }}, {{ column: amount, bins: [5, 5] }}]\n"
+    ));
+    assert_eq!(
+        paths(&found),
+        vec!["slices[2].bins[1]", "slices[0]", "slices[1]"],
+        "{found:#?}"
+    );
+    assert!(message(&found, "slices[0]").contains("`{ column: amount, bins: [10, 100] }`"));
+    assert!(message(&found, "slices[1]").contains("`bins` cut a numeric column"));
+    assert!(message(&found, "slices[2].bins[1]").contains("must increase"));
 }

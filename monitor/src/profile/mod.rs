@@ -866,26 +866,51 @@ impl<'r> Profiler<'r> {
         array: &ArrayRef,
         classes: Option<&(Vec<u32>, Vec<String>)>,
     ) -> Result<(), ProfileError> {
-        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
-            column: column.to_string(),
-            kind: ColumnKind::Categorical,
-            reason,
-        })?;
-        let values = dict.values().as_string::<i32>();
-        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
-        for (i, k) in dict.keys().iter().enumerate() {
-            let Some(k) = k else { continue };
-            if values.is_null(k as usize) {
-                continue;
+        // every row's value as an index into `names` (`None`: null)
+        let (keys, names): (Vec<Option<u32>>, Vec<String>) = match self.rules.slice_bins.get(column)
+        {
+            Some(edges) => {
+                let floats = to_f64(array).map_err(|reason| ProfileError::Column {
+                    column: column.to_string(),
+                    kind: ColumnKind::Numeric,
+                    reason,
+                })?;
+                let keys = floats
+                    .iter()
+                    .map(|v| {
+                        v.filter(|v| v.is_finite())
+                            .map(|v| edges.partition_point(|e| *e <= v) as u32)
+                    })
+                    .collect();
+                (keys, bin_names(edges))
             }
+            None => {
+                let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+                    column: column.to_string(),
+                    kind: ColumnKind::Categorical,
+                    reason,
+                })?;
+                let values = dict.values().as_string::<i32>();
+                let names = (0..values.len())
+                    .map(|k| values.value(k).to_string())
+                    .collect();
+                let keys = dict
+                    .keys()
+                    .iter()
+                    .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32))
+                    .collect();
+                (keys, names)
+            }
+        };
+        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            let Some(k) = k else { continue };
             let class = classes.map_or(u32::MAX, |c| c.0[i]);
-            *counts
-                .entry((self.slice_of_row[i], k as u32, class))
-                .or_default() += 1;
+            *counts.entry((self.slice_of_row[i], *k, class)).or_default() += 1;
         }
         // a fixed order, so that the value cap is applied deterministically
         let mut rows: Vec<((u32, u32, u32), u64)> = counts.into_iter().collect();
-        rows.sort_unstable_by_key(|(k, _)| (k.0, values.value(k.1 as usize), k.2));
+        rows.sort_unstable_by_key(|(k, _)| (k.0, names[k.1 as usize].as_str(), k.2));
         for ((s, k, class), c) in rows {
             let mut v = ValueLabels {
                 rows: c,
@@ -900,7 +925,7 @@ impl<'r> Profiler<'r> {
                 .by_value
                 .entry(column.to_string())
                 .or_default();
-            add_value(map, values.value(k as usize), &v);
+            add_value(map, &names[k as usize], &v);
         }
         Ok(())
     }
@@ -1025,6 +1050,21 @@ fn dict_value_type(dt: &DataType) -> &DataType {
 
 /// Any array as a dictionary of Utf8 values with i32 keys (dictionaries are
 /// re-keyed without touching rows; plain strings are interned once).
+/// Names of the bins that cut points make: `< a`, `[a, b)`, …, `>= z`.
+pub fn bin_names(edges: &[f64]) -> Vec<String> {
+    let mut out = Vec::with_capacity(edges.len() + 1);
+    if let Some(first) = edges.first() {
+        out.push(format!("< {first}"));
+    }
+    for w in edges.windows(2) {
+        out.push(format!("[{}, {})", w[0], w[1]));
+    }
+    if let Some(last) = edges.last() {
+        out.push(format!(">= {last}"));
+    }
+    out
+}
+
 /// Label types whose classes are named by their integer value (`0`, `1`).
 fn is_int_like(dt: &DataType) -> bool {
     matches!(

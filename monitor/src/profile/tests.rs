@@ -359,3 +359,28 @@ fn boolean_columns_count_true_and_false() {
     assert_eq!(counts, vec![("true", 2), ("false", 1)]);
     assert_eq!(p.tags["scraped"].columns["flag"].count, 1);
 }
+
+/// A numeric slice column is counted per bin of its cut points.
+#[test]
+fn numeric_slice_columns_count_rows_and_labels_per_bin() {
+    let mut rules = rules();
+    rules.slices = vec!["x".into()];
+    rules.slice_bins = BTreeMap::from([("x".to_string(), vec![0.0, 50.0])]);
+    let rows: Vec<Row> = [(-5.0, 1), (0.0, 0), (49.9, 1), (50.0, 0), (75.0, 1)]
+        .iter()
+        .map(|&(x, l)| Row {
+            x: Some(x),
+            n: None,
+            cat: None,
+            tag: Some(1),
+            label: Some(l),
+        })
+        .collect();
+    let p = profile_batches(&rules, &key(), [&batch(&rows)]).unwrap();
+    let bins = &p.tags["vendor"].by_value["x"];
+    let got: Vec<(&str, u64, u64)> = bins
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.rows, v.labels.get("1").copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(got, vec![("< 0", 1, 1), (">= 50", 2, 1), ("[0, 50)", 2, 1)]);
+}
