@@ -321,6 +321,7 @@ pub(super) fn run_all(
         }
         duplicates(&ctx, slice, &mut tests);
         label_rate(&ctx, slice, &mut tests);
+        label_domain(&ctx, slice, &mut tests);
         for rule in &rules.columns {
             missing_rate(&ctx, slice, &rule.name, &mut tests);
             match rule.kind {
@@ -548,6 +549,48 @@ fn label_rate(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
         Direction::Both,
         out,
     );
+}
+
+/// Labelled rows whose class is none of the baseline's classes (a `2`, a
+/// `-1` in a 0/1 label): a count, one-sided, against the rate at which the
+/// baseline's own batches brought classes the others lacked (leave-one-out
+/// band; no band: none, Jeffreys-smoothed). Any such row is a change, so
+/// the floor is zero; the budget decides. It does not accumulate: a class
+/// that does not exist is plain in one batch, and windows would only take
+/// budget from the label-rate tests.
+fn label_domain(ctx: &Ctx, slice: &str, out: &mut Vec<Test>) {
+    let Some(label) = &ctx.rules.label else {
+        return;
+    };
+    let (Some(o), Some(all)) = (ctx.batch_slices.get(slice), ctx.reference.slice(ALL)) else {
+        return;
+    };
+    let n = o.labelled();
+    let n_base = ctx.reference.slice(slice).map_or(0, |s| s.labelled());
+    if n == 0 || n_base == 0 {
+        return;
+    }
+    let mut outside: Vec<(u64, &String)> = o
+        .labels
+        .iter()
+        .filter(|(class, _)| !all.labels.contains_key(*class))
+        .map(|(class, c)| (*c, class))
+        .collect();
+    outside.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let x: u64 = outside.iter().map(|o| o.0).sum();
+    let key = (Check::LabelOutOfDomain, Some(label.column.as_str()), slice);
+    let x_base = ctx
+        .band(key.0, key.1, key.2)
+        .map_or(0.0, |b| b.mean * n_base as f64);
+    let mut t = blank(key.0, key.1, slice, Unit::Share, Family::Labels);
+    let null = ctx.rate_null(key, x_base, n_base as f64);
+    count_test(&mut t, x, n, null, Direction::Up);
+    t.count = None;
+    t.value = outside.first().map(|o| o.1.clone());
+    t.threshold = 0.0;
+    t.contribution = ctx.weights(slice).0 * t.observed;
+    t.eligible = ctx.eligible(slice);
+    out.push(t);
 }
 
 /// Each tag's label rate against the most trusted tag of the same batch,

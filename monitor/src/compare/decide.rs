@@ -119,7 +119,10 @@ pub(super) fn findings(
     let mut groups: BTreeMap<(Check, Option<String>, Option<String>), Vec<usize>> = BTreeMap::new();
     for (i, t) in tests.iter().enumerate() {
         // the most common never-seen value is a detail, not what the test is about
-        let value = t.value.clone().filter(|_| t.check != Check::UnseenValues);
+        let value = t
+            .value
+            .clone()
+            .filter(|_| !matches!(t.check, Check::UnseenValues | Check::LabelOutOfDomain));
         groups
             .entry((t.check, t.column.clone(), value))
             .or_default()
@@ -383,7 +386,7 @@ fn finding(
         Severity::Warning
     };
     let what = match (&t.column, &t.value) {
-        (Some(c), Some(v)) if t.check == Check::UnseenValues => {
+        (Some(c), Some(v)) if matches!(t.check, Check::UnseenValues | Check::LabelOutOfDomain) => {
             format!("{} of `{c}` (most common: `{v}`)", t.check)
         }
         (Some(c), Some(v)) => format!("{} of `{c}` value `{v}`", t.check),

@@ -60,6 +60,8 @@ pub enum Check {
     LabelRateVsTrusted,
     /// Rows whose value the baseline never saw.
     UnseenValues,
+    /// Rows whose label is none of the classes the baseline has.
+    LabelOutOfDomain,
     /// Label rate of the rows with one value of a slice column, per tag.
     SliceLabelRate,
     /// Share of a tag's rows with one value of a slice column.
@@ -88,6 +90,7 @@ impl Check {
             Check::LabelRate => "label_rate",
             Check::LabelRateVsTrusted => "label_rate_vs_trusted",
             Check::UnseenValues => "unseen_values",
+            Check::LabelOutOfDomain => "label_out_of_domain",
             Check::SliceLabelRate => "slice_label_rate",
             Check::SliceShare => "slice_share",
             Check::SchemaNewColumn => "schema_new_column",
@@ -105,6 +108,7 @@ impl Check {
         matches!(
             self,
             Check::MissingRate
+                | Check::LabelOutOfDomain
                 | Check::OutOfRange
                 | Check::SchemaNewColumn
                 | Check::SchemaMissingColumn

@@ -491,4 +491,62 @@ mod tests {
         let clean = compare::compare(&ctx.profile(5001, &Scenario::Clean).unwrap(), &b, &rules);
         assert!(clean.is_empty(), "{clean:#?}");
     }
+
+    /// Labels outside the baseline's classes (a `2` in a 0/1 label) in 2%
+    /// of one tag's rows are a data-quality finding naming the class.
+    #[test]
+    fn labels_outside_the_baseline_classes_are_found() {
+        use arrow::array::{Array, AsArray, Int8Array};
+        let rules = crate::config::load(std::path::Path::new("../rules/fixtures.yaml"))
+            .unwrap()
+            .datasets
+            .remove(0);
+        let ctx = Ctx {
+            rules: &rules,
+            pii: PiiKey::from_bytes(b"x"),
+            suite: StreamSuite::default(),
+        };
+        let profiles: Vec<_> = (0..20)
+            .map(|i| ctx.profile(i, &Scenario::Clean).unwrap())
+            .collect();
+        let b = Baseline::build(&rules, &profiles, Vec::new(), "e").unwrap();
+        let batch = generate(&BatchSpec {
+            rows: 2_000,
+            seed: ctx.suite.seed,
+            batch_index: 7_000,
+            scenario: Scenario::Clean,
+        });
+        let tags = batch
+            .column_by_name("trust_tag")
+            .unwrap()
+            .as_string::<i32>();
+        let labels = batch
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int8Type>();
+        let mut planted = 0;
+        let relabelled: Int8Array = (0..batch.num_rows())
+            .map(|i| {
+                if tags.value(i) == "scraped" && labels.is_valid(i) && planted < 8 {
+                    planted += 1;
+                    Some(2)
+                } else {
+                    labels.is_valid(i).then(|| labels.value(i))
+                }
+            })
+            .collect();
+        let idx = batch.schema().index_of("label").unwrap();
+        let mut cols = batch.columns().to_vec();
+        cols[idx] = std::sync::Arc::new(relabelled);
+        let batch = arrow::array::RecordBatch::try_new(batch.schema(), cols).unwrap();
+        let p = profile_batches(&rules, &ctx.pii, [&batch]).unwrap();
+        let found = compare::compare(&p, &b, &rules);
+        let f = found
+            .iter()
+            .find(|f| f.check == Check::LabelOutOfDomain)
+            .unwrap_or_else(|| panic!("{found:#?}"));
+        assert_eq!(f.value.as_deref(), Some("2"));
+        assert_eq!(f.verdict, Verdict::DataQuality);
+        assert_eq!(f.trust_tag, "scraped");
+    }
 }
