@@ -336,10 +336,7 @@ impl Worker {
             "dataset ready"
         );
         crate::ops::dataset_opened(&rules, &baseline_id);
-        let evidence = last_evidence(&history).map_err(|source| AppError::History {
-            dataset: dataset.clone(),
-            source,
-        })?;
+        let evidence = history.last_evidence();
         let reference = compare::Reference::new(&baseline.profile, &rules);
         Ok(Worker {
             rules,
@@ -756,17 +753,6 @@ impl Worker {
     pub fn history(&self) -> &History {
         &self.history
     }
-}
-
-/// The evidence after the last processed batch of a history (empty when
-/// none): commit order is the order evidence accumulates in.
-fn last_evidence(history: &History) -> Result<compare::EvidenceState, HistoryError> {
-    Ok(history
-        .manifests()?
-        .into_iter()
-        .rev()
-        .find_map(|m| m.evidence)
-        .unwrap_or_default())
 }
 
 /// What a dataset reads from, for logs.

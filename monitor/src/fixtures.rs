@@ -838,6 +838,14 @@ fn choose(rng: &mut SmallRng, candidates: &[usize], amount: usize) -> Vec<usize>
         .collect()
 }
 
+/// Flip `strength` of the `negatives` (row indices) to positive.
+fn flip_to_positive(rows: &mut Rows, srng: &mut SmallRng, negatives: &[usize], strength: f64) {
+    let k = share_count(strength, negatives.len());
+    for i in choose(srng, negatives, k) {
+        rows.label[i] = Some(1);
+    }
+}
+
 /// The column and vocabulary index of a targeted flip's value.
 fn target_index(column: &str, value: &str) -> Result<(Col, u32), FixtureError> {
     let col = Col::parse(column)?;
@@ -1003,20 +1011,14 @@ fn build_rows(spec: &BatchSpec) -> Result<Rows, FixtureError> {
                     rows.trust_tag[i] == Some(t) && rows.label[i] == Some(0) && values[i] == Some(v)
                 })
                 .collect();
-            let k = share_count(*strength, negatives.len());
-            for i in choose(&mut srng, &negatives, k) {
-                rows.label[i] = Some(1);
-            }
+            flip_to_positive(&mut rows, &mut srng, &negatives, *strength);
         }
         Scenario::LabelFlip { tag, strength } => {
             let t = tag_index(tag)?;
             let negatives: Vec<usize> = (0..n)
                 .filter(|&i| rows.trust_tag[i] == Some(t) && rows.label[i] == Some(0))
                 .collect();
-            let k = share_count(*strength, negatives.len());
-            for i in choose(&mut srng, &negatives, k) {
-                rows.label[i] = Some(1);
-            }
+            flip_to_positive(&mut rows, &mut srng, &negatives, *strength);
         }
         Scenario::PlantedCategory {
             column,

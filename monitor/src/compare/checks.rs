@@ -765,13 +765,13 @@ fn psi(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     t.observed = value;
     t.baseline = 0.0;
     t.statistic = value;
-    let df = (r.expected.len() - 1) as f64;
-    let per_batch = b.n as f64 / ctx.batches();
-    let band = ctx.band(Check::Distribution, Some(name), slice);
-    let phi = dispersion(band, 1.0, stats::n_eff(per_batch, b.n as f64), df);
-    let n = stats::n_eff(o.n as f64, b.n as f64);
-    t.p = stats::p_chi2(n * value / phi, df);
-    level_test(ctx, t, ctx.rules.thresholds.psi, slice, out);
+    let chi2 = Chi2 {
+        scale: 1.0,
+        df: (r.expected.len() - 1) as f64,
+        n_obs: o.n as f64,
+        n_base: b.n as f64,
+    };
+    level_test(ctx, t, chi2, ctx.rules.thresholds.psi, out);
 }
 
 /// The batch's and the baseline's value statistics of a column in a slice,
@@ -792,8 +792,32 @@ fn value_columns<'a>(
     (oc.count > 0 && bc.count > 0).then_some((oc, bc, o, b))
 }
 
-/// Finish a distribution test whose effect is a divergence level.
-fn level_test(ctx: &Ctx, mut t: Test, floor: f64, slice: &str, out: &mut Vec<Test>) {
+/// How a divergence level becomes a χ² statistic: `scale · n_eff · level`
+/// with `df` degrees of freedom, `n_eff` from the batch's and the
+/// baseline's counts.
+struct Chi2 {
+    scale: f64,
+    df: f64,
+    n_obs: f64,
+    n_base: f64,
+}
+
+/// Finish a distribution test whose effect is a divergence level (`t.observed`):
+/// its p-value from the χ² statistic divided by the overdispersion the
+/// baseline's batches show at their own size.
+fn level_test(ctx: &Ctx, mut t: Test, chi2: Chi2, floor: f64, out: &mut Vec<Test>) {
+    let slice = t.slice.clone();
+    let slice = slice.as_str();
+    let per_batch = chi2.n_base / ctx.batches();
+    let band = ctx.band(Check::Distribution, t.column.as_deref(), slice);
+    let phi = dispersion(
+        band,
+        chi2.scale,
+        stats::n_eff(per_batch, chi2.n_base),
+        chi2.df,
+    );
+    let n = stats::n_eff(chi2.n_obs, chi2.n_base);
+    t.p = stats::p_chi2(chi2.scale * n * t.observed / phi, chi2.df);
     t.effect = t.observed;
     t.threshold = floor;
     t.contribution = ctx.weights(slice).0 * t.observed;
@@ -839,14 +863,13 @@ fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     t.stat_name = "js";
     t.observed = value;
     t.statistic = value;
-    let scale = 8.0 * std::f64::consts::LN_2;
-    let df = (p.len() - 1) as f64;
-    let per_batch = bn / ctx.batches();
-    let band = ctx.band(Check::Distribution, Some(name), slice);
-    let phi = dispersion(band, scale, stats::n_eff(per_batch, bn), df);
-    let n = stats::n_eff(on, bn);
-    t.p = stats::p_chi2(scale * n * value / phi, df);
-    level_test(ctx, t, ctx.rules.thresholds.js, slice, out);
+    let chi2 = Chi2 {
+        scale: 8.0 * std::f64::consts::LN_2,
+        df: (p.len() - 1) as f64,
+        n_obs: on,
+        n_base: bn,
+    };
+    level_test(ctx, t, chi2, ctx.rules.thresholds.js, out);
 }
 
 /// Top values: a value new to the baseline or rare there that is now a top

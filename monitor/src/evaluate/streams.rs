@@ -448,25 +448,38 @@ mod tests {
     use super::*;
     use crate::compare::{Check, Verdict};
 
+    fn fixture_rules() -> Rules {
+        crate::config::load(std::path::Path::new("../rules/fixtures.yaml"))
+            .unwrap()
+            .datasets
+            .remove(0)
+    }
+
+    fn test_ctx(rules: &Rules) -> Ctx<'_> {
+        Ctx {
+            rules,
+            pii: PiiKey::from_bytes(b"x"),
+            suite: StreamSuite::default(),
+        }
+    }
+
+    /// A baseline of 20 clean 2,000-row batches.
+    fn clean_baseline(ctx: &Ctx) -> Baseline {
+        let profiles: Vec<_> = (0..20)
+            .map(|i| ctx.profile(i, &Scenario::Clean).unwrap())
+            .collect();
+        Baseline::build(ctx.rules, &profiles, Vec::new(), "e").unwrap()
+    }
+
     /// A value no baseline batch ever had, planted in 3% of one low-trust
     /// tag's rows of a 2,000-row batch, is named on that tag as possible
     /// poisoning (its leave-one-out null rate is tiny, unlike the merchant
     /// codes' Zipf tail, which brings codes new to one tag all the time).
     #[test]
     fn a_planted_never_seen_value_is_named_on_its_tag() {
-        let rules = crate::config::load(std::path::Path::new("../rules/fixtures.yaml"))
-            .unwrap()
-            .datasets
-            .remove(0);
-        let ctx = Ctx {
-            rules: &rules,
-            pii: PiiKey::from_bytes(b"x"),
-            suite: StreamSuite::default(),
-        };
-        let profiles: Vec<_> = (0..20)
-            .map(|i| ctx.profile(i, &Scenario::Clean).unwrap())
-            .collect();
-        let b = Baseline::build(&rules, &profiles, Vec::new(), "e").unwrap();
+        let rules = fixture_rules();
+        let ctx = test_ctx(&rules);
+        let b = clean_baseline(&ctx);
         assert!(
             b.bands
                 .contains_key("unseen_values|merchant_category|scraped")
@@ -497,19 +510,9 @@ mod tests {
     #[test]
     fn labels_outside_the_baseline_classes_are_found() {
         use arrow::array::{Array, AsArray, Int8Array};
-        let rules = crate::config::load(std::path::Path::new("../rules/fixtures.yaml"))
-            .unwrap()
-            .datasets
-            .remove(0);
-        let ctx = Ctx {
-            rules: &rules,
-            pii: PiiKey::from_bytes(b"x"),
-            suite: StreamSuite::default(),
-        };
-        let profiles: Vec<_> = (0..20)
-            .map(|i| ctx.profile(i, &Scenario::Clean).unwrap())
-            .collect();
-        let b = Baseline::build(&rules, &profiles, Vec::new(), "e").unwrap();
+        let rules = fixture_rules();
+        let ctx = test_ctx(&rules);
+        let b = clean_baseline(&ctx);
         let batch = generate(&BatchSpec {
             rows: 2_000,
             seed: ctx.suite.seed,

@@ -139,6 +139,8 @@ pub struct History {
     quarantined: HashMap<String, String>,
     next_seq: u64,
     audit: AuditLog,
+    /// The evidence after the last processed batch (what the next continues from).
+    evidence: Option<crate::compare::EvidenceState>,
 }
 
 impl History {
@@ -161,6 +163,7 @@ impl History {
             quarantined: HashMap::new(),
             next_seq: 0,
             audit: AuditLog::open(state_dir)?,
+            evidence: None,
         };
         let manifests = h.manifests()?;
         for m in &manifests {
@@ -176,6 +179,8 @@ impl History {
             }
             h.next_seq = h.next_seq.max(m.seq + 1);
         }
+        // manifests come in commit order: the last one with evidence wins
+        h.evidence = manifests.iter().rev().find_map(|m| m.evidence.clone());
         h.repair_alerts(&manifests)?;
         h.repair_audit(&manifests)?;
         h.remove_orphans()?;
@@ -260,6 +265,11 @@ impl History {
         self.by_sha.get(sha256).map(String::as_str)
     }
 
+    /// The evidence after the last processed batch (empty when none).
+    pub fn last_evidence(&self) -> crate::compare::EvidenceState {
+        self.evidence.clone().unwrap_or_default()
+    }
+
     /// The next commit sequence number.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -305,6 +315,9 @@ impl History {
                 .or_insert(manifest.batch_id.clone());
         }
         self.next_seq = self.next_seq.max(manifest.seq + 1);
+        if manifest.evidence.is_some() {
+            self.evidence = manifest.evidence.clone();
+        }
         self.append_alerts(&manifest.alerts)?;
         self.audit.append(
             AuditKind::BatchCommitted,
