@@ -296,7 +296,7 @@ impl Worker {
             dataset: dataset.clone(),
             source,
         })?;
-        let pii = PiiKey::load(&rules.pii_key_env, &rules.state_dir).map_err(|source| {
+        let pii = crate::pii::load(&rules.pii_key_env, &rules.state_dir).map_err(|source| {
             AppError::PiiKey {
                 dataset: dataset.clone(),
                 source,

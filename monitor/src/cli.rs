@@ -387,7 +387,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn pii_key(rules: &Rules) -> anyhow::Result<PiiKey> {
-    Ok(PiiKey::load(&rules.pii_key_env, &rules.state_dir)?)
+    Ok(crate::pii::load(&rules.pii_key_env, &rules.state_dir)?)
 }
 
 fn profile_paths(

@@ -15,20 +15,23 @@
 
 pub mod alert;
 pub mod app;
-pub mod baseline;
 pub mod baseline_history;
 pub mod cli;
-pub mod compare;
-pub mod config;
 pub mod decode;
 pub mod evaluate;
-pub mod fixtures;
 pub mod ops;
 pub mod pii;
-pub mod profile;
 pub mod query;
 pub mod replay;
 pub mod report;
 pub mod security;
 pub mod source;
 pub mod store;
+
+// The pure stages live in `dqmon-core`, the rules loader in `dqmon-config`
+// and the synthetic generator in `dqmon-fixtures`; they are re-exported
+// under their old paths, so `dqmon::profile`, `dqmon::config` and the rest
+// keep naming the same things.
+pub use dqmon_config as config;
+pub use dqmon_core::{baseline, compare, profile};
+pub use dqmon_fixtures as fixtures;

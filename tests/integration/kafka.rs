@@ -213,7 +213,7 @@ impl KafkaSetup {
         fs::write(&rules, text).unwrap();
         let cfg = dqmon::config::load(&rules).unwrap();
         let r = cfg.datasets.into_iter().next().unwrap();
-        let pii = dqmon::pii::PiiKey::load(&r.pii_key_env, &r.state_dir).unwrap();
+        let pii = dqmon::pii::load(&r.pii_key_env, &r.state_dir).unwrap();
         let decoder = JsonDecoder::new(&r, MessageFormat::Json, false);
         let mut profiles = Vec::new();
         let mut refs = Vec::new();

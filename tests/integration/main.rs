@@ -8,6 +8,7 @@ mod alerts;
 mod baselines;
 mod config_errors;
 mod crash;
+mod crate_graph;
 mod daemon;
 mod golden;
 mod history_baseline;

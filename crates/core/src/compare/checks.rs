@@ -20,10 +20,10 @@ use super::budget::Family;
 use super::rate::{Direction, RateNull};
 use super::stats::{self, Band};
 use super::{Check, Finding, Severity, Verdict, band, band_key};
-use crate::config::model::{ColumnKind, Rules};
 use crate::profile::{
     ALL, BatchProfile, ColumnProfile, NumericProfile, SliceProfile, ValuesProfile,
 };
+use crate::rules::{ColumnKind, Rules};
 
 /// How a test's numbers read in a message.
 #[derive(Debug, Clone, Copy, PartialEq)]

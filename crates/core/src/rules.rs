@@ -1,6 +1,6 @@
 //! The typed, validated rules that every other stage reads.
 //!
-//! These types are produced only by [`crate::config::load`] (or built directly
+//! These types are produced only by the `dqmon` crate's `config::load` (or built directly
 //! in tests); they are always valid: every default is filled in and every
 //! cross-field constraint has been checked. Nothing here does I/O.
 
@@ -388,7 +388,7 @@ pub struct KafkaSource {
     pub secret_properties: BTreeMap<String, SecretRef>,
 }
 /// `security:`: which baseline approvals the daemon and `compare` accept
-/// (see [`crate::security`]). The default accepts any recorded approval.
+/// (see the `dqmon` crate's `security` module). The default accepts any recorded approval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SecurityRules {
     /// Refuse a baseline whose approval is not signed by a listed key.

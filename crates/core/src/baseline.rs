@@ -4,15 +4,15 @@
 //! every metric the checks compute, its batch-to-batch distribution (a
 //! [`Band`]) so that thresholds follow normal variability. Building is a pure
 //! function of batch profiles and rules; storing, hashing and approval live
-//! in [`crate::store::baselines`].
+//! in the `dqmon` crate's `store::baselines`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{self, stats::Band};
-use crate::config::model::Rules;
 use crate::profile::{BatchProfile, ProfileError};
+use crate::rules::Rules;
 
 /// Version of the serialized baseline format.
 pub const BASELINE_FORMAT: u32 = 1;

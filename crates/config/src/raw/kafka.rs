@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use super::{Fields, Walker, key_path, resolve};
-use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat, SecretRef, SourceRule};
+use crate::model::{KafkaSource, KafkaTrust, MessageFormat, SecretRef, SourceRule};
 
 const KAFKA_KEYS: &[&str] = &[
     "brokers",
@@ -60,7 +60,7 @@ const SECRET_PROPERTIES: &[&str] = &[
 ];
 
 /// Whether a librdkafka property holds a secret value.
-pub(in crate::config) fn is_secret_property(key: &str) -> bool {
+pub(crate) fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     SECRET_PROPERTIES.contains(&k.as_str())
         || ["password", "secret", "token", "private"]

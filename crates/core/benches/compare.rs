@@ -3,26 +3,27 @@
 //! evidence of 16 earlier batches carried in, as the daemon compares every
 //! batch. The target is well under 5 ms per batch.
 //!
-//! `cargo bench -p dqmon --bench compare`
+//! `cargo bench -p dqmon-core --bench compare` (builds only the core, the
+//! rules loader and the generator: minutes, not the whole daemon).
 
 use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use dqmon::baseline::Baseline;
-use dqmon::compare::{self, EvidenceState, Position, Reference};
-use dqmon::fixtures::{BatchSpec, Scenario, generate};
-use dqmon::pii::PiiKey;
-use dqmon::profile::{BatchProfile, profile_batches};
+use dqmon_core::baseline::Baseline;
+use dqmon_core::compare::{self, EvidenceState, Position, Reference};
+use dqmon_core::pii::PiiKey;
+use dqmon_core::profile::{BatchProfile, profile_batches};
+use dqmon_fixtures::{BatchSpec, Scenario, generate};
 
 fn bench(c: &mut Criterion) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../rules/fixtures.yaml"
+        "/../../rules/fixtures.yaml"
     ))
     .unwrap();
-    let rules = dqmon::config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap();
+    let rules = dqmon_config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap();
     let pii = PiiKey::from_bytes(b"bench");
     let profile = |i: u64| -> BatchProfile {
         let b = generate(&BatchSpec {

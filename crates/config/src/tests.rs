@@ -275,7 +275,7 @@ alerts:
         rules_hash: sha(&[yaml]),
         security: SecurityRules::default(),
         alerts: Some({
-            use crate::config::model::{
+            use crate::model::{
                 AlertRules, ConfigValue, Receiver, SecretRef, WebhookFormat, WebhookReceiver,
             };
             let mut a = AlertRules::default();
@@ -671,7 +671,7 @@ source:
 
 #[test]
 fn kafka_source_loads_with_defaults_and_secret_references() {
-    use crate::config::model::{KafkaTrust, MessageFormat, SecretRef};
+    use crate::model::{KafkaTrust, MessageFormat, SecretRef};
     let r = parse_rules(KAFKA, Path::new("/cfg"), "test.yaml").unwrap();
     let SourceRule::Kafka(k) = r.source else {
         panic!("not a kafka source: {:?}", r.source)
@@ -922,10 +922,8 @@ alerts:
 
 #[test]
 fn alerts_section_is_read_into_receivers_and_routes() {
-    use crate::compare::Severity;
-    use crate::config::model::{
-        ConfigValue, EmailReceiver, Receiver, SecretRef, SmtpTls, WebhookFormat,
-    };
+    use crate::model::{ConfigValue, EmailReceiver, Receiver, SecretRef, SmtpTls, WebhookFormat};
+    use dqmon_core::compare::Severity;
     let r = parse_rules(
         &format!("{MINIMAL}{ALERTS_FULL}"),
         Path::new("/cfg"),
@@ -1007,10 +1005,7 @@ fn absent_alerts_section_keeps_stdout_lines_and_defaults_are_an_hour() {
         "t.yaml",
     );
     // `alerts: {}` turns the outbox on with every default (stdout only).
-    assert_eq!(
-        r.unwrap().alerts,
-        Some(crate::config::model::AlertRules::default())
-    );
+    assert_eq!(r.unwrap().alerts, Some(crate::model::AlertRules::default()));
     let r = parse_rules(
         &format!("{MINIMAL}alerts: {{ cooldown: 2h }}\n"),
         Path::new("/cfg"),
@@ -1020,7 +1015,7 @@ fn absent_alerts_section_keeps_stdout_lines_and_defaults_are_an_hour() {
     let a = r.alerts.unwrap();
     assert_eq!(a.cooldown_secs, 7200);
     assert_eq!(a.default_route, vec!["stdout"]);
-    let d = crate::config::model::AlertRules::default();
+    let d = crate::model::AlertRules::default();
     assert_eq!((d.cooldown_secs, d.resolve_after_batches), (3600, 3));
 }
 

@@ -53,9 +53,11 @@
 //! Secrets (keys such as `password`, `token`, `api_key`) are never accepted as
 //! literal values; they are referenced with `<key>_env` or `<key>_file`.
 
-pub mod model;
+/// The typed rules, defined in `dqmon-core` (re-exported here, where they are built).
+pub use dqmon_core::rules as model;
 
 mod error;
+pub mod keys;
 mod raw;
 
 #[cfg(test)]

@@ -917,7 +917,7 @@ impl Walker {
                 ok = false;
                 continue;
             };
-            if tag == crate::profile::ALL {
+            if tag == dqmon_core::profile::ALL {
                 self.problem(
                     &p,
                     "`all` is reserved for the whole batch and cannot be a trust tag; rename the tag in the data or map it to another name.".to_string(),
@@ -1499,7 +1499,7 @@ impl Walker {
                     v,
                     "`public_key: <base64 printed by dqmon baseline keygen>`",
                 )?;
-                match crate::security::parse_public_key(&text) {
+                match crate::keys::parse_public_key(&text) {
                     Ok(_) => Some(PublicKeySource::Inline(text)),
                     Err(reason) => {
                         self.problem(

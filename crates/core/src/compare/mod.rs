@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
-use crate::config::model::Rules;
 use crate::profile::{ALL, BatchProfile};
+use crate::rules::Rules;
 pub use checks::Reference;
 pub use evidence::EvidenceState;
 use stats::Band;

@@ -7,7 +7,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::model::{ColumnKind, ColumnRule, Rules};
+use crate::rules::{ColumnKind, ColumnRule, Rules};
 
 fn rules() -> Rules {
     let col = |name: &str, kind, pii| ColumnRule {

@@ -12,11 +12,11 @@ use serde_yaml::{Mapping, Value};
 use super::{
     Fields, Walker, index_path, is_literal, is_secret_key, key_path, list, resolve, suggest,
 };
-use crate::compare::Severity;
-use crate::config::model::{
+use crate::model::{
     AlertRoute, AlertRules, ConfigValue, EmailReceiver, Receiver, RetryRules, SecretRef, SmtpTls,
     WebhookFormat, WebhookReceiver,
 };
+use dqmon_core::compare::Severity;
 
 const ALERTS_KEYS: &[&str] = &[
     "receivers",

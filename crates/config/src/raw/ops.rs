@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use serde_yaml::Value;
 
 use super::{Fields, Walker, key_path};
-use crate::config::error::Problem;
-use crate::config::model::ServerSettings;
+use crate::error::Problem;
+use crate::model::ServerSettings;
 
 const SERVER_KEYS: &[&str] = &["listen"];
 
@@ -20,7 +20,7 @@ const EXAMPLE: &str = "`server: { listen: 127.0.0.1:9464 }`";
 /// The `server:` section of a file's root (`None` when absent), or every
 /// problem found in it. `included` is true for a rules file listed under
 /// another file's `include:`, where the section is not allowed.
-pub(in crate::config) fn server_section(
+pub(crate) fn server_section(
     root: &Value,
     included: bool,
 ) -> Result<Option<ServerSettings>, Vec<Problem>> {

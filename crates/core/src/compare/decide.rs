@@ -25,8 +25,8 @@ use super::checks::{Reference, Test, Unit, schema_findings};
 use super::evidence::{EvidenceState, WINDOWS};
 use super::stats;
 use super::{Check, EvidenceWindow, Finding, Severity, Verdict};
-use crate::config::model::Rules;
 use crate::profile::{ALL, BatchProfile};
+use crate::rules::Rules;
 
 /// Accumulate the count tests into the evidence and pick, per test, the
 /// shortest window that is a hit (the most specific account of the

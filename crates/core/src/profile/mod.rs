@@ -36,8 +36,8 @@ use arrow::datatypes::{
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
-use crate::config::model::{ColumnKind, ColumnRule, Rules, TrustSource};
 use crate::pii::PiiKey;
+use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
 pub use sketch::{Distinct, Quantiles, SketchError, TopValues, ValueCount};
 pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
 
@@ -741,7 +741,7 @@ impl<'r> Profiler<'r> {
     /// updates the distinct-count sketch once. When a record batch holds more
     /// distinct values than the top-values sketch keeps exactly, only values
     /// seen at least twice update that sketch: a value seen once in
-    /// a record batch of [`crate::decode::parquet::BATCH_ROWS`] rows can never
+    /// a record batch of `decode::parquet::BATCH_ROWS` (the `dqmon` crate) rows can never
     /// reach a top share, so skipping it changes a count by at most one per
     /// record batch while sparing a heap copy per unique string. Raw values of
     /// pii columns are replaced by keyed hashes before they leave the batch.

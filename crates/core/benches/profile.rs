@@ -1,0 +1,72 @@
+//! Profile speed in memory, and what the rules' `slices:` cost.
+//!
+//! A 1M-row batch of the fixture generator (11 columns, four trust tags),
+//! already decoded into record batches of 65,536 rows, profiled with
+//! `rules/fixtures.yaml` twice in the same run: as shipped (two slice
+//! columns, `country` and `device`, counted per value × tag) and with the
+//! slices removed. The ratio of the two is the price of slices on the
+//! profile alone; against decode + profile (`cargo bench -p dqmon --bench
+//! profile`) it is smaller still, since decoding is the same in both.
+//!
+//! `cargo bench -p dqmon-core --bench profile` (set `DQMON_BENCH_ROWS` to
+//! change the size).
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use dqmon_core::pii::PiiKey;
+use dqmon_core::profile::profile_batches;
+use dqmon_fixtures::{BatchSpec, Scenario, generate};
+
+fn bench(c: &mut Criterion) {
+    let rows: usize = std::env::var("DQMON_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../rules/fixtures.yaml"
+    ))
+    .unwrap();
+    let sliced = dqmon_config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap();
+    assert!(
+        !sliced.slices.is_empty(),
+        "the fixture rules declare slices"
+    );
+    let mut plain = sliced.clone();
+    plain.slices.clear();
+    plain.slice_bins.clear();
+    let whole = generate(&BatchSpec {
+        rows,
+        seed: 1,
+        batch_index: 0,
+        scenario: Scenario::Clean,
+    });
+    let batches: Vec<_> = (0..rows)
+        .step_by(65_536)
+        .map(|at| whole.slice(at, 65_536.min(rows - at)))
+        .collect();
+    let pii = PiiKey::from_bytes(b"bench-key-0123456789abcdef");
+
+    let mut g = c.benchmark_group("profile_in_memory");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(rows as u64));
+    g.bench_function("without_slices", |b| {
+        b.iter(|| {
+            let p = profile_batches(&plain, &pii, &batches).unwrap();
+            assert_eq!(black_box(p).rows as usize, rows);
+        })
+    });
+    g.bench_function("with_two_slice_columns", |b| {
+        b.iter(|| {
+            let p = profile_batches(&sliced, &pii, &batches).unwrap();
+            assert_eq!(black_box(p).rows as usize, rows);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

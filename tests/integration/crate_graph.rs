@@ -1,0 +1,132 @@
+//! The crate graph the README draws, checked: `dqmon-core` (profile,
+//! compare, baselines, rules) does no I/O, and the pipeline's crates depend
+//! one way (core ← config ← dqmon).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Every package `package` pulls in as a normal (non-dev, non-build)
+/// dependency, transitively, as `cargo tree` resolves it from Cargo.lock.
+fn normal_dependencies(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(["--format", "{p}", "-p", package])
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn core_has_no_io_dependency() {
+    let deps = normal_dependencies("dqmon-core");
+    assert!(deps.contains("arrow-array"), "the tree was read: {deps:?}");
+    // chrono comes with arrow-array (its temporal types); the core never
+    // reads a clock, which `core_source_does_no_io` checks.
+    let io = [
+        "tokio",
+        "rdkafka",
+        "datafusion",
+        "parquet",
+        "mio",
+        "notify",
+        "axum",
+        "hyper",
+        "lettre",
+        "ureq",
+        "object_store",
+        "tracing",
+        "rand",
+        "dqmon",
+        "dqmon-config",
+        "dqmon-fixtures",
+    ];
+    let found: Vec<_> = io.iter().filter(|c| deps.contains(**c)).collect();
+    assert!(
+        found.is_empty(),
+        "dqmon-core must stay pure, but it now depends on {found:?}; move the code that needs them out of crates/core"
+    );
+}
+
+#[test]
+fn config_depends_on_core_and_not_on_the_daemon() {
+    let deps = normal_dependencies("dqmon-config");
+    assert!(deps.contains("dqmon-core"));
+    for c in ["dqmon", "tokio", "rdkafka", "datafusion", "parquet"] {
+        assert!(!deps.contains(c), "dqmon-config depends on {c}");
+    }
+}
+
+/// The source of the core names no file system, network, process,
+/// environment, thread or clock API (a dependency check cannot see `std`).
+#[test]
+fn core_source_does_no_io() {
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "std::env",
+        "std::process",
+        "std::thread",
+        "std::io::stdin",
+        "std::io::stdout",
+        "SystemTime",
+        "Instant::now",
+        "println!",
+        "eprintln!",
+    ];
+    let mut offences = Vec::new();
+    let mut stack = vec![root().join("crates/core/src")];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files += 1;
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim_start().starts_with("//") {
+                        continue;
+                    }
+                    for f in forbidden {
+                        // an address is a value in the rules, not a socket
+                        let address = f == "std::net" && line.contains("SocketAddr");
+                        if line.contains(f) && !address {
+                            offences.push(format!("{}:{}: {f}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(files >= 10, "the core's sources were found ({files} files)");
+    assert!(offences.is_empty(), "I/O in dqmon-core: {offences:#?}");
+}
