@@ -588,6 +588,9 @@ pub fn metric_rows(p: &BatchProfile) -> Vec<MetricRow> {
                 }
                 push("out_of_range", (n.below_range + n.above_range) as f64);
             }
+            if let Some(n) = &c.numeric {
+                push("non_finite", n.non_finite as f64);
+            }
             if let Some(v) = &c.values {
                 push("distinct_estimate", v.distinct.estimate().round());
             }

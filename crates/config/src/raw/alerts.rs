@@ -62,25 +62,13 @@ const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
 const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 const TLS_MODES: &[&str] = &["none", "starttls", "tls"];
 const FORMATS: &[&str] = &["generic", "slack", "pagerduty"];
-/// The check names a route may match (see `compare::Check::as_str`).
-pub(crate) const CHECK_NAMES: &[&str] = &[
-    "row_count",
-    "tag_share",
-    "missing_rate",
-    "out_of_range",
-    "distribution",
-    "top_new_value",
-    "top_rare_value_common",
-    "top_value_vanished",
-    "label_rate",
-    "label_rate_vs_trusted",
-    "schema_new_column",
-    "schema_missing_column",
-    "schema_retyped_column",
-    "duplicate_rows",
-    "malformed_records",
-    "replayed_batch",
-];
+/// The check names a route may match: every check of `compare::Check`.
+fn check_names() -> Vec<&'static str> {
+    dqmon_core::compare::Check::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect()
+}
 /// Header names whose value is a credential and so may not be written inline.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
@@ -670,16 +658,15 @@ impl Walker {
                     }
                     "check" => {
                         for (vp, s) in values {
-                            if CHECK_NAMES.contains(&s.as_str()) {
+                            let names = check_names();
+                            if names.contains(&s.as_str()) {
                                 r.check.push(s);
                             } else {
                                 let mut message = format!("unknown check `{s}`");
-                                match suggest(&s, CHECK_NAMES) {
+                                match suggest(&s, &names) {
                                     Some(x) => message.push_str(&format!("; did you mean `{x}`?")),
-                                    None => message.push_str(&format!(
-                                        "; write one of {}.",
-                                        list(CHECK_NAMES)
-                                    )),
+                                    None => message
+                                        .push_str(&format!("; write one of {}.", list(&names))),
                                 }
                                 self.problem(&vp, message);
                             }

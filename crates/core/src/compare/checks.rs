@@ -327,6 +327,7 @@ pub(super) fn run_all(
             match rule.kind {
                 ColumnKind::Numeric => {
                     out_of_range(&ctx, slice, &rule.name, &mut tests);
+                    non_finite(&ctx, slice, &rule.name, &mut tests);
                     psi(&ctx, slice, &rule.name, &mut tests);
                 }
                 ColumnKind::Categorical | ColumnKind::Boolean => {
@@ -519,6 +520,33 @@ fn missing_rate(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         slice,
         (o.nulls, o.nulls + o.count),
         (b.nulls, b.nulls + b.count),
+        ctx.rules.thresholds.missing_min_abs_change,
+        Family::Missing,
+        Direction::Up,
+        out,
+    );
+}
+
+/// NaN and ±infinity among a numeric column's non-null values: a count,
+/// one-sided, tested like the missing rate (same null, same floor, same
+/// family). They enter no other statistic (min, max, mean, quantiles and the
+/// range check see finite values only), so without this test a column
+/// turned to NaN would look merely smaller.
+fn non_finite(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
+    let (Some(o), Some(b)) = (
+        column(ctx.batch_slices.get(slice), name),
+        column(ctx.reference.slice(slice), name),
+    ) else {
+        return;
+    };
+    let bad = |c: &ColumnProfile| c.numeric.as_ref().map(|n| n.non_finite).unwrap_or(0);
+    rate_test(
+        ctx,
+        Check::NonFinite,
+        Some(name),
+        slice,
+        (bad(o), o.count),
+        (bad(b), b.count),
         ctx.rules.thresholds.missing_min_abs_change,
         Family::Missing,
         Direction::Up,

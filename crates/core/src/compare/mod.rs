@@ -52,6 +52,8 @@ pub enum Check {
     TagShare,
     MissingRate,
     OutOfRange,
+    /// NaN and ±infinity in a numeric column.
+    NonFinite,
     Distribution,
     TopNewValue,
     TopRareValueCommon,
@@ -77,12 +79,39 @@ pub enum Check {
 }
 
 impl Check {
+    /// Every check, in declaration order (the names a route may match).
+    pub const ALL: &'static [Check] = &[
+        Check::RowCount,
+        Check::TagShare,
+        Check::MissingRate,
+        Check::OutOfRange,
+        Check::NonFinite,
+        Check::Distribution,
+        Check::TopNewValue,
+        Check::TopRareValueCommon,
+        Check::TopValueVanished,
+        Check::LabelRate,
+        Check::LabelRateVsTrusted,
+        Check::UnseenValues,
+        Check::LabelOutOfDomain,
+        Check::SliceLabelRate,
+        Check::SliceShare,
+        Check::SchemaNewColumn,
+        Check::SchemaMissingColumn,
+        Check::SchemaRetypedColumn,
+        Check::DuplicateRows,
+        Check::MalformedRecords,
+        Check::ReplayedBatch,
+        Check::BaselineRefused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Check::RowCount => "row_count",
             Check::TagShare => "tag_share",
             Check::MissingRate => "missing_rate",
             Check::OutOfRange => "out_of_range",
+            Check::NonFinite => "non_finite",
             Check::Distribution => "distribution",
             Check::TopNewValue => "top_new_value",
             Check::TopRareValueCommon => "top_rare_value_common",
@@ -110,6 +139,7 @@ impl Check {
             Check::MissingRate
                 | Check::LabelOutOfDomain
                 | Check::OutOfRange
+                | Check::NonFinite
                 | Check::SchemaNewColumn
                 | Check::SchemaMissingColumn
                 | Check::SchemaRetypedColumn

@@ -42,7 +42,11 @@ pub use sketch::{Distinct, Quantiles, SketchError, TopValues, ValueCount};
 pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
 
 /// Version of the serialized profile format. Bump on any incompatible change.
-pub const PROFILE_FORMAT: u32 = 1;
+///
+/// 2: the distinct-count sketch of a `pii` column takes keyed hashes (format
+/// 1 fed it raw values, so a sketch of format 1 and one of format 2 count
+/// the same value twice when merged).
+pub const PROFILE_FORMAT: u32 = 2;
 
 /// Name of the slice that holds the rows whose trust tag is null or absent.
 pub const UNTAGGED: &str = "untagged";
@@ -72,7 +76,9 @@ pub enum ProfileError {
         kind: ColumnKind,
         reason: String,
     },
-    #[error("profile format {found} is not supported by this dqmon (expects {PROFILE_FORMAT})")]
+    #[error(
+        "profile format {found} is not supported by this dqmon (expects {PROFILE_FORMAT}); profile those batches again with this version (`dqmon replay`) before merging them"
+    )]
     Format { found: u32 },
 }
 
@@ -725,10 +731,11 @@ impl<'r> Profiler<'r> {
                 }
                 col.count += c;
                 let v = values.value(k);
-                vp.distinct.update_str(v);
                 if rule.pii {
+                    vp.distinct.update_u64(self.pii.hash64(v));
                     vp.top.update_with_count(&self.pii.hash(v), c);
                 } else {
+                    vp.distinct.update_str(v);
                     vp.top.update_with_count(v, c);
                 }
             }
@@ -744,7 +751,8 @@ impl<'r> Profiler<'r> {
     /// a record batch of `decode::parquet::BATCH_ROWS` (the `dqmon` crate) rows can never
     /// reach a top share, so skipping it changes a count by at most one per
     /// record batch while sparing a heap copy per unique string. Raw values of
-    /// pii columns are replaced by keyed hashes before they leave the batch.
+    /// pii columns reach no sketch: the distinct count takes their keyed
+    /// 64-bit hash, the top values their keyed text hash.
     fn update_text<'a>(
         &mut self,
         rule: &ColumnRule,
@@ -780,7 +788,11 @@ impl<'r> Profiler<'r> {
                 // few distinct values: the top-values sketch stays exact, feed it all
                 let all = map.len() * 4 <= sketch.frequent_items_map * 3;
                 for (v, c) in map {
-                    part.distinct.update_str(v);
+                    if rule.pii {
+                        part.distinct.update_u64(self.pii.hash64(v));
+                    } else {
+                        part.distinct.update_str(v);
+                    }
                     if all || c >= 2 {
                         part.top.update_with_count(v, c);
                     }

@@ -384,3 +384,75 @@ fn numeric_slice_columns_count_rows_and_labels_per_bin() {
         .collect();
     assert_eq!(got, vec![("< 0", 1, 1), (">= 50", 2, 1), ("[0, 50)", 2, 1)]);
 }
+
+/// A stored profile must not let anyone who lacks the key test a guessed
+/// value of a `pii` column: every sketch of that column (distinct count and
+/// top values) is fed keyed values only. Checked on the serialized sketch,
+/// for plain and dictionary-encoded strings: a sketch fed the raw guess
+/// would match it exactly.
+#[test]
+fn pii_sketches_are_keyed_in_their_serialized_form() {
+    use arrow::array::DictionaryArray;
+    use arrow::datatypes::Int32Type;
+
+    let guess = "alice@example.com";
+    let rows = 64;
+    let schema = |mail: DataType| {
+        Arc::new(Schema::new(vec![
+            Field::new("mail", mail, true),
+            Field::new("trust_tag", DataType::Utf8, true),
+        ]))
+    };
+    let tags: ArrayRef = Arc::new(StringArray::from(vec![Some("vendor"); rows]));
+    let plain: ArrayRef = Arc::new(StringArray::from(vec![Some(guess); rows]));
+    let dict: ArrayRef = Arc::new(
+        vec![Some(guess); rows]
+            .into_iter()
+            .collect::<DictionaryArray<Int32Type>>(),
+    );
+    let mut r = rules();
+    r.slices.clear();
+    let mut raw = Distinct::new(r.sketch.hll_lg_k);
+    raw.update_str(guess);
+    let raw = serde_json::to_value(&raw).unwrap();
+    for (mail, dt) in [
+        (plain, DataType::Utf8),
+        (
+            dict,
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        ),
+    ] {
+        let b = RecordBatch::try_new(schema(dt.clone()), vec![mail, tags.clone()]).unwrap();
+        let p = profile_batches(&r, &key(), [&b]).unwrap();
+        let values = p.tags["vendor"].columns["mail"].values.as_ref().unwrap();
+        assert_eq!(values.distinct.estimate().round(), 1.0, "{dt}");
+        let stored = serde_json::to_value(&values.distinct).unwrap();
+        assert_ne!(
+            stored, raw,
+            "{dt}: the distinct-count sketch holds the raw value's hash"
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains(guess), "{dt}");
+        assert!(
+            values
+                .top
+                .all()
+                .iter()
+                .all(|v| v.value.starts_with(crate::pii::PII_PREFIX)),
+            "{dt}"
+        );
+        // and the same key gives the same sketch, so batches stay mergeable
+        let again = profile_batches(&r, &key(), [&b]).unwrap();
+        assert_eq!(
+            serde_json::to_value(
+                &again.tags["vendor"].columns["mail"]
+                    .values
+                    .as_ref()
+                    .unwrap()
+                    .distinct
+            )
+            .unwrap(),
+            stored
+        );
+    }
+}
