@@ -71,6 +71,7 @@ const THRESHOLD_KEYS: &[&str] = &[
     "malformed_max_share",
     "min_slice_rows",
     "min_slice_value_rows",
+    "max_findings_per_batch",
 ];
 const SKETCH_KEYS: &[&str] = &["tdigest_k", "hll_lg_k", "frequent_items_map"];
 const LIMIT_KEYS: &[&str] = &["max_file_bytes", "max_rows", "max_string_len"];
@@ -1333,6 +1334,11 @@ impl Walker {
             && let Some(n) = self.whole(&p, v, 1, u64::MAX, "`min_slice_value_rows: 50`")
         {
             t.min_slice_value_rows = n;
+        }
+        if let Some((p, v)) = f.get("max_findings_per_batch")
+            && let Some(n) = self.whole(&p, v, 1, 100_000, "`max_findings_per_batch: 50`")
+        {
+            t.max_findings_per_batch = n as usize;
         }
         f.finish(self);
         t

@@ -260,6 +260,7 @@ alerts:
             malformed_max_share: 0.02,
             min_slice_rows: 500,
             min_slice_value_rows: 50,
+            max_findings_per_batch: 50,
         },
         sketch: SketchParams {
             tdigest_k: 200,

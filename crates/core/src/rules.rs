@@ -139,6 +139,10 @@ pub struct Thresholds {
     /// Minimum baseline rows of one value of a slice column (in a tag)
     /// before its label rate and share are tested.
     pub min_slice_value_rows: u64,
+    /// Findings raised one by one per batch; past it the least severe are
+    /// counted in one `too_many_findings` summary (a broken batch must not
+    /// page 5,000 times).
+    pub max_findings_per_batch: usize,
 }
 
 impl Default for Thresholds {
@@ -162,6 +166,7 @@ impl Default for Thresholds {
             malformed_max_share: 0.01,
             min_slice_rows: 200,
             min_slice_value_rows: 50,
+            max_findings_per_batch: 50,
         }
     }
 }

@@ -210,7 +210,53 @@ pub(super) fn findings(
             &b.value,
         ))
     });
-    out
+    cap(out, rules.thresholds.max_findings_per_batch)
+}
+
+/// Keep at most `max` findings, the most severe first (in their order
+/// otherwise), and count the rest in one `too_many_findings` finding with
+/// the severity of the worst of them.
+fn cap(out: Vec<Finding>, max: usize) -> Vec<Finding> {
+    if out.len() <= max {
+        return out;
+    }
+    let keep = max.saturating_sub(1);
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(out[i].severity));
+    let mut kept = vec![false; out.len()];
+    for &i in order.iter().take(keep) {
+        kept[i] = true;
+    }
+    let mut by_check: BTreeMap<Check, usize> = BTreeMap::new();
+    let mut worst = Severity::Info;
+    let mut rest = 0;
+    let mut findings = Vec::with_capacity(max);
+    for (f, kept) in out.into_iter().zip(kept) {
+        if kept {
+            findings.push(f);
+        } else {
+            *by_check.entry(f.check).or_default() += 1;
+            worst = worst.max(f.severity);
+            rest += 1;
+        }
+    }
+    let counts: Vec<String> = by_check
+        .iter()
+        .map(|(c, n)| format!("{} ×{n}", c.as_str()))
+        .collect();
+    let mut summary = Finding::batch_level(
+        Check::TooManyFindings,
+        Verdict::DataQuality,
+        worst,
+        format!(
+            "{rest} more findings in this batch are not raised one by one (max_findings_per_batch: {max}): {}",
+            counts.join(", ")
+        ),
+    );
+    summary.baseline_value = max as f64;
+    summary.observed_value = (findings.len() + rest) as f64;
+    findings.push(summary);
+    findings
 }
 
 /// The tags with enough rows on both sides to be tested, most trusted first.

@@ -74,6 +74,8 @@ pub enum Check {
     DuplicateRows,
     MalformedRecords,
     ReplayedBatch,
+    /// More findings than `max_findings_per_batch`: the rest, counted.
+    TooManyFindings,
     /// The approved baseline was refused (tampered, unsigned, wrongly signed, approver = builder).
     BaselineRefused,
 }
@@ -102,6 +104,7 @@ impl Check {
         Check::DuplicateRows,
         Check::MalformedRecords,
         Check::ReplayedBatch,
+        Check::TooManyFindings,
         Check::BaselineRefused,
     ];
 
@@ -128,6 +131,7 @@ impl Check {
             Check::DuplicateRows => "duplicate_rows",
             Check::MalformedRecords => "malformed_records",
             Check::ReplayedBatch => "replayed_batch",
+            Check::TooManyFindings => "too_many_findings",
             Check::BaselineRefused => "baseline_refused",
         }
     }
