@@ -337,7 +337,7 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 fn load_rules(config: &Path, dataset: Option<&str>) -> anyhow::Result<Rules> {
-    let cfg = config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = config::load(config)?;
     match dataset {
         Some(name) => cfg
             .datasets
@@ -412,7 +412,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // an invalid configuration exits 2 from every command, as from `check`
+            if e.chain().any(|c| c.is::<config::ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -468,7 +473,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             settle_ms,
             listen,
         } => {
-            let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = config::load(&config)?;
             for r in &cfg.datasets {
                 let log = crate::store::audit::AuditLog::open(&r.state_dir)?;
                 crate::store::audit::record_config(
@@ -1007,7 +1012,7 @@ fn print_findings(out: &mut impl Write, file: &Path, findings: &[Finding]) -> an
 fn audit(action: AuditCommand) -> anyhow::Result<ExitCode> {
     match action {
         AuditCommand::Verify { config, dataset } => {
-            let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = config::load(&config)?;
             let datasets: Vec<&Rules> =
                 match &dataset {
                     Some(name) => vec![cfg.dataset(name).with_context(|| {

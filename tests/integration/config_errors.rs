@@ -45,3 +45,30 @@ thresholds:
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// Every command that reads a configuration exits 2 when it is invalid,
+/// as `check` does (not 1, which means a runtime failure).
+#[test]
+fn every_command_exits_2_on_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "dataset: ../evil\n").unwrap();
+    let cfg = path.to_str().unwrap();
+    let drop = dir.path().join("x.parquet");
+    std::fs::write(&drop, b"not parquet").unwrap();
+    let file = drop.to_str().unwrap();
+    for args in [
+        vec!["check", "--config", cfg],
+        vec!["run", "--config", cfg, "--once"],
+        vec!["profile", "--config", cfg, file],
+        vec!["compare", "--config", cfg, file],
+    ] {
+        let out = dqmon(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("dataset"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -285,9 +285,53 @@ fn parse_yaml(path: &Path, bytes: &[u8]) -> Result<Value, ConfigError> {
             column,
         }
     };
-    let mut value: Value = serde_yaml::from_slice(bytes).map_err(yaml_error)?;
-    value.apply_merge().map_err(yaml_error)?;
+    // An alias bomb fails without a location: point at the first alias.
+    let located = |e: serde_yaml::Error| {
+        let mut err = yaml_error(e);
+        if let ConfigError::Yaml {
+            message,
+            line: line @ None,
+            ..
+        } = &mut err
+            && message.contains("repetition limit")
+            && let Some(at) = first_alias_line(bytes)
+        {
+            *line = Some(at);
+            *message = "its aliases (`*name`) expand to more nodes than a rules file may hold (an alias bomb?); the first alias is on this line".to_string();
+        }
+        err
+    };
+    let mut value: Value = serde_yaml::from_slice(bytes).map_err(located)?;
+    value.apply_merge().map_err(located)?;
     Ok(value)
+}
+
+/// The 1-based line of the first YAML alias (`*name` outside quotes and
+/// comments), if any.
+fn first_alias_line(bytes: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines().enumerate().find_map(|(i, line)| {
+        let (mut single, mut double) = (false, false);
+        let chars: Vec<char> = line.chars().collect();
+        for (k, &c) in chars.iter().enumerate() {
+            match c {
+                '\'' if !double => single = !single,
+                '"' if !single => double = !double,
+                '#' if !single && !double => return None,
+                '*' if !single
+                    && !double
+                    && (k == 0 || matches!(chars[k - 1], ' ' | '\t' | '[' | ',' | '{'))
+                    && chars
+                        .get(k + 1)
+                        .is_some_and(|n| n.is_alphanumeric() || *n == '_') =>
+                {
+                    return Some(i + 1);
+                }
+                _ => {}
+            }
+        }
+        None
+    })
 }
 
 /// The folder of a file, against which the paths it contains are resolved.

@@ -491,11 +491,20 @@ impl Walker {
                 None
             }
             other => {
-                self.wrong_type(
+                // Never quote the content: a file named by mistake (or by
+                // `include: [/etc/passwd]`) must not be echoed in an error.
+                let what = match other {
+                    Value::String(t) => format!("text of {} characters", t.chars().count()),
+                    Value::Sequence(l) => format!("a list of {} items", l.len()),
+                    Value::Bool(_) => "a boolean".to_string(),
+                    Value::Number(_) => "a number".to_string(),
+                    _ => "a tagged value".to_string(),
+                };
+                self.problem(
                     "",
-                    "a map of settings",
-                    other,
-                    "`key: value` lines such as `dataset: payments`",
+                    format!(
+                        "expected a map of settings, found {what}: this is not a dqmon rules file; write `key: value` lines such as `dataset: payments`."
+                    ),
                 );
                 None
             }
@@ -677,17 +686,17 @@ impl Walker {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !valid_chars {
+            // the suggestion keeps the letters and digits, never a path
             let fixed: String = name
-                .trim()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+                .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("_");
+            let fixed = if fixed.is_empty() {
+                "payments".to_string()
+            } else {
+                fixed
+            };
             self.problem(
                 path,
                 format!(

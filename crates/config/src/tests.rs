@@ -1139,3 +1139,77 @@ fn numeric_slices_take_increasing_cut_points() {
     assert!(message(&found, "slices[1]").contains("`bins` cut a numeric column"));
     assert!(message(&found, "slices[2].bins[1]").contains("must increase"));
 }
+
+/// A file that is not a rules file (here a stand-in for `/etc/passwd`,
+/// reached through `include:`) is refused without quoting its content.
+#[test]
+fn a_file_that_is_not_rules_is_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "passwd",
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+    );
+    let top = write(dir.path(), "top.yaml", "include: [passwd]\n");
+    let text = load(&top).unwrap_err().to_string();
+    assert!(text.contains("not a dqmon rules file"), "{text}");
+    for secret in ["root", "/bin/bash", "daemon"] {
+        assert!(!text.contains(secret), "echoed `{secret}`: {text}");
+    }
+}
+
+/// An alias bomb is refused with the line of its first alias.
+#[test]
+fn an_alias_bomb_is_refused_with_a_line_number() {
+    let mut yaml = String::from(
+        "dataset: x\na: &a [\"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 9].join(", ");
+        yaml.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    match parse_rules(&yaml, Path::new("/cfg"), "bomb.yaml").unwrap_err() {
+        ConfigError::Yaml { line, message, .. } => {
+            assert_eq!(line, Some(3), "{message}");
+            assert!(message.contains("alias"), "{message}");
+        }
+        other => panic!("expected a YAML error, got {other:?}"),
+    }
+}
+
+/// The suggested dataset name never keeps a path.
+#[test]
+fn a_dataset_name_with_a_path_gets_a_plain_suggestion() {
+    let p = parse_err("dataset: ../../evil\ntrust: { fixed: vendor }\ncolumns: { a: numeric }\n");
+    let m = message(&p, "dataset");
+    assert!(m.ends_with("write e.g. `dataset: evil`."), "{m}");
+}
+
+/// An inline webhook URL with a password or a token in it is refused, and
+/// the message does not repeat the secret.
+#[test]
+fn a_webhook_url_with_a_credential_is_refused_inline() {
+    for (url, what) in [
+        ("https://bob:hunter2@hooks.example.com/x", "user:password@"),
+        (
+            "https://hooks.example.com/x?channel=ops&token=hunter2",
+            "`token`",
+        ),
+        (
+            "https://hooks.example.com/x?Signature=hunter2",
+            "`signature`",
+        ),
+    ] {
+        let p = parse_err(&format!(
+            "{MINIMAL}alerts:\n  - {{ type: webhook, url: \"{url}\" }}\n"
+        ));
+        let m = message(&p, "alerts[0].url");
+        assert!(m.contains(what) && m.contains("url_env"), "{url}: {m}");
+        assert!(!m.contains("hunter2"), "{url}: {m}");
+    }
+    let fine = format!(
+        "{MINIMAL}alerts:\n  - {{ type: webhook, url: \"https://hooks.example.com/x?channel=ops\" }}\n"
+    );
+    parse_rules(&fine, Path::new("/cfg"), "ok.yaml").unwrap();
+}

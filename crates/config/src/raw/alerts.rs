@@ -69,6 +69,40 @@ fn check_names() -> Vec<&'static str> {
         .map(|c| c.as_str())
         .collect()
 }
+/// Query parameters whose value is a credential.
+const SECRET_QUERY: &[&str] = &[
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "sig",
+    "signature",
+    "auth",
+    "code",
+];
+
+/// What credential an inline URL carries, if any: a `user:password@` part
+/// or a query parameter named like a secret.
+fn url_credential(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Some("a `user:password@` part".to_string());
+    }
+    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = query.split('#').next().unwrap_or("");
+    query.split('&').find_map(|pair| {
+        let name = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+        SECRET_QUERY
+            .contains(&name.as_str())
+            .then(|| format!("the query parameter `{name}`"))
+    })
+}
+
 /// Header names whose value is a credential and so may not be written inline.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
@@ -476,7 +510,11 @@ impl Walker {
         f.get("type");
         let url = match f.get("url") {
             Some((p, v)) => self.text(&p, v, "`url: https://hooks.example.com/dqmon`").and_then(|u| {
-                if u.starts_with("http://") || u.starts_with("https://") {
+                if let Some(what) = url_credential(&u) {
+                    // the message must not repeat the URL: it holds the secret
+                    self.problem(&p, format!("the webhook URL carries a credential ({what}); a secret is never written inline: put the URL in `url_env: VAR` or `url_file: path` instead."));
+                    None
+                } else if u.starts_with("http://") || u.starts_with("https://") {
                     Some(ConfigValue::Literal(u))
                 } else {
                     self.problem(&p, format!("`{u}` is not an http(s) URL; write e.g. `url: https://hooks.example.com/dqmon`."));
