@@ -43,6 +43,17 @@ pub enum ConfigError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A file is larger than a rules file may be.
+    #[error(
+        "the configuration file {} is larger than {limit} bytes, the most a rules file may hold; split it with `include:` or check that it is the right file",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A file is not valid YAML.
     #[error("{}", display_yaml(path, message, *line, *column))]
     Yaml {
@@ -86,7 +97,9 @@ impl ConfigError {
             ConfigError::Several { errors, .. } => {
                 errors.iter().flat_map(ConfigError::problems).collect()
             }
-            ConfigError::Io { .. } | ConfigError::Yaml { .. } => Vec::new(),
+            ConfigError::Io { .. } | ConfigError::TooLarge { .. } | ConfigError::Yaml { .. } => {
+                Vec::new()
+            }
         }
     }
 }

@@ -166,7 +166,7 @@ fn load_include_file(
     let mut loaded: Vec<(String, String, Rules)> = Vec::new();
     for (yaml_path, written) in &top.include {
         let file = raw::resolve(base_dir, written);
-        let file_bytes = match std::fs::read(&file) {
+        let file_bytes = match read_bounded(&file) {
             Ok(b) => b,
             Err(e) => {
                 top_problems.push(Problem::new(
@@ -258,11 +258,49 @@ fn load_include_file(
     }
 }
 
+/// The largest rules file read: 40,000 columns take about 1 MB, so a file
+/// past this is a mistake (or an attack), not a configuration.
+pub const MAX_RULES_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
+    read_bounded(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::FileTooLarge {
+            ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_RULES_FILE_BYTES,
+            }
+        } else {
+            ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     })
+}
+
+/// Read a file of at most [`MAX_RULES_FILE_BYTES`], checking the size
+/// before reading and bounding the read (the file may grow meanwhile).
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "the file is larger than {MAX_RULES_FILE_BYTES} bytes, the most a rules file may hold"
+            ),
+        )
+    };
+    if file.metadata()?.len() > MAX_RULES_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_RULES_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RULES_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 /// Parse YAML into a tree, with `<<` merge keys applied.

@@ -1004,6 +1004,7 @@ impl Walker {
             "`columns: { amount: numeric, country: categorical }`",
         )?;
         let mut out: Vec<ColumnOut> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (k, v) in m {
             let name = match k {
                 Value::String(s) => s.clone(),
@@ -1028,7 +1029,7 @@ impl Walker {
                 );
                 continue;
             }
-            if out.iter().any(|c| c.name == name) {
+            if !seen.insert(name.clone()) {
                 self.problem(
                     &p,
                     format!("the column `{name}` is listed twice; list each column once."),
