@@ -380,6 +380,10 @@ impl Worker {
                     Vec::new()
                 }
             };
+            for r in folder.take_refusals() {
+                tracing::warn!(dataset = %self.rules.dataset, file = %r.name, kind = r.kind, "refused a drop-folder entry unread: {}", r.reason);
+                crate::ops::metrics::drop_refused(&self.rules.dataset, r.kind);
+            }
             for file in ready {
                 if shutdown.is_triggered() {
                     break;

@@ -49,6 +49,7 @@ pub const ROWS: &str = "dqmon_rows_total";
 pub const FINDINGS: &str = "dqmon_findings_total";
 pub const ALERTS: &str = "dqmon_alerts_total";
 pub const QUARANTINED: &str = "dqmon_quarantined_total";
+pub const DROP_REFUSED: &str = "dqmon_drop_refused_total";
 pub const DEAD_LETTERED: &str = "dqmon_dead_lettered_total";
 pub const OUTBOX_DEPTH: &str = "dqmon_outbox_depth";
 pub const DELIVERY_FAILURES: &str = "dqmon_delivery_failures_total";
@@ -129,6 +130,10 @@ fn describe() {
     );
     describe_counter!(QUARANTINED, "Inputs moved to quarantine.");
     describe_counter!(
+        DROP_REFUSED,
+        "Drop-folder entries refused unread (symlink, directory, special file, non-UTF-8 name), by kind."
+    );
+    describe_counter!(
         DEAD_LETTERED,
         "Records or messages a streaming source set aside as undecodable."
     );
@@ -166,6 +171,7 @@ pub fn register_dataset(dataset: &str) {
         counter!(BATCHES, "dataset" => d.clone(), "status" => *s).increment(0);
     }
     counter!(QUARANTINED, "dataset" => d.clone()).increment(0);
+    counter!(DROP_REFUSED, "dataset" => d.clone(), "kind" => "symlink").increment(0);
     counter!(DEAD_LETTERED, "dataset" => d.clone()).increment(0);
     gauge!(OUTBOX_DEPTH, "dataset" => d.clone()).increment(0.0);
     // Creating the handle registers the histogram with empty buckets.
@@ -316,6 +322,11 @@ pub fn kafka_lag(dataset: &str, topic: &str, partition: i32, lag: i64) {
         "partition" => partition.to_string()
     )
     .set(lag as f64);
+}
+
+/// A drop-folder entry was refused unread.
+pub fn drop_refused(dataset: &str, kind: &'static str) {
+    counter!(DROP_REFUSED, "dataset" => dataset.to_string(), "kind" => kind).increment(1);
 }
 
 #[cfg(test)]
