@@ -314,8 +314,19 @@ pub fn produce_batch(
     batch: &str,
     payloads: &[Vec<u8>],
 ) {
+    produce_batch_to(p, TOPIC, partition, batch, payloads)
+}
+
+/// [`produce_batch`] to another topic.
+pub fn produce_batch_to(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    batch: &str,
+    payloads: &[Vec<u8>],
+) {
     for payload in payloads {
-        let mut rec = BaseRecord::<(), [u8]>::to(TOPIC)
+        let mut rec = BaseRecord::<(), [u8]>::to(topic)
             .partition(partition)
             .payload(payload.as_slice())
             .headers(OwnedHeaders::new().insert(Header {
@@ -693,4 +704,88 @@ fn kafka_tansu_two_processes_share_the_partitions() {
         ma.len(),
         mb.len()
     );
+}
+
+/// Two topics: rdkafka's end-of-partition event names the partition, not
+/// the topic. A short topic that reaches its end first must not close the
+/// other topic's window on the same partition number, nor end `--once`
+/// early: every batch of both topics is one manifest holding all its rows.
+/// On librdkafka's mock cluster, which honours `max.partition.fetch.bytes`
+/// (tansu answered each fetch with the whole topic, so the short topic's end
+/// never came mid-batch there and the test passed without the fix).
+#[test]
+fn kafka_two_topics_close_each_partition_at_its_own_end() {
+    const OTHER: &str = "events2";
+    let broker = Broker::mock();
+    broker.create_topic(TOPIC, 1);
+    broker.create_topic(OTHER, 1);
+    broker.create_topic(DLQ, 1);
+    let addr = broker.addr();
+    let s = KafkaSetup::new(&addr, "dqmon-two-topics", "state");
+    let text = fs::read_to_string(&s.rules).unwrap();
+    // small fetches, so the long topic arrives in many responses and the
+    // short one reaches its end while the long one is mid-batch
+    let two = text
+        .replace(
+            &format!("topics: [{TOPIC}]"),
+            &format!("topics: [{TOPIC}, {OTHER}]"),
+        )
+        .replace(
+            "properties: {",
+            "properties: { max.partition.fetch.bytes: 16384,",
+        );
+    assert_ne!(text, two, "the rules name the topic");
+    fs::write(&s.rules, two).unwrap();
+    let p = producer(&addr);
+    // partition 0 of both topics: one batch on the short one, three on the
+    // long one (librdkafka's mock cluster keeps about 16,000 messages of a
+    // partition's log)
+    // (the short batch is half a batch, so its topic ends mid-way through
+    // the long topic's first batch)
+    produce_batch(&p, 0, "short-0", &rows_of(300, Scenario::Clean)[..ROWS / 2]);
+    for b in 0..3u64 {
+        produce_batch_to(
+            &p,
+            OTHER,
+            0,
+            &format!("long-{b}"),
+            &rows_of(310 + b, Scenario::Clean),
+        );
+    }
+    let mut child = s.spawn(&["--once"]);
+    let status = wait_exit(&mut child, Duration::from_secs(240));
+    let err = child.wait_with_output().unwrap().stderr;
+    assert!(
+        status.success(),
+        "dqmon failed: {}",
+        String::from_utf8_lossy(&err)
+    );
+    let ms = s.manifests();
+    let sources: Vec<String> = ms
+        .iter()
+        .map(|m| format!("{} ({} rows)", m["source"].as_str().unwrap(), m["rows"]))
+        .collect();
+    assert_eq!(ms.len(), 4, "one manifest per batch: {sources:#?}");
+    for m in &ms {
+        let short = m["source"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("kafka:{TOPIC}/"));
+        let rows = if short { ROWS / 2 } else { ROWS };
+        assert_eq!(
+            m["rows"].as_u64(),
+            Some(rows as u64),
+            "a whole batch: {sources:#?}"
+        );
+    }
+    let long = ms
+        .iter()
+        .filter(|m| {
+            m["source"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("kafka:{OTHER}/"))
+        })
+        .count();
+    assert_eq!(long, 3, "{sources:#?}");
 }

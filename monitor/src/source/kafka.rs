@@ -44,6 +44,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 
 use crate::app::{AppError, BatchOrigin, RunSummary, Shutdown, Worker};
@@ -744,11 +745,12 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                // rdkafka does not say which topic: close this partition's
-                // window on every subscribed topic.
+                // rdkafka does not say which topic reached its end: with
+                // several topics, each topic's partition `p` is checked
+                // against its own high watermark before its window closes.
                 for t in run.cfg.topics.clone() {
                     let key = (t.clone(), p);
-                    if run.is_assigned(&t, p) {
+                    if run.is_assigned(&t, p) && run.at_end(&t, p) {
                         run.at_eof.insert(key, true);
                         if once
                             && let Some(w) = run.batcher.flush(&t, p)
@@ -808,6 +810,51 @@ impl KafkaRun {
                 .iter()
                 .any(|e| e.topic() == topic && e.partition() == partition)
         })
+    }
+
+    /// Whether `topic`'s `partition` has been read to its end. With one
+    /// topic the end-of-partition event says so; with several, the next
+    /// offset to read (the position, else the group's committed offset) is
+    /// compared with the partition's high watermark. A partition with no
+    /// committed offset and nothing read is at its end when it is empty, or
+    /// when the consumer starts at the end (`auto.offset.reset: latest`).
+    fn at_end(&self, topic: &str, partition: i32) -> bool {
+        if self.cfg.topics.len() == 1 {
+            return true;
+        }
+        let wait = Duration::from_secs(5);
+        let Ok((low, high)) = self.consumer.fetch_watermarks(topic, partition, wait) else {
+            return false;
+        };
+        let offset_in = |list: &TopicPartitionList| {
+            list.find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        };
+        let next = self
+            .consumer
+            .position()
+            .ok()
+            .and_then(|l| offset_in(&l))
+            .or_else(|| {
+                let mut one = TopicPartitionList::new();
+                one.add_partition(topic, partition);
+                self.consumer
+                    .committed_offsets(one, wait)
+                    .ok()
+                    .and_then(|l| offset_in(&l))
+            });
+        match next {
+            Some(o) => o >= high,
+            None => {
+                let reset = self.cfg.properties.get("auto.offset.reset");
+                let from_end =
+                    reset.is_some_and(|r| matches!(r.as_str(), "latest" | "largest" | "end"));
+                low >= high || from_end
+            }
+        }
     }
 
     fn all_at_eof(&self) -> bool {
