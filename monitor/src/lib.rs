@@ -21,6 +21,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod decode;
+pub mod escape;
 pub mod evaluate;
 pub mod fixtures;
 pub mod ops;
