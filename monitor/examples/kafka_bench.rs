@@ -149,7 +149,8 @@ fn setup(brokers: &str, topic: &str, dir: &std::path::Path) -> Result<()> {
     )?;
     let cfg = dqmon::config::load(&rules)?;
     let r = cfg.datasets.into_iter().next().context("no dataset")?;
-    let pii = dqmon::pii::load(&r.pii_key_env, &r.state_dir)?;
+    let pii = dqmon::pii::load_existing(&r.pii_key_env, &r.state_dir)?
+        .map_or_else(dqmon::pii::unstored, Ok)?;
     let decoder = JsonDecoder::new(&r, MessageFormat::Json, false);
     let mut profiles = Vec::new();
     let mut refs = Vec::new();

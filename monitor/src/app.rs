@@ -8,7 +8,7 @@
 //! batch id (dataset, file name, SHA-256 of the bytes) makes that idempotent.
 //! Shutdown (SIGINT/SIGTERM) lets the file in hand finish, then stops.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -29,6 +29,7 @@ use crate::store::baselines::BaselineStoreError;
 use crate::store::history::{
     BatchStatus, Checkpoint, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
 };
+use crate::store::lock::WriterLock;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,58 @@ pub fn batch_id(dataset: &str, name: &str, input_sha256: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
+/// What a manifest and its alerts say for the SHA-256 of an input that was
+/// refused by its size: its bytes were never read.
+pub const UNHASHED: &str = "unhashed";
+
+/// The input hash and batch id of a file of `size` bytes (from its
+/// metadata). The size is checked first: a file over
+/// `limits.max_file_bytes` is refused without a byte of it read (hashing
+/// 2 GiB takes seconds), so its hash is [`UNHASHED`] and its batch id comes
+/// from its name and size. Otherwise the id comes from the SHA-256 of the
+/// bytes, as always.
+pub fn identify(
+    rules: &Rules,
+    name: &str,
+    path: &Path,
+    size: u64,
+) -> std::io::Result<(String, String)> {
+    if size > rules.limits.max_file_bytes {
+        let id = batch_id(&rules.dataset, name, &format!("{UNHASHED}:{size}"));
+        return Ok((UNHASHED.to_string(), id));
+    }
+    let sha = crate::store::sha256_file(path)?;
+    let id = batch_id(&rules.dataset, name, &sha);
+    Ok((sha, id))
+}
+
+/// How a command may come by a dataset's PII key.
+#[derive(Debug, Clone, Copy)]
+pub enum PiiAccess<'a> {
+    /// Only read it (`profile`, `compare`, `replay`): never create it.
+    ReadOnly,
+    /// Create it when it is missing, holding the dataset's writer lock.
+    Writer(&'a WriterLock),
+}
+
+/// The PII key a dataset's profiles are built with: from `pii_key_env` or
+/// the state folder's `pii.key`. Rules without a `pii` column hash nothing,
+/// so without a key they get one that is stored nowhere. With a `pii`
+/// column and no key, only a writer creates one; a reader fails with a
+/// message that says how to make it.
+pub fn dataset_pii_key(rules: &Rules, access: PiiAccess<'_>) -> Result<PiiKey, PiiKeyError> {
+    if let Some(key) = crate::pii::load_existing(&rules.pii_key_env, &rules.state_dir)? {
+        return Ok(key);
+    }
+    if !rules.columns.iter().any(|c| c.pii) {
+        return crate::pii::unstored();
+    }
+    match access {
+        PiiAccess::Writer(lock) => crate::pii::load_or_create(&rules.pii_key_env, lock),
+        PiiAccess::ReadOnly => crate::pii::load(&rules.pii_key_env, &rules.state_dir),
+    }
+}
+
 /// Where a batch came from, as its manifest and alerts record it: a dropped
 /// file or a Kafka topic/partition/offset range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +265,7 @@ impl Worker {
         let dataset = rules.dataset.clone();
         if let SourceRule::Kafka(_) = &rules.source {
             let state_dir = rules.state_dir.clone();
-            return Self::open_with(rules, opts, None, Duration::ZERO, &state_dir, None);
+            return Self::open_with(rules, opts, None, Duration::ZERO, &state_dir, None, None);
         }
         let (path, poll, pattern) = match &rules.source {
             SourceRule::ParquetDrop {
@@ -240,42 +293,67 @@ impl Worker {
                 reason: format!("bad pattern `{pattern}`: {e}"),
             })?;
         let state_dir = rules.state_dir.clone();
-        Self::open_with(rules, opts, Some(folder), poll, &state_dir, Some(path))
+        Self::open_with(
+            rules,
+            opts,
+            Some(folder),
+            poll,
+            &state_dir,
+            Some(path),
+            None,
+        )
     }
 
     /// A worker that handles recorded files (`replay`): no drop folder, its
     /// history in `history_dir`, sources named `<source_root>/<file name>`
-    /// when given. Rules, baseline and PII key are the live dataset's, so a
-    /// replay computes exactly what live monitoring computed.
+    /// when given. Rules, baseline and PII key (`pii`, read by the caller:
+    /// a replay never creates one) are the live dataset's, so a replay
+    /// computes exactly what live monitoring computed. It delivers to no
+    /// receiver of the rules and records nothing in the live state.
     pub fn open_replay(
         rules: Rules,
         mut opts: RunOptions,
-        history_dir: &std::path::Path,
+        history_dir: &Path,
         source_root: Option<PathBuf>,
+        pii: PiiKey,
     ) -> Result<Worker, AppError> {
         opts.recorded_inputs = true;
-        Self::open_with(rules, opts, None, Duration::ZERO, history_dir, source_root)
+        Self::open_with(
+            rules,
+            opts,
+            None,
+            Duration::ZERO,
+            history_dir,
+            source_root,
+            Some(pii),
+        )
     }
 
-    /// Open the baseline, history and PII key of a dataset (shared by every source).
+    /// Open the baseline, history and PII key of a dataset (shared by every
+    /// source); `pii`: the key when the caller read it (replay), else it is
+    /// read, or created under the history's writer lock.
     fn open_with(
         rules: Rules,
         opts: RunOptions,
         folder: Option<DropFolder>,
         poll: Duration,
-        history_dir: &std::path::Path,
+        history_dir: &Path,
         source_root: Option<PathBuf>,
+        pii: Option<PiiKey>,
     ) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
         let (baseline_id, baseline, approval) =
             match crate::security::approved_baseline(&rules, rules.baseline_id.as_deref()) {
                 Ok(chosen) => chosen,
                 Err(error) => {
-                    crate::store::refusal::refused_baseline(&rules, &error, opts.print_alerts)
-                        .map_err(|error| AppError::Audit {
-                            dataset: dataset.clone(),
-                            error,
-                        })?;
+                    // A replay only reports it: the live state is live monitoring's.
+                    if !opts.recorded_inputs {
+                        crate::store::refusal::refused_baseline(&rules, &error, opts.print_alerts)
+                            .map_err(|error| AppError::Audit {
+                                dataset: dataset.clone(),
+                                error,
+                            })?;
+                    }
                     return Err(AppError::ApprovedBaseline {
                         dataset: dataset.clone(),
                         error: Box::new(error),
@@ -296,15 +374,18 @@ impl Worker {
             dataset: dataset.clone(),
             source,
         })?;
-        let pii = crate::pii::load(&rules.pii_key_env, &rules.state_dir).map_err(|source| {
-            AppError::PiiKey {
-                dataset: dataset.clone(),
-                source,
-            }
-        })?;
-        // A replay delivers only when asked (`--deliver`), from its own outbox.
-        let deliver = !opts.recorded_inputs || opts.print_alerts;
-        let notifier = match rules.alerts.as_ref().filter(|_| deliver) {
+        let pii = match pii {
+            Some(key) => key,
+            None => dataset_pii_key(&rules, PiiAccess::Writer(history.writer_lock())).map_err(
+                |source| AppError::PiiKey {
+                    dataset: dataset.clone(),
+                    source,
+                },
+            )?,
+        };
+        // Receivers are paged by live monitoring only: a replay never
+        // delivers to them (its `--deliver` prints, see `crate::replay`).
+        let notifier = match rules.alerts.as_ref().filter(|_| !opts.recorded_inputs) {
             Some(a) => {
                 let outbox_err = |source| AppError::Outbox {
                     dataset: dataset.clone(),
@@ -445,14 +526,23 @@ impl Worker {
         {
             return Ok(());
         }
-        let sha = match crate::store::sha256_file(&file.path) {
-            Ok(s) => s,
+        // The size first, from the metadata: an oversized file is refused
+        // before a byte of it is read.
+        let size = match std::fs::metadata(&file.path) {
+            Ok(m) => m.len(),
             Err(e) => {
                 tracing::warn!(file = %file.path.display(), error = %e, "could not read a dropped file; will retry");
                 return Ok(());
             }
         };
-        let id = batch_id(&self.rules.dataset, &file.name, &sha);
+        let (sha, id) = match identify(&self.rules, &file.name, &file.path, size) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(file = %file.path.display(), error = %e, "could not read a dropped file; will retry");
+                return Ok(());
+            }
+        };
+        let limit = self.rules.limits.max_file_bytes;
         if self.history.contains(&id) {
             // Already committed. A crash may have come between the commit of
             // a quarantined batch and the move: finish the move now.
@@ -465,6 +555,17 @@ impl Worker {
                 return Ok(());
             }
             self.summary.skipped += 1;
+        } else if size > limit {
+            let too_large = DecodeError::TooLarge {
+                path: file.path.clone(),
+                size,
+                limit,
+            };
+            let reason = too_large
+                .to_string()
+                .replace(&file.path.display().to_string(), &self.source_name(file));
+            self.quarantined(file, &id, &sha, &reason)?;
+            return Ok(());
         } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
             self.replayed(&self.origin(file), &id, &sha, &original)?;
         } else {
@@ -827,4 +928,30 @@ pub fn run_datasets(
 /// Where a dataset's alerts file is.
 pub fn alerts_file(rules: &Rules) -> PathBuf {
     rules.state_dir.join("alerts.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_input_is_identified_without_being_opened() {
+        let mut rules = Rules::for_tests("d", Vec::new());
+        rules.limits.max_file_bytes = 1000;
+        // the path does not exist: any read of it would fail
+        let nowhere = Path::new("/nonexistent/dqmon/huge.parquet");
+        let (sha, id) = identify(&rules, "huge.parquet", nowhere, 1001).unwrap();
+        assert_eq!(sha, UNHASHED);
+        assert_eq!(id, batch_id("d", "huge.parquet", "unhashed:1001"));
+        assert!(
+            identify(&rules, "huge.parquet", nowhere, 1000).is_err(),
+            "within the limit it is read"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.parquet");
+        std::fs::write(&small, b"bytes").unwrap();
+        let (sha, id) = identify(&rules, "small.parquet", &small, 5).unwrap();
+        assert_eq!(sha, crate::store::sha256_file(&small).unwrap());
+        assert_eq!(id, batch_id("d", "small.parquet", &sha));
+    }
 }

@@ -16,6 +16,7 @@ use crate::baseline::{Baseline, BatchRef};
 use crate::compare::{self, Finding};
 use crate::config::{self, model::Rules};
 use crate::decode::parquet::profile_file;
+use crate::escape::escape;
 use crate::pii::PiiKey;
 use crate::profile::{ALL, BatchProfile, ProfileSummary};
 use crate::store::baselines::BaselineStore;
@@ -173,9 +174,14 @@ pub enum Command {
         /// Name sources by the paths given instead of the live drop folder (files only).
         #[arg(long, conflicts_with = "kafka_from")]
         keep_paths: bool,
-        /// Deliver alerts to the sinks (stdout); by default a replay delivers nothing.
+        /// Print each alert on stdout, as `run` does; by default a replay
+        /// delivers nothing. Never to the receivers of the rules' `alerts:`
+        /// section: a replay pages no one.
         #[arg(long)]
         deliver: bool,
+        /// Deliver to this file instead of stdout (the same lines, appended).
+        #[arg(long, value_name = "FILE")]
+        deliver_to: Option<PathBuf>,
         /// No progress bar (it is never drawn when stderr is not a terminal).
         #[arg(long)]
         no_progress: bool,
@@ -322,8 +328,12 @@ pub enum AuditCommand {
     },
 }
 
-/// Set up `tracing` on stderr.
+/// Set up `tracing` on stderr. In the text format every field (the
+/// message too) goes through [`crate::escape::escape`]: file names, values,
+/// column names and Kafka keys in log lines are untrusted, and a newline in
+/// one must not start a line of its own. (JSON escapes by itself.)
 pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::field::MakeExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -331,7 +341,19 @@ pub fn init_tracing(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => {
+            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let text = format!("{value:?}");
+                let text = crate::escape::escape(&text);
+                if field.name() == "message" {
+                    write!(w, "{text}")
+                } else {
+                    write!(w, "{field}={text}")
+                }
+            })
+            .delimited(" ");
+            builder.fmt_fields(fields).try_init()
+        }
         LogFormat::Json => builder.json().try_init(),
     };
 }
@@ -386,8 +408,35 @@ pub fn expand_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The PII key of a command that only reads: never created (see
+/// [`crate::app::dataset_pii_key`]).
 fn pii_key(rules: &Rules) -> anyhow::Result<PiiKey> {
-    Ok(crate::pii::load(&rules.pii_key_env, &rules.state_dir)?)
+    Ok(crate::app::dataset_pii_key(
+        rules,
+        crate::app::PiiAccess::ReadOnly,
+    )?)
+}
+
+/// The PII key of `baseline build`, which writes: a baseline of `pii`
+/// columns holds keyed hashes, so before the first `run` it is the one
+/// that creates the key, holding the state folder's writer lock.
+fn baseline_pii_key(rules: &Rules) -> anyhow::Result<PiiKey> {
+    match crate::app::dataset_pii_key(rules, crate::app::PiiAccess::ReadOnly) {
+        Err(crate::pii::PiiKeyError::Missing { path, .. }) => {
+            let lock =
+                crate::store::lock::WriterLock::acquire(&rules.state_dir).with_context(|| {
+                    format!(
+                        "there is no PII key yet, and creating {} needs the state folder to itself",
+                        path.display()
+                    )
+                })?;
+            Ok(crate::app::dataset_pii_key(
+                rules,
+                crate::app::PiiAccess::Writer(&lock),
+            )?)
+        }
+        other => Ok(other?),
+    }
 }
 
 fn profile_paths(
@@ -474,6 +523,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
         } => {
             let cfg = config::load(&config)?;
+            // One writer per state folder: held until the daemon exits (the
+            // workers share it across reloads), taken before anything is written.
+            let _writer_locks = cfg
+                .datasets
+                .iter()
+                .map(|r| crate::store::lock::WriterLock::acquire(&r.state_dir))
+                .collect::<Result<Vec<_>, _>>()?;
             for r in &cfg.datasets {
                 let log = crate::store::audit::AuditLog::open(&r.state_dir)?;
                 crate::store::audit::record_config(
@@ -626,6 +682,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             order,
             keep_paths,
             deliver,
+            deliver_to,
             no_progress,
             kafka_from,
             kafka_to,
@@ -651,7 +708,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ReplayOrderArg::Mtime => crate::replay::ReplayOrder::Mtime,
                 },
                 keep_paths,
-                deliver,
+                deliver: match (deliver_to, deliver) {
+                    (Some(file), _) => Some(crate::replay::Delivery::File(file)),
+                    (None, true) => Some(crate::replay::Delivery::Stdout),
+                    (None, false) => None,
+                },
                 progress: !no_progress,
             };
             let s = crate::replay::replay_inputs(rules, &inputs, kafka.as_ref(), &opts)?;
@@ -744,7 +805,7 @@ fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
-            let pii = pii_key(&rules)?;
+            let pii = baseline_pii_key(&rules)?;
             let files = expand_paths(&paths)?;
             let profiles = profile_paths(&rules, &pii, &files)?;
             let refs = files
@@ -944,13 +1005,14 @@ fn print_summary(out: &mut impl Write, s: &ProfileSummary, rules: &Rules) -> any
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
-        writeln!(
-            out,
-            "\nslice {name}: {} rows; labels {{{}}}; duplicate share {:.2}%",
+        // trust tags, labels, column names and values come from the data
+        let line = format!(
+            "slice {name}: {} rows; labels {{{}}}; duplicate share {:.2}%",
             slice.rows,
             labels.join(", "),
             slice.duplicate_share * 100.0
-        )?;
+        );
+        writeln!(out, "\n{}", escape(&line))?;
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
         t.set_header([
@@ -963,13 +1025,13 @@ fn print_summary(out: &mut impl Write, s: &ProfileSummary, rules: &Rules) -> any
                 .as_ref()
                 .map(|t| {
                     t.iter()
-                        .map(|v| format!("{} ({})", v.value, v.count))
+                        .map(|v| format!("{} ({})", escape(&v.value), v.count))
                         .collect::<Vec<_>>()
                         .join(", ")
                 })
                 .unwrap_or_default();
             t.add_row([
-                col.clone(),
+                escape(col).into_owned(),
                 c.count.to_string(),
                 c.nulls.to_string(),
                 format!("{:.2}%", c.missing_rate * 100.0),
@@ -989,14 +1051,16 @@ fn print_summary(out: &mut impl Write, s: &ProfileSummary, rules: &Rules) -> any
 }
 
 fn print_findings(out: &mut impl Write, file: &Path, findings: &[Finding]) -> anyhow::Result<()> {
+    // file names, columns, trust tags and the values in messages are untrusted
+    let name = file.display().to_string();
+    let name = escape(&name);
     if findings.is_empty() {
-        writeln!(out, "{}: no findings", file.display())?;
+        writeln!(out, "{name}: no findings")?;
         return Ok(());
     }
-    writeln!(out, "{}: {} finding(s)", file.display(), findings.len())?;
+    writeln!(out, "{name}: {} finding(s)", findings.len())?;
     for f in findings {
-        writeln!(
-            out,
+        let line = format!(
             "  [{}] {} {} {} {}: {}",
             f.severity.as_str(),
             f.check,
@@ -1004,7 +1068,8 @@ fn print_findings(out: &mut impl Write, file: &Path, findings: &[Finding]) -> an
             f.trust_tag,
             f.verdict.as_str(),
             f.message
-        )?;
+        );
+        writeln!(out, "{}", escape(&line))?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod app;
 pub mod baseline_history;
 pub mod cli;
 pub mod decode;
+pub mod escape;
 pub mod evaluate;
 pub mod ops;
 pub mod pii;

@@ -14,8 +14,13 @@
 //! clock: the drop folder's settle logic is not involved.
 //!
 //! It must not touch the live state: its history goes to a separate folder
-//! (`<state>/replay` by default, recreated on each replay), inputs are never
-//! moved to quarantine, and nothing is delivered unless asked.
+//! (`<state>/replay` by default, recreated on each replay) that it holds
+//! the writer lock of ([`crate::store::lock`]: a replay pointed at a folder
+//! another process writes fails at once), inputs are never moved to
+//! quarantine, the PII key is only read (a replay never creates one), and
+//! nothing is delivered unless asked; when asked (`--deliver`), alerts go
+//! to stdout or a file of the caller's, never to the receivers of the
+//! rules' `alerts:` section: a replay never pages anyone.
 //!
 //! Kafka ranges ([`replay_kafka`]) are read by
 //! [`crate::source::kafka_range`]: it assigns partitions itself under a
@@ -41,6 +46,7 @@ use crate::config::model::{Rules, SourceRule};
 use crate::source::kafka::BatchPipeline;
 use crate::source::kafka_range::{KafkaRange, KafkaRangeError, RangeReader, live_spans};
 use crate::source::parquet_drop::DroppedFile;
+use crate::store::lock::{LOCK_FILE, LockError, WriterLock};
 
 /// The marker that says a folder is a disposable replay state folder.
 const MARKER: &str = ".dqmon-replay";
@@ -68,10 +74,20 @@ pub struct ReplayOptions {
     pub order: ReplayOrder,
     /// Name sources by the path given (instead of the live drop folder).
     pub keep_paths: bool,
-    /// Deliver alerts to the sinks (this build's only sink is stdout).
-    pub deliver: bool,
+    /// Deliver alerts, one readable line each, to stdout or a file; never
+    /// to the receivers of the rules.
+    pub deliver: Option<Delivery>,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+}
+
+/// Where a replay delivers its alerts when asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One line per alert on stdout, as `run` prints them.
+    Stdout,
+    /// The same lines, appended to this file.
+    File(PathBuf),
 }
 
 /// What a replay did.
@@ -133,6 +149,10 @@ pub enum ReplayError {
     LiveHistory { path: PathBuf, reason: String },
     #[error(transparent)]
     Kafka(#[from] KafkaRangeError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    PiiKey(#[from] crate::pii::PiiKeyError),
     #[error(transparent)]
     App(#[from] AppError),
 }
@@ -226,27 +246,47 @@ fn footer_rows(path: &Path) -> u64 {
         .map_or(0, |r| r.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
-/// Prepare the replay's state folder; returns it.
-fn state_folder(rules: &Rules, chosen: Option<&Path>) -> Result<PathBuf, ReplayError> {
+/// Prepare the replay's state folder and lock it for writing; returns it
+/// with its lock. A folder given with `--state-dir` is continued; the
+/// default one is emptied first (once locked, so that two replays never
+/// wipe each other's work).
+fn state_folder(
+    rules: &Rules,
+    chosen: Option<&Path>,
+) -> Result<(PathBuf, WriterLock), ReplayError> {
     if let Some(dir) = chosen {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        return Ok(dir.to_path_buf());
+        let lock = WriterLock::acquire(dir)?;
+        return Ok((dir.to_path_buf(), lock));
     }
     let dir = rules.state_dir.join("replay");
+    let is_lock = |e: &fs::DirEntry| e.file_name() == LOCK_FILE;
     if dir.exists() {
-        let nonempty = fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
-        if nonempty && !dir.join(MARKER).exists() {
+        let mut entries = fs::read_dir(&dir).map_err(io(&dir))?;
+        let foreign = entries.any(|e| e.is_ok_and(|e| !is_lock(&e)));
+        if foreign && !dir.join(MARKER).exists() {
             return Err(ReplayError::NotReplayState { path: dir });
         }
-        fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let lock = WriterLock::acquire(&dir)?;
+    for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+        let entry = entry.map_err(io(&dir))?;
+        if is_lock(&entry) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().map_err(io(&path))?.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(io(&path))?;
+    }
     fs::write(
         dir.join(MARKER),
         "state of the last `dqmon replay`; recreated by the next one\n",
     )
     .map_err(io(&dir))?;
-    Ok(dir)
+    Ok((dir, lock))
 }
 
 /// Bytes of files, or (`messages`) Kafka messages.
@@ -276,6 +316,8 @@ pub fn replay(
     inputs: &[String],
     opts: &ReplayOptions,
 ) -> Result<ReplaySummary, ReplayError> {
+    // before anything is read or written: without the live key there is nothing to replay
+    let pii = crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly)?;
     let (pattern, live_folder) = match &rules.source {
         SourceRule::ParquetDrop { path, pattern, .. } => (pattern.clone(), Some(path.clone())),
         _ => ("*.parquet".to_string(), None),
@@ -302,8 +344,9 @@ pub fn replay(
         live.iter().map(|m| (m.batch_id.as_str(), m.seq)).collect();
     let mut keyed = Vec::with_capacity(files.len());
     for f in files {
-        let sha = crate::store::sha256_file(&f.path).map_err(io(&f.path))?;
-        let id = crate::app::batch_id(&rules.dataset, &f.name, &sha);
+        // as live does: an oversized file is known by its size, never read
+        let (_, id) =
+            crate::app::identify(&rules, &f.name, &f.path, f.size).map_err(io(&f.path))?;
         keyed.push((seq_of.get(id.as_str()).copied(), f));
     }
     keyed.sort_by_key(|(seq, _)| seq.unwrap_or(u64::MAX));
@@ -314,14 +357,10 @@ pub fn replay(
             .find_map(|m| m.evidence.clone())
     });
     let files: Vec<DroppedFile> = keyed.into_iter().map(|(_, f)| f).collect();
-    let state_dir = state_folder(&rules, opts.state_dir.as_deref())?;
+    let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
     let source_root = if opts.keep_paths { None } else { live_folder };
-    let run_opts = RunOptions {
-        once: true,
-        print_alerts: opts.deliver,
-        ..Default::default()
-    };
-    let mut worker = Worker::open_replay(rules, run_opts, &state_dir, source_root)?;
+    let mut worker =
+        Worker::open_replay(rules, replay_run_options(), &state_dir, source_root, pii)?;
     worker.captured = Some(Vec::new());
     if let Some(prior) = prior
         && worker.history().next_seq() == 0
@@ -329,7 +368,7 @@ pub fn replay(
         worker.continue_evidence(prior);
     }
 
-    let mut out = AlertsOut::create(opts.alerts_out.as_deref())?;
+    let mut out = Outputs::create(opts)?;
     let total_bytes = files.iter().map(|f| f.size).sum();
     let bar = progress_bar(total_bytes, opts.progress, false);
     let started = std::time::Instant::now();
@@ -365,36 +404,92 @@ pub fn replay(
     Ok(summary)
 }
 
-/// The `--alerts-out` file: each batch's captured alerts, in the bytes of
-/// the live alerts file.
-struct AlertsOut(Option<(BufWriter<fs::File>, PathBuf)>);
+/// How a replay's worker runs: once, printing nothing itself (the replay
+/// writes the captured alerts where it was asked to).
+fn replay_run_options() -> RunOptions {
+    RunOptions {
+        once: true,
+        print_alerts: false,
+        ..Default::default()
+    }
+}
 
-impl AlertsOut {
-    fn create(path: Option<&Path>) -> Result<AlertsOut, ReplayError> {
-        let Some(p) = path else {
-            return Ok(AlertsOut(None));
+/// An output file and its path (for errors).
+type OutFile = (BufWriter<fs::File>, PathBuf);
+
+/// Where each batch's captured alerts go: the `--alerts-out` file (in the
+/// bytes of the live alerts file) and the delivery (`--deliver`: one
+/// readable line per alert on stdout, or appended to `--deliver-to`).
+struct Outputs {
+    alerts_out: Option<OutFile>,
+    deliver: Option<Delivery>,
+    deliver_file: Option<OutFile>,
+}
+
+impl Outputs {
+    fn create(opts: &ReplayOptions) -> Result<Outputs, ReplayError> {
+        let open = |p: &Path, append: bool| -> Result<OutFile, ReplayError> {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(p)
+                .map_err(io(p))?;
+            Ok((BufWriter::new(f), p.to_path_buf()))
         };
-        if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let f = fs::File::create(p).map_err(io(p))?;
-        Ok(AlertsOut(Some((BufWriter::new(f), p.to_path_buf()))))
+        let alerts_out = match &opts.alerts_out {
+            Some(p) => Some(open(p, false)?),
+            None => None,
+        };
+        let deliver_file = match &opts.deliver {
+            Some(Delivery::File(p)) => Some(open(p, true)?),
+            _ => None,
+        };
+        Ok(Outputs {
+            alerts_out,
+            deliver: opts.deliver.clone(),
+            deliver_file,
+        })
     }
 
-    /// Drain the worker's capturing sink into the file.
+    /// Drain the worker's capturing sink into the outputs.
     fn write(&mut self, worker: &mut Worker) -> Result<(), ReplayError> {
         let alerts: Vec<Alert> = worker.captured.replace(Vec::new()).unwrap_or_default();
-        if let Some((w, path)) = self.0.as_mut() {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        if let Some((w, path)) = self.alerts_out.as_mut() {
             for a in &alerts {
                 serde_json::to_writer(&mut *w, a).expect("alerts serialize");
                 w.write_all(b"\n").map_err(io(path))?;
             }
         }
+        match (&self.deliver, self.deliver_file.as_mut()) {
+            (Some(Delivery::File(_)), Some((w, path))) => {
+                for a in &alerts {
+                    writeln!(w, "{}", a.line()).map_err(io(path))?;
+                }
+                w.flush().map_err(io(path))?;
+            }
+            (Some(Delivery::Stdout), _) => {
+                let mut out = std::io::stdout().lock();
+                for a in &alerts {
+                    // a closed stdout (a pipe to `head`) is no reason to stop the replay
+                    let _ = writeln!(out, "{}", a.line());
+                }
+                let _ = out.flush();
+            }
+            _ => {}
+        }
         Ok(())
     }
 
     fn finish(self) -> Result<(), ReplayError> {
-        if let Some((w, path)) = self.0 {
+        for (w, path) in [self.alerts_out, self.deliver_file].into_iter().flatten() {
             let f = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
             f.sync_all().map_err(io(&path))?;
         }
@@ -442,21 +537,17 @@ pub fn replay_kafka(
             reason: e.to_string(),
         }
     })?;
+    let pii = crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly)?;
     let live = live_spans(&manifests, &cfg.topics);
     let mut reader = RangeReader::open(&cfg, range, &live)?;
     for r in &reader.ranges {
         tracing::info!(topic = %r.topic, partition = r.partition, from = r.start, to = r.end, "replaying a kafka range");
     }
-    let state_dir = state_folder(&rules, opts.state_dir.as_deref())?;
-    let run_opts = RunOptions {
-        once: true,
-        print_alerts: opts.deliver,
-        ..Default::default()
-    };
-    let mut worker = Worker::open_replay(rules, run_opts, &state_dir, None)?;
+    let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
+    let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, None, pii)?;
     worker.captured = Some(Vec::new());
     let pipeline = BatchPipeline::new(&worker, &cfg);
-    let mut out = AlertsOut::create(opts.alerts_out.as_deref())?;
+    let mut out = Outputs::create(opts)?;
     let bar = progress_bar(reader.planned_messages, opts.progress, true);
     let started = std::time::Instant::now();
     let mut summary = ReplaySummary {
@@ -537,14 +628,21 @@ mod tests {
         let err = state_folder(&rules, None).unwrap_err();
         assert!(matches!(err, ReplayError::NotReplayState { .. }), "{err}");
         assert!(replay.join("precious.txt").exists());
+        assert!(
+            !replay.join(LOCK_FILE).exists(),
+            "a foreign folder is not even locked"
+        );
         fs::remove_file(replay.join("precious.txt")).unwrap();
-        let got = state_folder(&rules, None).unwrap();
+        let (got, lock) = state_folder(&rules, None).unwrap();
         assert!(got.join(MARKER).exists());
         fs::write(got.join("history.json"), b"old").unwrap();
-        let again = state_folder(&rules, None).unwrap();
+        fs::create_dir_all(got.join("history/batches")).unwrap();
+        drop(lock);
+        let (again, _lock) = state_folder(&rules, None).unwrap();
         assert!(
-            !again.join("history.json").exists(),
+            !again.join("history.json").exists() && !again.join("history").exists(),
             "old replay state is recreated"
         );
+        assert!(again.join(MARKER).exists() && again.join(LOCK_FILE).exists());
     }
 }

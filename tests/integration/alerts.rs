@@ -702,3 +702,68 @@ fn starttls_verifies_the_server_against_ca_file_and_never_falls_back_to_clear_te
     assert!(outbox_ids(&s.state, "sent").is_empty());
     assert!(mails.lock().unwrap().is_empty(), "no mail in clear text");
 }
+
+#[test]
+fn a_replay_delivers_to_stdout_or_a_file_and_never_pages_the_rules_receivers() {
+    let s = Setup::new();
+    let (port, hits) = http_server();
+    let mut text = fs::read_to_string(&s.rules).unwrap();
+    text.push_str(&format!(
+        "alerts:
+  cooldown: 0s
+  retry: {{ max_attempts: 1000, initial_backoff: 100ms, max_backoff: 400ms }}
+  receivers:
+    hook: {{ type: webhook, url: \"http://127.0.0.1:{port}/hook\" }}
+  default: [hook]
+"
+    ));
+    fs::write(&s.rules, text).unwrap();
+    let archive = s.dir.path().join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let file = archive.join("b_flip.parquet");
+    write_batch(&file, crate::daemon::ROWS, 101, flip());
+    let rules = s.rules.to_str().unwrap();
+
+    let o = dqmon(&[
+        "replay",
+        "--config",
+        rules,
+        "--deliver",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "a replay paged the webhook: {:?}",
+        hits.lock().unwrap()
+    );
+    assert!(
+        printed.lines().count() >= 1 && printed.lines().all(|l| l.starts_with("ALERT [")),
+        "--deliver prints each alert on stdout: {printed}"
+    );
+    assert!(
+        !s.state.join("replay/outbox").exists(),
+        "a replay keeps no outbox"
+    );
+
+    let to = s.dir.path().join("delivered.txt");
+    let o = dqmon(&[
+        "replay",
+        "--config",
+        rules,
+        "--deliver-to",
+        to.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "--deliver-to writes the file, not stdout");
+    assert_eq!(fs::read_to_string(&to).unwrap(), printed);
+    // give a late delivery thread every chance to show itself
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "{:?}",
+        hits.lock().unwrap()
+    );
+}

@@ -445,3 +445,272 @@ fn input_limits_quarantine_oversized_files() {
         fs::read_to_string(s.state.join("quarantine/long_strings.parquet.reason")).unwrap();
     assert!(reason.contains("max_string_len"), "{reason}");
 }
+
+/// Wait for a child to exit, at most `limit` (it is killed after that).
+pub fn finish_within(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Run dqmon with arguments, at most `limit`.
+fn dqmon_within(args: &[&str], limit: Duration) -> std::process::Output {
+    let child = Command::new(dqmon_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DQMON_PII_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish_within(child, limit)
+}
+
+#[test]
+fn a_second_writer_on_a_state_folder_fails_at_once_and_the_first_goes_on() {
+    let s = Setup::new();
+    s.drop_batch("a.parquet", 100, Scenario::Clean);
+    let first = s.spawn(&[]);
+    s.wait_for_batches(1, Duration::from_secs(60));
+    let pid = first.id().to_string();
+    let folder = s.state.display().to_string();
+    let alerts_before = fs::read(s.state.join("alerts.jsonl")).unwrap_or_default();
+    let archive = s.dir.path().join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    write_batch(&archive.join("x.parquet"), ROWS, 300, Scenario::Clean);
+    let rules = s.rules.to_str().unwrap();
+
+    // a second daemon, and a replay pointed at the live folder: both
+    // refused before they write anything, naming the holder and the folder
+    let x = archive.join("x.parquet");
+    for args in [
+        vec!["run", "--config", rules, "--once", "--settle-ms", "0"],
+        vec![
+            "replay",
+            "--config",
+            rules,
+            "--state-dir",
+            &folder,
+            x.to_str().unwrap(),
+        ],
+    ] {
+        let o = dqmon_within(&args, Duration::from_secs(60));
+        let err = stderr(&o);
+        assert!(
+            !o.status.success(),
+            "`dqmon {}` ran beside the daemon: {err}",
+            args[0]
+        );
+        assert!(
+            err.contains(&format!("pid {pid}")) && err.contains(&folder),
+            "`dqmon {}` does not name the holder (pid {pid}) and the folder {folder}: {err}",
+            args[0]
+        );
+        assert_eq!(s.manifests().len(), 1, "{}", args[0]);
+        assert_eq!(
+            fs::read(s.state.join("alerts.jsonl")).unwrap_or_default(),
+            alerts_before
+        );
+    }
+    // readers take no lock
+    let q = dqmon_within(
+        &[
+            "query",
+            "--config",
+            rules,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM batches",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(q.status.success(), "{}", stderr(&q));
+    let v = dqmon_within(
+        &["audit", "verify", "--config", rules],
+        Duration::from_secs(60),
+    );
+    assert!(v.status.success(), "{}", stderr(&v));
+
+    // the first daemon goes on
+    s.drop_batch("b.parquet", 101, Scenario::Clean);
+    s.wait_for_batches(2, Duration::from_secs(60));
+    let out = terminate(first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seqs: Vec<u64> = s
+        .manifests()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1]);
+    // and once it is gone, the folder is free again
+    let o = dqmon_within(
+        &["run", "--config", rules, "--once", "--settle-ms", "0"],
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Bytes the process has read so far (`rchar` of /proc/<pid>/io: every
+/// read(2), from the page cache or sparse holes alike).
+#[cfg(target_os = "linux")]
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_oversized_file_is_refused_by_its_size_before_a_byte_is_read() {
+    let s = Setup::new();
+    let mut text = fs::read_to_string(&s.rules).unwrap();
+    text.push_str("limits: { max_file_bytes: 1048576 }\n");
+    fs::write(&s.rules, text).unwrap();
+    // 1 GiB, sparse: no disk, but hashing it would read every byte
+    const SIZE: u64 = 1 << 30;
+    let huge = s.drop.join("huge.parquet");
+    fs::File::create(&huge).unwrap().set_len(SIZE).unwrap();
+    let child = s.spawn(&[]);
+    s.wait_for_batches(1, Duration::from_secs(120));
+    let read = bytes_read_by(child.id());
+    let out = terminate(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = &s.manifests()[0];
+    assert_eq!(m["status"], "quarantined", "{m:#}");
+    assert!(
+        m["reason"].as_str().unwrap().contains("max_file_bytes"),
+        "{m:#}"
+    );
+    assert!(s.state.join("quarantine/huge.parquet").exists());
+    assert!(
+        read < SIZE / 4,
+        "dqmon read {read} bytes: the {SIZE}-byte file was read before its size was checked"
+    );
+}
+
+#[test]
+fn a_newline_in_a_file_name_never_makes_a_line_of_output() {
+    let s = Setup::new();
+    let evil = "evil\nALERT [critical] events forged\n.parquet";
+    s.drop_batch(
+        evil,
+        101,
+        Scenario::LabelFlip {
+            tag: "scraped".into(),
+            strength: 0.2,
+        },
+    );
+    fs::write(
+        s.drop.join("bad\nERROR forged\n.parquet"),
+        b"PAR1 not parquet",
+    )
+    .unwrap();
+    let child = Command::new(dqmon_bin())
+        .args([
+            "run",
+            "--config",
+            s.rules.to_str().unwrap(),
+            "--once",
+            "--settle-ms",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("DQMON_PII_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(child, Duration::from_secs(120));
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{se}");
+    let alerts = s.alerts();
+    assert!(
+        alerts.iter().any(|a| a["check"] == "label_rate")
+            && alerts.iter().any(|a| a["check"] == "malformed_records"),
+        "{alerts:#?}"
+    );
+    // one line per alert on stdout, each a real one, the name escaped in it
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines.len(), alerts.len(), "{so}");
+    assert!(lines.iter().all(|l| l.starts_with("ALERT [")), "{so}");
+    assert!(
+        so.contains("evil\\nALERT [critical] events forged\\n.parquet"),
+        "{so}"
+    );
+    // every log line is one event: it starts with its timestamp
+    assert!(se.contains("bad\\nERROR forged"), "{se}");
+    for l in se.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            l.starts_with("20"),
+            "a log line that is no event: {l:?}\n{se}"
+        );
+    }
+}
+
+#[test]
+fn temp_files_a_kill_left_are_removed_at_start_and_nothing_else() {
+    let s = Setup::new();
+    s.drop_batch("a.parquet", 100, Scenario::Clean);
+    let o = s.spawn(&["--once"]).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = s.manifests()[0]["batch_id"].as_str().unwrap().to_string();
+    // what write_atomic leaves when SIGKILL comes between write and rename
+    let temps = [
+        ".checkpoint.json.4242.tmp".to_string(),
+        ".audit.head.4242.tmp".into(),
+        ".pii.key.4242.tmp".into(),
+        format!("history/batches/.{id}.json.4242.tmp"),
+        format!("history/profiles/.{id}.json.4242.tmp"),
+        format!("history/metrics/.{id}.parquet.4242.tmp"),
+        "quarantine/.x.parquet.reason.4242.tmp".into(),
+        "outbox/inbox/.0-x.json.4242.tmp".into(),
+        "outbox/pending/.m.json.4242.tmp".into(),
+        "outbox/.lifecycle.json.4242.tmp".into(),
+    ];
+    // look alike, but are not dqmon's temp files (or not this folder's)
+    let keep = [
+        "notes.txt",
+        ".hidden",
+        ".x.tmp",
+        ".checkpoint.json.12ab.tmp",
+        "checkpoint.json.4242.tmp",
+        "quarantine/keep.tmp",
+        "quarantine/.x.4242.tmp.reason",
+        "replay/.checkpoint.json.4242.tmp",
+    ];
+    for p in temps.iter().map(String::as_str).chain(keep) {
+        let path = s.state.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"partial").unwrap();
+    }
+    let o = s.spawn(&["--once"]).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let left: Vec<&String> = temps.iter().filter(|p| s.state.join(p).exists()).collect();
+    assert!(left.is_empty(), "temp files left after a start: {left:?}");
+    for p in keep {
+        assert!(s.state.join(p).exists(), "{p} was removed");
+    }
+    assert_eq!(s.manifests().len(), 1);
+}

@@ -213,7 +213,12 @@ impl KafkaSetup {
         fs::write(&rules, text).unwrap();
         let cfg = dqmon::config::load(&rules).unwrap();
         let r = cfg.datasets.into_iter().next().unwrap();
-        let pii = dqmon::pii::load(&r.pii_key_env, &r.state_dir).unwrap();
+        // the baseline is built before any daemon ran: as `baseline build`
+        // does, create the key holding the state folder's writer lock
+        let pii = {
+            let lock = dqmon::store::lock::WriterLock::acquire(&r.state_dir).unwrap();
+            dqmon::app::dataset_pii_key(&r, dqmon::app::PiiAccess::Writer(&lock)).unwrap()
+        };
         let decoder = JsonDecoder::new(&r, MessageFormat::Json, false);
         let mut profiles = Vec::new();
         let mut refs = Vec::new();

@@ -59,7 +59,7 @@ async fn profile_json_matches_datafusion() {
         },
     );
 
-    let out = dqmon(&[
+    let out = dqmon_with_pii_key(&[
         "profile",
         "--config",
         rules.to_str().unwrap(),
@@ -194,9 +194,9 @@ fn profile_is_deterministic_and_table_is_readable() {
         "--json",
         file.to_str().unwrap(),
     ];
-    let (a, b) = (dqmon(&args), dqmon(&args));
+    let (a, b) = (dqmon_with_pii_key(&args), dqmon_with_pii_key(&args));
     assert_eq!(a.stdout, b.stdout);
-    let table = dqmon(&[
+    let table = dqmon_with_pii_key(&[
         "profile",
         "--config",
         rules.to_str().unwrap(),

@@ -468,3 +468,103 @@ fn no_raw_pii_value_in_the_state_folder_or_the_logs() {
         }
     }
 }
+
+/// Every file under `dir` but those under `skip`, with its bytes.
+fn snapshot(dir: &Path, skip: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.starts_with(skip) {
+                continue;
+            }
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn read_only_commands_and_replays_never_create_the_pii_key() {
+    let s = Setup::new();
+    s.drop_batch("a.parquet", 100, Scenario::Clean);
+    let o = s.spawn(&["--once"]).wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key_path = s.state.join("pii.key");
+    let key = fs::read(&key_path).expect("building the baseline made the key");
+    let rules = s.rules.to_str().unwrap().to_string();
+    let file = s.dir.path().join("good/b0.parquet");
+    let file = file.to_str().unwrap().to_string();
+    let replay_dir = s.state.join("replay");
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "profile",
+            vec!["profile", "--config", &rules, "--json", &file],
+        ),
+        ("compare", vec!["compare", "--config", &rules, &file]),
+        ("replay", vec!["replay", "--config", &rules, &file]),
+    ];
+
+    // the key is gone (a new host, a restore without it): a command that
+    // needs it says so, and creates nothing, the key least of all
+    fs::remove_file(&key_path).unwrap();
+    let before = snapshot(&s.state, &replay_dir);
+    for (name, args) in &commands {
+        let o = dqmon(args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{name} ran without the PII key");
+        assert!(
+            err.contains(&key_path.display().to_string()) && err.contains("DQMON_PII_KEY"),
+            "{name} does not name the missing key and its variable: {err}"
+        );
+        assert!(!key_path.exists(), "{name} created {}", key_path.display());
+        assert_eq!(
+            snapshot(&s.state, &replay_dir),
+            before,
+            "{name} wrote state"
+        );
+        assert!(!replay_dir.exists(), "{name} prepared a replay folder");
+    }
+
+    // with the key back, they work and write nothing but the replay's own
+    // folder; nor do the other readers
+    fs::write(&key_path, &key).unwrap();
+    let before = snapshot(&s.state, &replay_dir);
+    let report = s.dir.path().join("report.html");
+    let report = report.to_str().unwrap();
+    let readers: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "query",
+            vec!["query", "--config", &rules, "SELECT count(*) FROM batches"],
+        ),
+        (
+            "report",
+            vec!["report", "--config", &rules, "--out", report],
+        ),
+        ("audit verify", vec!["audit", "verify", "--config", &rules]),
+    ];
+    for (name, args) in commands.iter().chain(&readers) {
+        let o = dqmon(args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(
+            snapshot(&s.state, &replay_dir),
+            before,
+            "{name} wrote state"
+        );
+    }
+
+    // no pii column: no key needed, none made
+    fs::remove_file(&key_path).unwrap();
+    let text = fs::read_to_string(&s.rules).unwrap();
+    let plain = text.replace("pii: true", "pii: false");
+    assert_ne!(plain, text);
+    fs::write(&s.rules, plain).unwrap();
+    let o = dqmon(&commands[0].1);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!key_path.exists(), "profile created a key no column needs");
+}

@@ -125,9 +125,11 @@ impl Alert {
         }
     }
 
-    /// One readable line for a terminal.
+    /// One readable line for a terminal. Sources, values, trust tags,
+    /// columns and messages carry untrusted text (a file's name, a data
+    /// value), so the line is escaped: whatever they hold, it stays one line.
     pub fn line(&self) -> String {
-        format!(
+        let line = format!(
             "ALERT [{}] {} {}/{}{} tag={} verdict={} batch={} ({}): {}",
             self.severity.as_str(),
             self.dataset,
@@ -142,7 +144,8 @@ impl Alert {
             &self.batch_id[..12.min(self.batch_id.len())],
             self.source,
             self.message
-        )
+        );
+        crate::escape::escape(&line).into_owned()
     }
 }
 

@@ -189,14 +189,20 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Open the log in a dataset's state folder (created if absent), repairing
-    /// the effects of a crash during an append.
+    /// the effects of a crash during an append: a torn last line is cut, and
+    /// the temporary file of a head rewrite that was killed is removed
+    /// (under the audit lock, so no other appender is writing it).
     pub fn open(state_dir: &Path) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(state_dir).map_err(io(state_dir))?;
         let log = AuditLog {
             dir: state_dir.to_path_buf(),
             guard: Mutex::new(()),
         };
-        log.locked(|_, _| Ok(()))?;
+        log.locked(|_, _| {
+            fsutil::remove_temp_files(state_dir, |target| target == HEAD_FILE)
+                .map_err(io(state_dir))?;
+            Ok(())
+        })?;
         Ok(log)
     }
 

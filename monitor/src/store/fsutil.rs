@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -42,6 +42,46 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// The file a temporary name of [`write_atomic`] stands for:
+/// `.<name>.<pid>.tmp` gives `name`. Such a file outlives its write only when
+/// the writer was killed between writing it and renaming it into place.
+pub fn temp_target(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, pid) = rest.rsplit_once('.')?;
+    let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    (is_pid && !name.is_empty()).then_some(name)
+}
+
+/// Remove the temporary files of [`write_atomic`] in `dir` (not in its
+/// subfolders) whose target `owned` accepts; returns the paths removed. A
+/// missing folder has none. Call it only where nobody else can be writing
+/// them: under the writer lock of the state folder
+/// ([`super::lock::WriterLock::remove_temp_files`]) or the audit lock.
+pub fn remove_temp_files(dir: &Path, owned: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(target) = name.to_str().and_then(temp_target) else {
+            continue;
+        };
+        if owned(target) && entry.file_type()?.is_file() {
+            let path = entry.path();
+            fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// fsync a folder so that renames and new entries in it are durable.
@@ -82,5 +122,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_by_their_shape_only() {
+        assert_eq!(
+            temp_target(".checkpoint.json.4242.tmp"),
+            Some("checkpoint.json")
+        );
+        assert_eq!(temp_target(".pii.key.1.tmp"), Some("pii.key"));
+        for not in [
+            "checkpoint.json.4242.tmp",
+            ".x.tmp",
+            "..4242.tmp",
+            ".a.12ab.tmp",
+            ".a.4242.tmp.reason",
+            ".dqmon-ready-probe123",
+        ] {
+            assert_eq!(temp_target(not), None, "{not}");
+        }
     }
 }

@@ -20,6 +20,13 @@
 //! crash in between) are appended, and a torn last line is cut: each alert
 //! id appears exactly once.
 //!
+//! Opening the history takes the state folder's writer lock
+//! ([`super::lock`]) and keeps it while the history is open: a second writer
+//! fails at once instead of interleaving sequence numbers and alerts. Under
+//! that lock, opening removes what a killed writer left: temporary files of
+//! atomic writes in every folder the writer writes, then orphaned profiles
+//! and metrics.
+//!
 //! Every commit is also recorded in the dataset's hash-chained audit log
 //! ([`super::audit`]) with the SHA-256 of the manifest's bytes, right after
 //! the alerts and before the caller checkpoints. A crash before that entry
@@ -40,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{AuditError, AuditKind, AuditLog};
 use super::fsutil;
+use super::lock::{LockError, WriterLock};
 use crate::alert::Alert;
 use crate::compare::Finding;
 use crate::profile::{ALL, BatchProfile, SliceProfile};
@@ -106,6 +114,8 @@ pub enum HistoryError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
@@ -141,12 +151,20 @@ pub struct History {
     audit: AuditLog,
     /// The evidence after the last processed batch (what the next continues from).
     evidence: Option<crate::compare::EvidenceState>,
+    /// The state folder's writer lock, held while the history is open.
+    lock: WriterLock,
 }
 
 impl History {
-    /// Open (and repair) the history in a dataset's state folder.
+    /// Open (and repair) the history in a dataset's state folder, holding
+    /// its writer lock until the history is dropped; fails at once when
+    /// another process writes the folder.
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
+        let lock = WriterLock::acquire(state_dir)?;
         let root = state_dir.to_path_buf();
+        for path in lock.remove_temp_files().map_err(io(&root))? {
+            tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
+        }
         for d in [
             "history/batches",
             "history/profiles",
@@ -164,6 +182,7 @@ impl History {
             next_seq: 0,
             audit: AuditLog::open(state_dir)?,
             evidence: None,
+            lock,
         };
         let manifests = h.manifests()?;
         for m in &manifests {
@@ -185,6 +204,11 @@ impl History {
         h.repair_audit(&manifests)?;
         h.remove_orphans()?;
         Ok(h)
+    }
+
+    /// The state folder's writer lock (held while the history is open).
+    pub fn writer_lock(&self) -> &WriterLock {
+        &self.lock
     }
 
     /// The dataset's audit log (shared with the rest of the daemon).

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod baselines;
 pub mod fsutil;
 pub mod history;
+pub mod lock;
 pub mod refusal;
 
 use std::io::Read;

@@ -10,6 +10,7 @@ use crate::alert::Alert;
 use crate::alert::lifecycle::{Notice, NoticeKind};
 use crate::alert::outbox::Message;
 use crate::compare::Severity;
+use crate::escape::escape;
 
 fn severity_rank(s: Severity) -> &'static str {
     match s {
@@ -34,6 +35,8 @@ fn what(a: &Alert) -> String {
 
 /// One line for a terminal.
 pub fn line(n: &Notice) -> String {
+    // each alert line escapes itself; summaries and resolves name trust
+    // tags and values from the data, so they are escaped here
     match n.kind {
         NoticeKind::Trigger => n
             .alerts
@@ -41,7 +44,7 @@ pub fn line(n: &Notice) -> String {
             .map(Alert::line)
             .collect::<Vec<_>>()
             .join("\n"),
-        NoticeKind::Summary => format!(
+        NoticeKind::Summary => escape(&format!(
             "SUMMARY [{}] {} {} tag={}: fired {} more time(s) during the cooldown; latest batch={}",
             n.head().severity.as_str(),
             n.head().dataset,
@@ -49,15 +52,17 @@ pub fn line(n: &Notice) -> String {
             n.head().trust_tag,
             n.suppressed,
             short(&n.head().batch_id)
-        ),
-        NoticeKind::Resolve => format!(
+        ))
+        .into_owned(),
+        NoticeKind::Resolve => escape(&format!(
             "RESOLVED [{}] {} {} tag={}: quiet for {} batch(es)",
             n.head().severity.as_str(),
             n.head().dataset,
             what(n.head()),
             n.head().trust_tag,
             n.quiet_batches
-        ),
+        ))
+        .into_owned(),
     }
 }
 
