@@ -474,11 +474,17 @@ fn webhooks_retry_after_500_and_deliver_generic_slack_and_pagerduty_once() {
             .cloned()
             .collect()
     };
-    let scraped: Vec<Value> = s
-        .alerts()
-        .into_iter()
-        .filter(|a| a["trust_tag"] == "scraped")
-        .collect();
+    // the alerts are appended just after the batch's manifest: wait for them
+    let scraped_alerts = || -> Vec<Value> {
+        s.alerts()
+            .into_iter()
+            .filter(|a| a["trust_tag"] == "scraped")
+            .collect()
+    };
+    wait_for("the flipped batch's alerts", LONG, || {
+        !scraped_alerts().is_empty()
+    });
+    let scraped = scraped_alerts();
     assert!(!scraped.is_empty());
     let fingerprints: BTreeSet<String> = scraped
         .iter()
