@@ -1191,7 +1191,7 @@ fn a_dataset_name_with_a_path_gets_a_plain_suggestion() {
 #[test]
 fn a_webhook_url_with_a_credential_is_refused_inline() {
     for (url, what) in [
-        ("https://bob:hunter2@hooks.example.com/x", "user:password@"),
+        ("https://bob:hunter2@hooks.example.com/x", "user:password@"), // pragma: allowlist secret
         (
             "https://hooks.example.com/x?channel=ops&token=hunter2",
             "`token`",
