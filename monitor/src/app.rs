@@ -366,7 +366,7 @@ impl Worker {
                 source: BaselineStoreError::WrongShape { id: baseline_id },
             });
         }
-        let history = History::open(history_dir).map_err(|source| AppError::History {
+        let mut history = History::open(history_dir).map_err(|source| AppError::History {
             dataset: dataset.clone(),
             source,
         })?;
@@ -408,6 +408,15 @@ impl Worker {
             }
             None => None,
         };
+        // Alerts a crash had left out of alerts.jsonl were appended on open.
+        // With receivers, the outbox delivers them (it enqueues committed
+        // batches it never saw); printing to stdout, print them now.
+        let repaired = history.take_repaired_alerts();
+        if notifier.is_none() && opts.print_alerts {
+            for a in &repaired {
+                println!("{}", a.line());
+            }
+        }
         tracing::info!(
             dataset = %dataset,
             baseline_id = %baseline_id,

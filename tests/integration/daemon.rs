@@ -714,3 +714,50 @@ fn temp_files_a_kill_left_are_removed_at_start_and_nothing_else() {
     }
     assert_eq!(s.manifests().len(), 1);
 }
+
+/// Alerts a crash left out of `alerts.jsonl` (the manifest committed, the
+/// alert line not yet written) are appended on the next start and printed,
+/// like any alert: before, they were appended silently.
+#[test]
+fn alerts_repaired_after_a_crash_are_printed() {
+    let s = Setup::new();
+    s.drop_batch(
+        "a_flip.parquet",
+        101,
+        Scenario::LabelFlip {
+            tag: "scraped".into(),
+            strength: 0.2,
+        },
+    );
+    let out = finish_within(s.spawn(&["--once"]), Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    let printed: Vec<&str> = first.lines().filter(|l| l.starts_with("ALERT ")).collect();
+    assert!(!printed.is_empty(), "the flipped batch alerts: {first}");
+    // the crash: the alert lines never reached the file
+    let path = s.state.join("alerts.jsonl");
+    let lines = fs::read_to_string(&path).unwrap();
+    assert_eq!(lines.lines().count(), printed.len());
+    fs::write(&path, "").unwrap();
+    let out = finish_within(s.spawn(&["--once"]), Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = String::from_utf8_lossy(&out.stdout).into_owned();
+    let reprinted: Vec<&str> = again.lines().filter(|l| l.starts_with("ALERT ")).collect();
+    assert_eq!(
+        reprinted, printed,
+        "the repaired alerts are printed once, as they were"
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        lines,
+        "and appended as they were"
+    );
+}

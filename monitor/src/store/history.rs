@@ -153,6 +153,9 @@ pub struct History {
     evidence: Option<crate::compare::EvidenceState>,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
+    /// Alerts of committed batches that open found missing from the alerts
+    /// file and appended (a crash between the manifest and the alerts).
+    repaired: Vec<Alert>,
 }
 
 impl History {
@@ -183,6 +186,7 @@ impl History {
             audit: AuditLog::open(state_dir)?,
             evidence: None,
             lock,
+            repaired: Vec::new(),
         };
         let manifests = h.manifests()?;
         for m in &manifests {
@@ -200,10 +204,16 @@ impl History {
         }
         // manifests come in commit order: the last one with evidence wins
         h.evidence = manifests.iter().rev().find_map(|m| m.evidence.clone());
-        h.repair_alerts(&manifests)?;
+        h.repaired = h.repair_alerts(&manifests)?;
         h.repair_audit(&manifests)?;
         h.remove_orphans()?;
         Ok(h)
+    }
+
+    /// The alerts open appended to the alerts file because a crash had
+    /// left them out; taken once, so that whoever prints alerts prints them.
+    pub fn take_repaired_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.repaired)
     }
 
     /// The state folder's writer lock (held while the history is open).
@@ -371,8 +381,8 @@ impl History {
     }
 
     /// Cut a torn last line and append alerts of committed batches that are
-    /// missing from the alerts file.
-    fn repair_alerts(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+    /// missing from the alerts file; returns those alerts.
+    fn repair_alerts(&self, manifests: &[Manifest]) -> Result<Vec<Alert>, HistoryError> {
         let path = self.alerts_path();
         let text = match fs::read(&path) {
             Ok(t) => t,
@@ -408,7 +418,14 @@ impl History {
             .filter(|a| !present.contains(&a.alert_id))
             .cloned()
             .collect();
-        self.append_alerts(&missing)
+        if !missing.is_empty() {
+            tracing::warn!(
+                alerts = missing.len(),
+                "appended alerts of committed batches that a crash had left out of alerts.jsonl"
+            );
+        }
+        self.append_alerts(&missing)?;
+        Ok(missing)
     }
 
     /// Read the checkpoint (empty when absent).
