@@ -139,11 +139,7 @@ impl Outbox {
 
     pub fn remove_inbox(&self, b: &InboxBatch) -> Result<(), OutboxError> {
         let path = self.inbox_path(b.seq, &b.batch_id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&path)(e)),
-        }
+        crate::store::fsutil::remove_durable(&path).map_err(io(&path))
     }
 
     fn lifecycle_path(&self) -> PathBuf {
@@ -208,11 +204,7 @@ impl Outbox {
         ] {
             if s != m.status {
                 let old = self.message_path(s, &m.id);
-                match fs::remove_file(&old) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(&old)(e)),
-                }
+                crate::store::fsutil::remove_durable(&old).map_err(io(&old))?;
             }
         }
         Ok(())

@@ -84,6 +84,20 @@ pub fn remove_temp_files(dir: &Path, owned: impl Fn(&str) -> bool) -> io::Result
     Ok(removed)
 }
 
+/// Remove a file and fsync its folder, so the removal survives a crash (a
+/// file already gone is fine: removals are retried after a restart).
+pub fn remove_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
 /// fsync a folder so that renames and new entries in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]

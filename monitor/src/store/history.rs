@@ -480,7 +480,11 @@ impl History {
                     .map_err(io(&target))?;
                 fs::remove_file(file).map_err(io(file))?;
             }
+            // both folders: the file's new name and its old one's removal
             fsutil::sync_dir(&dir).map_err(io(&dir))?;
+            if let Some(from) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsutil::sync_dir(from).map_err(io(from))?;
+            }
         }
         Ok(target)
     }
