@@ -2,7 +2,6 @@
 //! one batch are one finding per kind of change, and past
 //! `max_findings_per_batch` the rest are counted in one summary.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, RecordBatch};
@@ -11,38 +10,25 @@ use arrow::datatypes::{DataType, Field, Schema};
 use dqmon_core::baseline::Baseline;
 use dqmon_core::compare::{Check, Severity, compare};
 use dqmon_core::pii::PiiKey;
-use dqmon_core::profile::{BatchProfile, profile_batches};
+use dqmon_core::profile::profile_batches;
 use dqmon_core::rules::Rules;
-use dqmon_fixtures::{BatchSpec, Scenario, generate};
+use dqmon_fixtures::Scenario;
 
-fn rules() -> Rules {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../rules/fixtures.yaml"
-    ))
-    .unwrap();
-    dqmon_config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap()
-}
+mod common;
+
+const SEED: u64 = 5;
 
 fn batch(i: u64, scenario: Scenario) -> RecordBatch {
-    generate(&BatchSpec {
-        rows: 2_000,
-        seed: 5,
-        batch_index: i,
-        scenario,
-    })
+    common::batch(SEED, i, scenario)
 }
 
 fn baseline(rules: &Rules, pii: &PiiKey) -> Baseline {
-    let base: Vec<BatchProfile> = (0..20)
-        .map(|i| profile_batches(rules, pii, [&batch(i, Scenario::Clean)]).unwrap())
-        .collect();
-    Baseline::build(rules, &base, Vec::new(), "t").unwrap()
+    common::baseline(rules, pii, SEED)
 }
 
 #[test]
 fn five_thousand_new_columns_are_one_finding() {
-    let rules = rules();
+    let rules = common::rules();
     let pii = PiiKey::from_bytes(b"floods-test-key");
     let baseline = baseline(&rules, &pii);
     let b = batch(100, Scenario::Clean);
@@ -80,7 +66,7 @@ fn five_thousand_new_columns_are_one_finding() {
 
 #[test]
 fn one_dropped_column_keeps_its_name() {
-    let rules = rules();
+    let rules = common::rules();
     let pii = PiiKey::from_bytes(b"floods-test-key");
     let baseline = baseline(&rules, &pii);
     let b = batch(
@@ -104,7 +90,7 @@ fn one_dropped_column_keeps_its_name() {
 
 #[test]
 fn past_the_cap_the_rest_is_one_summary_with_the_worst_severity() {
-    let mut rules = rules();
+    let mut rules = common::rules();
     let pii = PiiKey::from_bytes(b"floods-test-key");
     let baseline = baseline(&rules, &pii);
     let b = batch(100, Scenario::NaturalDrift { strength: 0.6 });

@@ -7,7 +7,6 @@
 //! missing-value family's share of the budget and its floor (0.5 points).
 //! The clean control below checks the same batches give no such finding.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
@@ -17,26 +16,16 @@ use arrow::datatypes::DataType;
 use dqmon_core::baseline::Baseline;
 use dqmon_core::compare::{Check, Verdict, compare};
 use dqmon_core::pii::PiiKey;
-use dqmon_core::profile::{BatchProfile, profile_batches};
+use dqmon_core::profile::profile_batches;
 use dqmon_core::rules::Rules;
-use dqmon_fixtures::{BatchSpec, Scenario, generate};
+use dqmon_fixtures::Scenario;
 
-fn rules() -> Rules {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../rules/fixtures.yaml"
-    ))
-    .unwrap();
-    dqmon_config::parse_rules(&text, Path::new("."), "fixtures.yaml").unwrap()
-}
+mod common;
+
+const SEED: u64 = 11;
 
 fn batch(i: u64) -> RecordBatch {
-    generate(&BatchSpec {
-        rows: 2_000,
-        seed: 11,
-        batch_index: i,
-        scenario: Scenario::Clean,
-    })
+    common::batch(SEED, i, Scenario::Clean)
 }
 
 /// `amount` of the rows of `tag` replaced, every `every`-th of them, by what
@@ -71,12 +60,9 @@ fn spoil(b: &RecordBatch, tag: &str, every: usize, bad: impl Fn(usize) -> f64) -
 }
 
 fn setup() -> (Rules, PiiKey, Baseline) {
-    let rules = rules();
+    let rules = common::rules();
     let pii = PiiKey::from_bytes(b"non-finite-test-key");
-    let base: Vec<BatchProfile> = (0..20)
-        .map(|i| profile_batches(&rules, &pii, [&batch(i)]).unwrap())
-        .collect();
-    let baseline = Baseline::build(&rules, &base, Vec::new(), "t").unwrap();
+    let baseline = common::baseline(&rules, &pii, SEED);
     (rules, pii, baseline)
 }
 

@@ -695,8 +695,8 @@ impl Walker {
                         }
                     }
                     "check" => {
+                        let names = check_names();
                         for (vp, s) in values {
-                            let names = check_names();
                             if names.contains(&s.as_str()) {
                                 r.check.push(s);
                             } else {

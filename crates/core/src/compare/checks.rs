@@ -323,11 +323,25 @@ pub(super) fn run_all(
         label_rate(&ctx, slice, &mut tests);
         label_domain(&ctx, slice, &mut tests);
         for rule in &rules.columns {
-            missing_rate(&ctx, slice, &rule.name, &mut tests);
+            unusable_share(
+                &ctx,
+                slice,
+                &rule.name,
+                Check::MissingRate,
+                nulls,
+                &mut tests,
+            );
             match rule.kind {
                 ColumnKind::Numeric => {
                     out_of_range(&ctx, slice, &rule.name, &mut tests);
-                    non_finite(&ctx, slice, &rule.name, &mut tests);
+                    unusable_share(
+                        &ctx,
+                        slice,
+                        &rule.name,
+                        Check::NonFinite,
+                        non_finite,
+                        &mut tests,
+                    );
                     psi(&ctx, slice, &rule.name, &mut tests);
                 }
                 ColumnKind::Categorical | ColumnKind::Boolean => {
@@ -506,7 +520,20 @@ fn column<'a>(s: Option<&'a SliceProfile>, name: &str) -> Option<&'a ColumnProfi
     s.and_then(|s| s.columns.get(name))
 }
 
-fn missing_rate(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
+/// A share of a column's values that are not usable, one-sided, with the
+/// missing-value floor and family: `missing_rate` (nulls among all rows) and
+/// `non_finite` (NaN and ±infinity among the non-null values of a numeric
+/// column; they enter no other statistic, as min, max, mean, quantiles and
+/// the range check see finite values only, so without this test a column
+/// turned to NaN would look merely smaller). `counts` gives (bad, of).
+fn unusable_share(
+    ctx: &Ctx,
+    slice: &str,
+    name: &str,
+    check: Check,
+    counts: fn(&ColumnProfile) -> (u64, u64),
+    out: &mut Vec<Test>,
+) {
     let (Some(o), Some(b)) = (
         column(ctx.batch_slices.get(slice), name),
         column(ctx.reference.slice(slice), name),
@@ -515,11 +542,11 @@ fn missing_rate(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     };
     rate_test(
         ctx,
-        Check::MissingRate,
+        check,
         Some(name),
         slice,
-        (o.nulls, o.nulls + o.count),
-        (b.nulls, b.nulls + b.count),
+        counts(o),
+        counts(b),
         ctx.rules.thresholds.missing_min_abs_change,
         Family::Missing,
         Direction::Up,
@@ -527,31 +554,12 @@ fn missing_rate(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
     );
 }
 
-/// NaN and ±infinity among a numeric column's non-null values: a count,
-/// one-sided, tested like the missing rate (same null, same floor, same
-/// family). They enter no other statistic (min, max, mean, quantiles and the
-/// range check see finite values only), so without this test a column
-/// turned to NaN would look merely smaller.
-fn non_finite(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
-    let (Some(o), Some(b)) = (
-        column(ctx.batch_slices.get(slice), name),
-        column(ctx.reference.slice(slice), name),
-    ) else {
-        return;
-    };
-    let bad = |c: &ColumnProfile| c.numeric.as_ref().map(|n| n.non_finite).unwrap_or(0);
-    rate_test(
-        ctx,
-        Check::NonFinite,
-        Some(name),
-        slice,
-        (bad(o), o.count),
-        (bad(b), b.count),
-        ctx.rules.thresholds.missing_min_abs_change,
-        Family::Missing,
-        Direction::Up,
-        out,
-    );
+fn nulls(c: &ColumnProfile) -> (u64, u64) {
+    (c.nulls, c.nulls + c.count)
+}
+
+fn non_finite(c: &ColumnProfile) -> (u64, u64) {
+    (c.numeric.as_ref().map_or(0, |n| n.non_finite), c.count)
 }
 
 fn label_counts(s: Option<&SliceProfile>, positive: &str) -> (u64, u64) {
