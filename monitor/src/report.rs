@@ -51,7 +51,7 @@ fn metric_of(check: Check) -> Option<&'static str> {
     Some(match check {
         Check::RowCount => "rows",
         Check::TagShare => "tag_share",
-        Check::LabelRate | Check::LabelRateVsTrusted => "label_rate",
+        Check::LabelRate | Check::LabelRateVsTrusted | Check::LabelCalibration => "label_rate",
         Check::MissingRate => "missing_rate",
         Check::OutOfRange | Check::Distribution => "mean",
         _ => return None,

@@ -104,3 +104,10 @@ pub fn readme_section(file: &str, begin: &str, end: &str, table: &str, how: &str
         );
     }
 }
+
+/// Whether an alert is about a tag's labels as a whole: `label_rate`, or
+/// `label_calibration` where the rules declare slices (it then explains the
+/// rate, and the rate's finding is folded into it).
+pub fn is_label_alert(a: &serde_json::Value) -> bool {
+    a["check"] == "label_rate" || a["check"] == "label_calibration"
+}

@@ -236,7 +236,7 @@ fn daemon_alerts_on_poisoned_files_only() {
     );
     assert!(
         got["b_flip.parquet"].contains(&(
-            "label_rate".into(),
+            "label_calibration".into(),
             "scraped".into(),
             "possible_poisoning".into()
         )),
@@ -647,7 +647,7 @@ fn a_newline_in_a_file_name_never_makes_a_line_of_output() {
     assert!(out.status.success(), "{se}");
     let alerts = s.alerts();
     assert!(
-        alerts.iter().any(|a| a["check"] == "label_rate")
+        alerts.iter().any(crate::common::is_label_alert)
             && alerts.iter().any(|a| a["check"] == "malformed_records"),
         "{alerts:#?}"
     );

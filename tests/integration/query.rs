@@ -101,7 +101,7 @@ fn readme_queries_answer_from_the_history() {
     assert_eq!(r.len(), expected.len(), "{r:?}");
     assert!(
         r.iter()
-            .any(|v| v["check"] == "label_rate" && v["trust_tag"] == "scraped")
+            .any(|v| v["check"] == "label_calibration" && v["trust_tag"] == "scraped")
     );
 
     // 3. batches that used a given baseline

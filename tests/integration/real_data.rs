@@ -144,11 +144,61 @@ impl Setup {
     }
 }
 
+/// Campaigns of 8 clean then 8 flipped batches over consecutive parts of
+/// a stream: when each was first noticed, and the per-batch recall.
+struct Campaigns {
+    campaigns: usize,
+    within: [usize; 3],
+    per_batch: usize,
+    attacked: usize,
+}
+
+impl Setup {
+    fn campaigns(
+        &self,
+        stream: &[RecordBatch],
+        base: &Baseline,
+        reference: &Reference,
+    ) -> Campaigns {
+        let campaigns = stream.len() / 16;
+        let (mut within, mut per_batch, mut attacked) = ([0usize; 3], 0usize, 0usize);
+        for c in 0..campaigns {
+            let part: Vec<BatchProfile> = (0..16)
+                .map(|j| {
+                    let b = &stream[c * 16 + j];
+                    if j < 8 {
+                        self.profile(b)
+                    } else {
+                        self.profile(&flip(b, "EWR", 0.05))
+                    }
+                })
+                .collect();
+            let found = self.stream(&part, base, reference);
+            let first = found[8..].iter().position(|f| is_flip_found(f));
+            for (k, w) in [1usize, 3, 8].iter().enumerate() {
+                within[k] += usize::from(first.is_some_and(|i| i < *w));
+            }
+            for p in &part[8..] {
+                attacked += 1;
+                per_batch += usize::from(is_flip_found(&compare::compare(p, base, &self.rules)));
+            }
+        }
+        Campaigns {
+            campaigns,
+            within,
+            per_batch,
+            attacked,
+        }
+    }
+}
+
 fn is_flip_found(f: &[Finding]) -> bool {
     f.iter().any(|f| {
         matches!(
             f.check,
-            compare::Check::LabelRate | compare::Check::LabelRateVsTrusted
+            compare::Check::LabelRate
+                | compare::Check::LabelRateVsTrusted
+                | compare::Check::LabelCalibration
         ) && f.trust_tag == "EWR"
             && f.verdict == Verdict::PossiblePoisoning
     })
@@ -174,43 +224,45 @@ fn real_data_nycflights13() {
     let clean = s.stream(&profiles[BASELINE..], &base, &reference);
     let clean_hits = clean.iter().filter(|f| !f.is_empty()).count();
     let stream = &shuffled[BASELINE..];
-    let campaigns = stream.len() / 16;
-    let (mut within, mut per_batch, mut attacked) = ([0usize; 3], 0usize, 0usize);
-    for c in 0..campaigns {
-        let part: Vec<BatchProfile> = (0..16)
-            .map(|j| {
-                let b = &stream[c * 16 + j];
-                if j < 8 {
-                    s.profile(b)
-                } else {
-                    s.profile(&flip(b, "EWR", 0.05))
-                }
-            })
-            .collect();
-        let found = s.stream(&part, &base, &reference);
-        let first = found[8..].iter().position(|f| is_flip_found(f));
-        for (k, w) in [1usize, 3, 8].iter().enumerate() {
-            within[k] += usize::from(first.is_some_and(|i| i < *w));
-        }
-        for p in &part[8..] {
-            attacked += 1;
-            per_batch += usize::from(is_flip_found(&compare::compare(p, &base, &s.rules)));
-        }
-    }
+    let flips = s.campaigns(stream, &base, &reference);
+    // the same without `slices:`: no label_calibration, the tag's rate alone
+    let mut unsliced = s.rules.clone();
+    unsliced.slices.clear();
+    unsliced.slice_bins.clear();
+    let plain = Setup {
+        rules: unsliced,
+        pii: s.pii.clone(),
+    };
+    let plain_profiles: Vec<BatchProfile> = shuffled[..BASELINE]
+        .iter()
+        .map(|b| plain.profile(b))
+        .collect();
+    let (plain_base, plain_reference) = plain.baseline(&plain_profiles);
+    let rate_only = plain.campaigns(stream, &plain_base, &plain_reference);
+    let campaigns = flips.campaigns;
+    let within = flips.within;
     let pct = |x: usize, n: usize| format!("{:.0}%", 100.0 * x as f64 / n.max(1) as f64);
     let ewr = &base.profile.tags["EWR"];
     let ewr_rows = ewr.rows as f64 / BASELINE as f64;
     let ewr_late = ewr.labels.get("1").copied().unwrap_or(0) as f64 / ewr.labelled().max(1) as f64;
+    let row = |c: &Campaigns| {
+        format!(
+            "per-batch recall {}, noticed within 1 / 3 / 8 batches in {} / {} / {}",
+            pct(c.per_batch, c.attacked),
+            pct(c.within[0], c.campaigns),
+            pct(c.within[1], c.campaigns),
+            pct(c.within[2], c.campaigns),
+        )
+    };
     table.push_str(&format!(
         "Shuffled rows (exchangeable batches): {clean_hits} of {} clean batches raised a finding. \
-         5% label flips in EWR ({ewr_rows:.0} rows a batch, {:.1}% late): per-batch recall {}, \
-         noticed within 1 / 3 / 8 batches in {} / {} / {} of {campaigns} campaigns.\n",
+         5% label flips in EWR ({ewr_rows:.0} rows a batch, {:.1}% late), {campaigns} campaigns: \
+         {} with the shipped slices (`label_calibration` given `carrier` × `dep_delay` bins); \
+         {} without `slices:` (the tag's label rate alone).\n",
         clean.len(),
         ewr_late * 100.0,
-        pct(per_batch, attacked),
-        pct(within[0], campaigns),
-        pct(within[1], campaigns),
-        pct(within[2], campaigns),
+        row(&flips),
+        row(&rate_only),
     ));
 
     // time order: the year's real drift against its first 20 batches
@@ -247,5 +299,11 @@ fn real_data_nycflights13() {
     assert!(
         within[2] * 10 >= campaigns * 9,
         "5% flips in EWR missed: {within:?}"
+    );
+    // the features make the flips plain sooner than the rate alone does
+    assert!(
+        within[1] > rate_only.within[1],
+        "within 3 batches: {within:?} with slices, {:?} without",
+        rate_only.within
     );
 }

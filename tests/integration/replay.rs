@@ -88,7 +88,7 @@ fn replay_alerts_are_byte_identical_to_live_and_to_each_other() {
     let live = fs::read(s.state.join("alerts.jsonl")).unwrap();
     let live_text = String::from_utf8_lossy(&live);
     for check in [
-        "\"label_rate\"",
+        "\"label_calibration\"",
         "\"unseen_values\"",
         "\"missing_rate\"",
         "\"replayed_batch\"",
@@ -151,7 +151,7 @@ fn replay_into_a_chosen_state_folder_continues_it_and_can_deliver() {
         &[first.to_str().unwrap()],
     );
     let one = fs::read_to_string(&out).unwrap();
-    assert!(one.contains("\"label_rate\""), "{one}");
+    assert!(one.contains("\"label_calibration\""), "{one}");
     // again into the same folder: already in its history, no new alert
     let o = dqmon(&[
         "replay",
@@ -166,7 +166,10 @@ fn replay_into_a_chosen_state_folder_continues_it_and_can_deliver() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let more = fs::read_to_string(&out).unwrap();
-    assert!(!more.contains("\"label_rate\""), "{more}");
+    assert!(
+        !more.contains("\"label_rate\"") && !more.contains("\"label_calibration\""),
+        "{more}"
+    );
     assert!(more.contains("\"unseen_values\""), "{more}");
     // --deliver prints each alert to the stdout sink
     assert_eq!(

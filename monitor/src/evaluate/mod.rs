@@ -72,7 +72,11 @@ pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
     Some(match scenario {
         Scenario::Clean => return None,
         Scenario::LabelFlip { tag, .. } => Expected {
-            checks: vec![Check::LabelRate, Check::LabelRateVsTrusted],
+            checks: vec![
+                Check::LabelRate,
+                Check::LabelRateVsTrusted,
+                Check::LabelCalibration,
+            ],
             column: label,
             trust_tag: tag.clone(),
             verdict: poison_or_drift(tag),
@@ -130,6 +134,7 @@ pub fn expected(scenario: &Scenario, rules: &Rules) -> Option<Expected> {
             checks: vec![
                 Check::Distribution,
                 Check::LabelRate,
+                Check::LabelCalibration,
                 Check::SliceShare,
                 Check::SliceLabelRate,
             ],

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
-    /// Label rate per tag, and against the most trusted tag.
+    /// Label rate per tag, against the most trusted tag, and given the features.
     Labels,
     /// Values never seen in the baseline, new, rare-now-common and vanished top values.
     Values,

@@ -14,10 +14,13 @@
 //! - label gap to the most trusted tag and top-value shares: normal
 //!   approximations of differences of proportions.
 
+mod calibration;
+
 use std::collections::BTreeMap;
 
 use super::budget::Family;
-use super::rate::{Direction, RateNull};
+use super::evidence::Window;
+use super::rate::{Direction, RateNull, RateTest};
 use super::stats::{self, Band};
 use super::{Check, Finding, Severity, Verdict, band, band_key};
 use crate::profile::{
@@ -63,6 +66,8 @@ pub(super) struct Test {
     pub alpha: f64,
     /// Set by the decision: the window of batches the numbers are from.
     pub window: Option<(usize, String)>,
+    /// Label calibration: the features the prediction is made from.
+    pub given: Option<String>,
 }
 
 /// The count behind a count-based test.
@@ -70,8 +75,30 @@ pub(super) struct Test {
 pub(super) struct CountTest {
     pub x: u64,
     pub n: u64,
-    pub null: RateNull,
+    pub null: CountNull,
     pub dir: Direction,
+    /// A count tested against a per-row prediction: `[expected, binomial
+    /// variance, sd of the prediction's error]` of this batch.
+    pub predicted: Option<[f64; 3]>,
+}
+
+/// The null model of a count.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CountNull {
+    /// One rate for every trial ([`super::rate`]).
+    Rate(RateNull),
+    /// A rate per row, predicted from its features ([`calibration`]).
+    Predicted(calibration::PredictedNull),
+}
+
+impl CountNull {
+    /// Test the pooled counts of a window.
+    pub fn test(&self, w: &Window, dir: Direction) -> RateTest {
+        match self {
+            CountNull::Rate(r) => r.test(w.x, w.n, w.n2, dir),
+            CountNull::Predicted(p) => p.test(w.x, w.n, w.predicted, dir),
+        }
+    }
 }
 
 impl Test {
@@ -89,6 +116,8 @@ impl Test {
     pub fn band_value(&self) -> f64 {
         match self.check {
             Check::LabelRateVsTrusted => self.observed - self.baseline,
+            // the standardized residual, whose mean square is the overdispersion
+            Check::LabelCalibration => self.statistic,
             _ => self.observed,
         }
     }
@@ -274,20 +303,47 @@ fn blank(check: Check, column: Option<&str>, slice: &str, unit: Unit, family: Fa
         count: None,
         alpha: 0.0,
         window: None,
+        given: None,
     }
 }
 
 /// Fill a count-based test from this batch's count alone (the decision
 /// may replace the numbers with a longer window's).
 fn count_test(t: &mut Test, x: u64, n: u64, null: RateNull, dir: Direction) {
-    let r = null.test(x as f64, n as f64, (n as f64).powi(2), dir);
+    count_test_with(t, x, n, CountNull::Rate(null), None, dir);
+}
+
+/// [`count_test`] for any null, with this batch's prediction if it has one.
+fn count_test_with(
+    t: &mut Test,
+    x: u64,
+    n: u64,
+    null: CountNull,
+    predicted: Option<[f64; 3]>,
+    dir: Direction,
+) {
+    let this = Window {
+        batches: 1,
+        x: x as f64,
+        n: n as f64,
+        n2: (n as f64).powi(2),
+        predicted: predicted.unwrap_or_default(),
+        first_batch: String::new(),
+    };
+    let r = null.test(&this, dir);
     t.observed = r.observed;
-    t.baseline = null.p0;
+    t.baseline = r.baseline;
     t.statistic = r.z;
     t.p = r.p;
     t.effect = r.effect;
     t.sides = dir.sides();
-    t.count = Some(CountTest { x, n, null, dir });
+    t.count = Some(CountTest {
+        x,
+        n,
+        null,
+        dir,
+        predicted,
+    });
 }
 
 /// Run every check of the rules on every slice.
@@ -321,6 +377,7 @@ pub(super) fn run_all(
         }
         duplicates(&ctx, slice, &mut tests);
         label_rate(&ctx, slice, &mut tests);
+        calibration::label_calibration(&ctx, slice, &mut tests);
         label_domain(&ctx, slice, &mut tests);
         for rule in &rules.columns {
             unusable_share(

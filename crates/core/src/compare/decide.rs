@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use super::budget::{self, Family};
 use super::checks::{Reference, Test, Unit, schema_findings};
-use super::evidence::{EvidenceState, WINDOWS};
+use super::evidence::{Counts, EvidenceState, WINDOWS};
 use super::stats;
 use super::{Check, EvidenceWindow, Finding, Severity, Verdict};
 use crate::profile::{ALL, BatchProfile};
@@ -33,17 +33,26 @@ use crate::rules::Rules;
 /// change), else the one with the strongest evidence among those whose
 /// effect reaches the floor (this batch alone when none does).
 fn accumulate(tests: &mut [Test], evidence: &mut EvidenceState, batch_id: &str) {
-    let now: BTreeMap<String, [u64; 2]> = tests
+    let now: BTreeMap<String, Counts> = tests
         .iter()
         .filter(|t| t.eligible)
-        .filter_map(|t| t.count.map(|c| (t.band_key(), [c.x, c.n])))
+        .filter_map(|t| {
+            t.count.map(|c| {
+                let counts = Counts {
+                    x: c.x,
+                    n: c.n,
+                    predicted: c.predicted,
+                };
+                (t.band_key(), counts)
+            })
+        })
         .collect();
     evidence.push(batch_id, &now);
     for t in tests.iter_mut().filter(|t| t.eligible) {
         let Some(c) = t.count else { continue };
         let mut best: Option<(f64, usize, super::rate::RateTest, String)> = None;
         for w in evidence.windows(&t.band_key()) {
-            let r = c.null.test(w.x, w.n, w.n2, c.dir);
+            let r = c.null.test(&w, c.dir);
             if r.effect < t.threshold || r.effect <= 0.0 {
                 continue;
             }
@@ -57,6 +66,7 @@ fn accumulate(tests: &mut [Test], evidence: &mut EvidenceState, batch_id: &str) 
         }
         if let Some((_, batches, r, first)) = best {
             t.observed = r.observed;
+            t.baseline = r.baseline;
             t.statistic = r.z;
             t.p = r.p;
             t.effect = r.effect;
@@ -370,7 +380,8 @@ fn collapse_slices(out: &mut Vec<Finding>) {
 /// Drop findings that another finding of the same column and slice explains:
 /// a planted or vanished top value explains a categorical distribution shift;
 /// rows of a never-seen value explain that value's appearance in the top;
-/// a tag's label-rate change explains its gap to the trusted tag.
+/// a tag's label-rate change explains its gap to the trusted tag; its
+/// labels against their features explain its label rate.
 fn suppress_explained(out: &mut Vec<Finding>) {
     let keys: Vec<(Check, Option<String>, String)> = out
         .iter()
@@ -397,13 +408,20 @@ fn suppress_explained(out: &mut Vec<Finding>) {
         // stay (a targeted change can also move the tag's rate)
         Check::SliceLabelRate => {
             f.slice_values_moved.unwrap_or(1) <= 2
-                || !keys
-                    .iter()
-                    .any(|(c, _, t)| *c == Check::LabelRate && (*t == f.trust_tag || t == ALL))
+                || !keys.iter().any(|(c, _, t)| {
+                    matches!(c, Check::LabelRate | Check::LabelCalibration)
+                        && (*t == f.trust_tag || t == ALL)
+                })
         }
+        // the labels against their features say more than their rate alone
+        Check::LabelRate => !has(&[Check::LabelCalibration], &f.column, &f.trust_tag),
         // a shifted mix of a column's values is its distribution's finding
         Check::SliceShare => !has(&[Check::Distribution], &f.column, &f.trust_tag),
-        Check::LabelRateVsTrusted => !has(&[Check::LabelRate], &f.column, &f.trust_tag),
+        Check::LabelRateVsTrusted => !has(
+            &[Check::LabelRate, Check::LabelCalibration],
+            &f.column,
+            &f.trust_tag,
+        ),
         _ => true,
     });
 }
@@ -436,6 +454,11 @@ fn finding(
             format!("{} of `{c}` (most common: `{v}`)", t.check)
         }
         (Some(c), Some(v)) => format!("{} of `{c}` value `{v}`", t.check),
+        (Some(c), None) if t.given.is_some() => format!(
+            "{} of `{c}` given {}",
+            t.check,
+            t.given.as_deref().unwrap_or_default()
+        ),
         (Some(c), None) => format!("{} of `{c}`", t.check),
         (None, _) => t.check.to_string(),
     };
@@ -460,8 +483,13 @@ fn finding(
         Some((w, first)) if *w > 1 => format!("; sustained over {w} batches, first {first}"),
         _ => String::new(),
     };
+    let predicted = if t.given.is_some() {
+        " (what its rows' features predict)"
+    } else {
+        ""
+    };
     let message = format!(
-        "{what} {whose} moved from {} to {} (effect {}, threshold {threshold}, {} = {:.2}, {} ≤ {:.1e}){window}{}; reads as {}",
+        "{what} {whose} moved from {}{predicted} to {} (effect {}, threshold {threshold}, {} = {:.2}, {} ≤ {:.1e}){window}{}; reads as {}",
         fmt_value(t.unit, t.baseline),
         fmt_value(t.unit, t.observed),
         match t.unit {

@@ -51,55 +51,101 @@ pub struct EvidenceState {
     pub baseline_id: String,
     /// The last batch ids, oldest first (at most [`MAX_WINDOW`]).
     pub batches: Vec<String>,
-    /// Per test key (`check|column|slice`): `[x, n]` per batch of `batches`,
-    /// aligned with it; `[0, 0]` where the test did not run. Stored as one
-    /// line per key, `"x/n x/n …"`, since every manifest carries it.
+    /// Per test key (`check|column|slice`): the [`Counts`] of every batch
+    /// of `batches`, aligned with it; zero where the test did not run.
+    /// Stored as one line per key, `"x/n x/n …"` (`x/n/e/v/s` for a
+    /// predicted count), since every manifest carries it.
     #[serde(with = "compact_counts")]
-    pub counts: BTreeMap<String, Vec<[u64; 2]>>,
+    pub counts: BTreeMap<String, Vec<Counts>>,
 }
 
-/// `[x, n]` pairs as `"x/n x/n …"`: exact, and one line per test key in a
-/// pretty-printed manifest instead of four per batch.
+/// One batch's count of one test: `x` events in `n` trials and, for a count
+/// tested against a per-row prediction (the label given the features), the
+/// prediction `[expected, binomial variance, sd of the baseline's error]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub x: u64,
+    pub n: u64,
+    pub predicted: Option<[f64; 3]>,
+}
+
+impl Counts {
+    pub fn new(x: u64, n: u64) -> Counts {
+        Counts {
+            x,
+            n,
+            predicted: None,
+        }
+    }
+}
+
+/// [`Counts`] as `"x/n x/n …"` (or `x/n/e/v/s`): exact (integers, and
+/// floats in their shortest round-trip form), and one line per test key in
+/// a pretty-printed manifest instead of four per batch.
 mod compact_counts {
     use std::collections::BTreeMap;
 
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    use super::Counts;
+
     pub fn serialize<S: Serializer>(
-        counts: &BTreeMap<String, Vec<[u64; 2]>>,
+        counts: &BTreeMap<String, Vec<Counts>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         let text: BTreeMap<&String, String> = counts
             .iter()
             .map(|(k, v)| {
-                let line: Vec<String> = v.iter().map(|c| format!("{}/{}", c[0], c[1])).collect();
+                let line: Vec<String> = v
+                    .iter()
+                    .map(|c| match c.predicted {
+                        None => format!("{}/{}", c.x, c.n),
+                        Some([e, v, sd]) => format!("{}/{}/{e}/{v}/{sd}", c.x, c.n),
+                    })
+                    .collect();
                 (k, line.join(" "))
             })
             .collect();
         text.serialize(s)
     }
 
+    fn parse_one(p: &str) -> Result<Counts, String> {
+        let bad = |why: String| format!("bad evidence count `{p}`: {why}");
+        let parts: Vec<&str> = p.split('/').collect();
+        let int = |v: &str| v.parse::<u64>().map_err(|e| bad(e.to_string()));
+        let real = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|e| bad(e.to_string()))
+                .and_then(|f| {
+                    if f.is_finite() {
+                        Ok(f)
+                    } else {
+                        Err(bad("not finite".into()))
+                    }
+                })
+        };
+        match parts.as_slice() {
+            [x, n] => Ok(Counts::new(int(x)?, int(n)?)),
+            [x, n, e, v, sd] => Ok(Counts {
+                x: int(x)?,
+                n: int(n)?,
+                predicted: Some([real(e)?, real(v)?, real(sd)?]),
+            }),
+            _ => Err(bad("expected x/n or x/n/e/v/s".into())),
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<BTreeMap<String, Vec<[u64; 2]>>, D::Error> {
+    ) -> Result<BTreeMap<String, Vec<Counts>>, D::Error> {
         let text = BTreeMap::<String, String>::deserialize(d)?;
         text.into_iter()
             .map(|(k, line)| {
                 let pairs = line
                     .split(' ')
                     .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (x, n) = p
-                            .split_once('/')
-                            .ok_or_else(|| D::Error::custom(format!("bad evidence count `{p}`")))?;
-                        let parse = |v: &str| {
-                            v.parse::<u64>().map_err(|e| {
-                                D::Error::custom(format!("bad evidence count `{p}`: {e}"))
-                            })
-                        };
-                        Ok([parse(x)?, parse(n)?])
-                    })
+                    .map(|p| parse_one(p).map_err(D::Error::custom))
                     .collect::<Result<Vec<_>, D::Error>>()?;
                 Ok((k, pairs))
             })
@@ -124,7 +170,7 @@ impl EvidenceState {
 
     /// Append a batch: every key gets this batch's counts (or `[0, 0]`),
     /// windows past [`MAX_WINDOW`] fall off, keys with no counts left go.
-    pub fn push(&mut self, batch_id: &str, now: &BTreeMap<String, [u64; 2]>) {
+    pub fn push(&mut self, batch_id: &str, now: &BTreeMap<String, Counts>) {
         self.batches.push(batch_id.to_string());
         let overflow = self.batches.len().saturating_sub(MAX_WINDOW);
         self.batches.drain(..overflow);
@@ -135,13 +181,13 @@ impl EvidenceState {
         for (key, v) in self.counts.iter_mut() {
             // align a key first seen now (or after a reset) with the batches
             while v.len() + 1 < len {
-                v.insert(0, [0, 0]);
+                v.insert(0, Counts::default());
             }
-            v.push(now.get(key).copied().unwrap_or([0, 0]));
+            v.push(now.get(key).copied().unwrap_or_default());
             let extra = v.len().saturating_sub(len);
             v.drain(..extra);
         }
-        self.counts.retain(|_, v| v.iter().any(|c| c[1] > 0));
+        self.counts.retain(|_, v| v.iter().any(|c| c.n > 0));
     }
 
     /// Forget a test's counts (after it raised a finding).
@@ -149,14 +195,13 @@ impl EvidenceState {
         self.counts.remove(key);
     }
 
-    /// The pooled counts of the windows ending at the newest batch:
-    /// `(w, x, n, Σnᵢ², first batch id)`, for windows the state covers and
-    /// whose newest batch ran the test.
+    /// The pooled counts of the windows ending at the newest batch, for
+    /// windows the state covers and whose newest batch ran the test.
     pub fn windows(&self, key: &str) -> Vec<Window> {
         let Some(v) = self.counts.get(key) else {
             return Vec::new();
         };
-        if v.last().is_none_or(|c| c[1] == 0) {
+        if v.last().is_none_or(|c| c.n == 0) {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -165,16 +210,23 @@ impl EvidenceState {
                 break;
             }
             let part = &v[v.len() - w..];
-            let x: u64 = part.iter().map(|c| c[0]).sum();
-            let n: u64 = part.iter().map(|c| c[1]).sum();
-            let n2: f64 = part.iter().map(|c| (c[1] as f64).powi(2)).sum();
+            let x: u64 = part.iter().map(|c| c.x).sum();
+            let n: u64 = part.iter().map(|c| c.n).sum();
+            let n2: f64 = part.iter().map(|c| (c.n as f64).powi(2)).sum();
+            let mut predicted = [0.0f64; 3];
+            for c in part {
+                for (sum, v) in predicted.iter_mut().zip(c.predicted.unwrap_or_default()) {
+                    *sum += v;
+                }
+            }
             // the window starts at its oldest batch that ran the test
-            let first = part.iter().position(|c| c[1] > 0).unwrap_or(0);
+            let first = part.iter().position(|c| c.n > 0).unwrap_or(0);
             out.push(Window {
                 batches: w - first,
                 x: x as f64,
                 n: n as f64,
                 n2,
+                predicted,
                 first_batch: self.batches[self.batches.len() - w + first].clone(),
             });
         }
@@ -192,6 +244,11 @@ pub struct Window {
     pub x: f64,
     pub n: f64,
     pub n2: f64,
+    /// Sums over the window of the batches' predictions (see [`Counts`]):
+    /// expected count, binomial variance, and the baseline error's sd (a
+    /// sum of sds: the batches share the baseline's error, so the window's
+    /// is at most this, by Minkowski's inequality).
+    pub predicted: [f64; 3],
     pub first_batch: String,
 }
 
@@ -199,8 +256,8 @@ pub struct Window {
 mod tests {
     use super::*;
 
-    fn one(key: &str, x: u64, n: u64) -> BTreeMap<String, [u64; 2]> {
-        BTreeMap::from([(key.to_string(), [x, n])])
+    fn one(key: &str, x: u64, n: u64) -> BTreeMap<String, Counts> {
+        BTreeMap::from([(key.to_string(), Counts::new(x, n))])
     }
 
     #[test]
@@ -286,7 +343,7 @@ mod tests {
                     let x = draw(&mut rng, n);
                     s.push(
                         &format!("b{i}"),
-                        &BTreeMap::from([("k".to_string(), [x, n])]),
+                        &BTreeMap::from([("k".to_string(), Counts::new(x, n))]),
                     );
                     let alarm = s
                         .windows("k")
@@ -320,6 +377,26 @@ mod tests {
         );
         let back: EvidenceState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, s);
+        // predicted counts round-trip exactly, floats included
+        let predicted = Counts {
+            x: 7,
+            n: 500,
+            predicted: Some([1.0 / 3.0, 2.718281828459045e-7, 12.5]),
+        };
+        s.push("batch1", &BTreeMap::from([("p".to_string(), predicted)]));
+        let bytes = serde_json::to_vec(&s).unwrap();
+        let back: EvidenceState = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.counts["p"][1], predicted);
+        for bad in [r#""1/2/3""#, r#""1/2/x/1/1""#, r#""1/2/NaN/1/1""#] {
+            let text = format!(
+                r#"{{"format":1,"baseline_id":"b","batches":["a"],"counts":{{"k":{bad}}}}}"#
+            );
+            assert!(
+                serde_json::from_str::<EvidenceState>(&text).is_err(),
+                "{bad}"
+            );
+        }
         assert_eq!(s.continue_for("b1"), s);
         assert!(s.continue_for("b2").counts.is_empty());
     }

@@ -60,6 +60,8 @@ pub enum Check {
     TopValueVanished,
     LabelRate,
     LabelRateVsTrusted,
+    /// A tag's labels against what its rows' slice values predict.
+    LabelCalibration,
     /// Rows whose value the baseline never saw.
     UnseenValues,
     /// Rows whose label is none of the classes the baseline has.
@@ -94,6 +96,7 @@ impl Check {
         Check::TopValueVanished,
         Check::LabelRate,
         Check::LabelRateVsTrusted,
+        Check::LabelCalibration,
         Check::UnseenValues,
         Check::LabelOutOfDomain,
         Check::SliceLabelRate,
@@ -121,6 +124,7 @@ impl Check {
             Check::TopValueVanished => "top_value_vanished",
             Check::LabelRate => "label_rate",
             Check::LabelRateVsTrusted => "label_rate_vs_trusted",
+            Check::LabelCalibration => "label_calibration",
             Check::UnseenValues => "unseen_values",
             Check::LabelOutOfDomain => "label_out_of_domain",
             Check::SliceLabelRate => "slice_label_rate",

@@ -69,6 +69,8 @@ pub struct RateNull {
 pub struct RateTest {
     /// Observed rate `x / n`.
     pub observed: f64,
+    /// The rate the null expects (`p0`, or a prediction's expected count over `n`).
+    pub baseline: f64,
     /// Signed standardized deviation `(x − n·p0) / √Var`.
     pub z: f64,
     /// p-value in the tested direction(s).
@@ -111,41 +113,50 @@ impl RateNull {
         let v_tau = n2 * self.tau2;
         let v_base = n * n * q / self.n_base.max(1.0);
         let var = v_bin + v_tau + v_base;
-        let z = if var > 0.0 {
-            (x - mu) / var.sqrt()
-        } else {
-            0.0
-        };
         let df = if v_tau > 0.0 && self.batches >= 2.0 {
             var * var / (v_tau * v_tau / (self.batches - 1.0))
         } else {
             f64::INFINITY
         };
-        let upper = if mu < SMALL_COUNT {
-            // negative binomial with mean mu and variance var
-            let excess = (var - mu).max(mu * 1e-9);
-            let r = mu * mu / excess;
-            stats::nb_upper(x, r, mu)
-        } else {
-            stats::p_upper_t(z, df)
-        };
-        let (p, effect) = match dir {
-            Direction::Up => (upper, observed - self.p0),
-            Direction::Both => {
-                let lower = stats::p_upper_t(-z, df);
-                (
-                    (2.0 * upper.min(lower)).min(1.0),
-                    (observed - self.p0).abs(),
-                )
-            }
+        let (z, p) = count_tail(x, mu, var, df, dir);
+        let effect = match dir {
+            Direction::Up => observed - self.p0,
+            Direction::Both => (observed - self.p0).abs(),
         };
         RateTest {
             observed,
+            baseline: self.p0,
             z,
             p,
             effect,
         }
     }
+}
+
+/// The standardized deviation of a count `x` from its null mean `mu` with
+/// variance `var`, and its p-value in the tested direction(s): Student-t
+/// with `df` degrees of freedom (∞: the normal) when the expected count is
+/// large, the negative binomial of the same mean and variance for the upper
+/// tail of small expected counts.
+pub(super) fn count_tail(x: f64, mu: f64, var: f64, df: f64, dir: Direction) -> (f64, f64) {
+    let z = if var > 0.0 {
+        (x - mu) / var.sqrt()
+    } else {
+        0.0
+    };
+    let upper = if mu < SMALL_COUNT {
+        // negative binomial with mean mu and variance var
+        let excess = (var - mu).max(mu * 1e-9);
+        let r = mu * mu / excess;
+        stats::nb_upper(x, r, mu)
+    } else {
+        stats::p_upper_t(z, df)
+    };
+    let p = match dir {
+        Direction::Up => upper,
+        Direction::Both => (2.0 * upper.min(stats::p_upper_t(-z, df))).min(1.0),
+    };
+    (z, p)
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub const ALL: &str = "all";
 
 type FastMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
 
+/// A slice column's value per row, as an index into its names (`None`: null).
+type SliceKeys = (Vec<Option<u32>>, Vec<String>);
+
 /// Profiling failed: the input does not fit the rules, or profiles do not merge.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -197,7 +200,22 @@ pub struct SliceProfile {
     /// values past that count under [`OTHER_VALUES`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_value: BTreeMap<String, BTreeMap<String, ValueLabels>>,
+    /// With two or more slice columns: rows and label classes per joint
+    /// cell, the combination of the slice columns' values (the first
+    /// [`MAX_CELL_COLUMNS`]), its components joined by [`CELL_SEPARATOR`]
+    /// (a null component reads [`NULL_VALUE`]). At most
+    /// [`MAX_SLICE_VALUES`] cells, the rest under [`OTHER_VALUES`]. What
+    /// the label-calibration check learns `p(label | features)` from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_cell: BTreeMap<String, ValueLabels>,
 }
+
+/// Slice columns that make a joint cell (the first ones of `slices:`).
+pub const MAX_CELL_COLUMNS: usize = 4;
+/// Between the components of a joint cell's name.
+pub const CELL_SEPARATOR: char = '\u{1f}';
+/// A null component of a joint cell.
+pub const NULL_VALUE: &str = "(null)";
 
 /// Most distinct values kept per slice column and slice.
 pub const MAX_SLICE_VALUES: usize = 4096;
@@ -241,6 +259,7 @@ impl SliceProfile {
             columns: BTreeMap::new(),
             distinct_rows: Distinct::new(rules.sketch.hll_lg_k),
             by_value: BTreeMap::new(),
+            by_cell: BTreeMap::new(),
         }
     }
 
@@ -292,6 +311,9 @@ impl SliceProfile {
                 add_value(mine, value, v);
             }
         }
+        for (cell, v) in &other.by_cell {
+            add_value(&mut self.by_cell, cell, v);
+        }
         self.distinct_rows.merge(&other.distinct_rows)
     }
 }
@@ -325,6 +347,7 @@ impl BatchProfile {
                     columns: BTreeMap::new(),
                     distinct_rows: Distinct::new(12),
                     by_value: BTreeMap::new(),
+                    by_cell: BTreeMap::new(),
                 };
             }
         };
@@ -536,10 +559,17 @@ impl<'r> Profiler<'r> {
                         kind: ColumnKind::Categorical,
                         reason,
                     })?;
+            let mut keyed = Vec::with_capacity(rules.slices.len());
             for column in &rules.slices {
                 if let Some(array) = batch.column_by_name(column) {
-                    self.update_by_value(column, array, classes.as_ref())?;
+                    let keys = self.slice_keys(column, array)?;
+                    self.update_by_value(column, &keys, classes.as_ref());
+                    keyed.push(keys);
                 }
+            }
+            if rules.slices.len() >= 2 && keyed.len() == rules.slices.len() {
+                keyed.truncate(MAX_CELL_COLUMNS);
+                self.update_cells(&keyed, classes.as_ref());
             }
         }
         for (i, &h) in self.row_hash.iter().enumerate() {
@@ -871,16 +901,10 @@ impl<'r> Profiler<'r> {
         Ok(())
     }
 
-    /// Rows and label classes per value of a slice column, per slice.
-    fn update_by_value(
-        &mut self,
-        column: &str,
-        array: &ArrayRef,
-        classes: Option<&(Vec<u32>, Vec<String>)>,
-    ) -> Result<(), ProfileError> {
-        // every row's value as an index into `names` (`None`: null)
-        let (keys, names): (Vec<Option<u32>>, Vec<String>) = match self.rules.slice_bins.get(column)
-        {
+    /// Every row's value of a slice column as an index into the names
+    /// (`None`: null, or not finite for a binned numeric column).
+    fn slice_keys(&self, column: &str, array: &ArrayRef) -> Result<SliceKeys, ProfileError> {
+        Ok(match self.rules.slice_bins.get(column) {
             Some(edges) => {
                 let floats = to_f64(array).map_err(|reason| ProfileError::Column {
                     column: column.to_string(),
@@ -913,7 +937,16 @@ impl<'r> Profiler<'r> {
                     .collect();
                 (keys, names)
             }
-        };
+        })
+    }
+
+    /// Rows and label classes per value of a slice column, per slice.
+    fn update_by_value(
+        &mut self,
+        column: &str,
+        (keys, names): &SliceKeys,
+        classes: Option<&(Vec<u32>, Vec<String>)>,
+    ) {
         let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
         for (i, k) in keys.iter().enumerate() {
             let Some(k) = k else { continue };
@@ -939,7 +972,54 @@ impl<'r> Profiler<'r> {
                 .or_default();
             add_value(map, &names[k as usize], &v);
         }
-        Ok(())
+    }
+
+    /// Rows and label classes per joint cell of the slice columns, per
+    /// slice. A row's cell is one mixed-radix number over the columns'
+    /// indices (null is one more index per column): at most
+    /// [`MAX_CELL_COLUMNS`] radices below 2³², so it fits in a `u128`.
+    fn update_cells(&mut self, keyed: &[SliceKeys], classes: Option<&(Vec<u32>, Vec<String>)>) {
+        let radix: Vec<u128> = keyed.iter().map(|(_, n)| n.len() as u128 + 1).collect();
+        let mut counts: FastMap<(u32, u128, u32), u64> = FastMap::default();
+        for i in 0..self.slice_of_row.len() {
+            let mut cell = 0u128;
+            for ((keys, names), r) in keyed.iter().zip(&radix) {
+                let k = keys[i].unwrap_or(names.len() as u32);
+                cell = cell * r + k as u128;
+            }
+            let class = classes.map_or(u32::MAX, |c| c.0[i]);
+            *counts
+                .entry((self.slice_of_row[i], cell, class))
+                .or_default() += 1;
+        }
+        let name = |mut cell: u128| -> String {
+            let mut parts: Vec<&str> = Vec::with_capacity(keyed.len());
+            for ((_, names), r) in keyed.iter().zip(&radix).rev() {
+                let k = (cell % r) as usize;
+                cell /= r;
+                parts.push(names.get(k).map_or(NULL_VALUE, String::as_str));
+            }
+            parts.reverse();
+            parts.join(&CELL_SEPARATOR.to_string())
+        };
+        // a fixed order, so that the cell cap is applied deterministically
+        let mut rows: Vec<((u32, String, u32), u64)> = counts
+            .into_iter()
+            .map(|((s, cell, class), c)| ((s, name(cell), class), c))
+            .collect();
+        rows.sort_unstable();
+        for ((s, cell, class), c) in rows {
+            let mut v = ValueLabels {
+                rows: c,
+                labels: BTreeMap::new(),
+            };
+            if let Some((_, names)) = classes
+                && class != u32::MAX
+            {
+                v.labels.insert(names[class as usize].clone(), c);
+            }
+            add_value(&mut self.slices[s as usize].by_cell, &cell, &v);
+        }
     }
 
     /// Finish: the profile of everything seen.

@@ -24,7 +24,7 @@ fn metric_of(a: &Alert) -> Option<(&'static str, Option<String>)> {
         Check::TagShare => Some(("tag_share", None)),
         Check::MissingRate => Some(("missing_rate", a.column.clone())),
         Check::DuplicateRows => Some(("duplicate_share", None)),
-        Check::LabelRate | Check::LabelRateVsTrusted => {
+        Check::LabelRate | Check::LabelRateVsTrusted | Check::LabelCalibration => {
             Some(("label_rate", a.value.as_ref().map(|v| format!("label={v}"))))
         }
         _ => None,
