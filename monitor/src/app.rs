@@ -75,6 +75,14 @@ pub enum AppError {
         dataset: String,
         error: Box<crate::security::ApprovedBaselineError>,
     },
+    /// The approved baseline was refused (see [`crate::store::refusal`]):
+    /// audited, alerted (`alert`), and the dataset is not monitored.
+    #[error("dataset `{dataset}`: {error}")]
+    BaselineRefused {
+        dataset: String,
+        error: Box<crate::security::ApprovedBaselineError>,
+        alert: Box<Alert>,
+    },
     #[error("dataset `{dataset}`: could not record in the audit log: {error}")]
     Audit {
         dataset: String,
@@ -122,6 +130,9 @@ pub struct RunSummary {
     pub replayed: u64,
     pub skipped: u64,
     pub alerts: u64,
+    /// Set when the dataset was not monitored: why (its approved baseline
+    /// was refused). The other datasets of the config ran.
+    pub stopped: Option<String>,
 }
 
 /// A handle to stop a running daemon.
@@ -146,6 +157,15 @@ impl Shutdown {
 
     fn register(&self, tx: mpsc::Sender<()>) {
         self.wakers.lock().expect("wakers lock").push(tx);
+    }
+
+    /// Block until [`trigger`](Shutdown::trigger) is called.
+    pub fn wait(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.register(tx);
+        while !self.is_triggered() {
+            let _ = rx.recv_timeout(Duration::from_secs(1));
+        }
     }
 }
 
@@ -347,12 +367,22 @@ impl Worker {
                 Ok(chosen) => chosen,
                 Err(error) => {
                     // A replay only reports it: the live state is live monitoring's.
-                    if !opts.recorded_inputs {
-                        crate::store::refusal::refused_baseline(&rules, &error, opts.print_alerts)
-                            .map_err(|error| AppError::Audit {
-                                dataset: dataset.clone(),
-                                error,
-                            })?;
+                    if !opts.recorded_inputs
+                        && let Some(alert) = crate::store::refusal::refused_baseline(
+                            &rules,
+                            &error,
+                            opts.print_alerts,
+                        )
+                        .map_err(|error| AppError::Audit {
+                            dataset: dataset.clone(),
+                            error,
+                        })?
+                    {
+                        return Err(AppError::BaselineRefused {
+                            dataset: dataset.clone(),
+                            error: Box::new(error),
+                            alert: Box::new(alert),
+                        });
                     }
                     return Err(AppError::ApprovedBaseline {
                         dataset: dataset.clone(),
@@ -602,20 +632,14 @@ impl Worker {
         else {
             return Ok(());
         };
-        self.checkpoint
-            .files
-            .retain(|name, _| dir.join(name).exists());
-        self.checkpoint.files.insert(
-            file.name.clone(),
-            CheckpointEntry {
-                size: file.size,
-                mtime_ns: file.mtime_ns,
-                input_sha256: sha,
-                batch_id: id,
-            },
-        );
+        let entry = CheckpointEntry {
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            input_sha256: sha,
+            batch_id: id,
+        };
         self.history
-            .save_checkpoint(&self.checkpoint)
+            .record_checkpoint(&mut self.checkpoint, &dir, &file.name, entry)
             .map_err(|e| self.history_err(e))
     }
 
@@ -900,15 +924,27 @@ pub fn batch_time(profile: &BatchProfile, rules: &Rules) -> Option<String> {
 
 /// Run every dataset of a config until `shutdown` is triggered (or, with
 /// `once`, until the files present have been handled).
+///
+/// A dataset whose approved baseline is refused does not stop the others:
+/// its refusal is audited and alerted (and paged through its outbox when
+/// the rules have receivers), it is reported stopped on `/readyz` and in
+/// `dqmon_dataset_stopped`, and its summary says why
+/// ([`RunSummary::stopped`]). Any other error opening a dataset is a setup
+/// problem and stops the run before a file is touched.
 pub fn run_datasets(
     datasets: Vec<Rules>,
     opts: RunOptions,
     shutdown: Shutdown,
 ) -> Result<Vec<(String, RunSummary)>, AppError> {
-    let workers = datasets
-        .into_iter()
-        .map(|r| Worker::open(r, opts.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut workers = Vec::new();
+    let mut stopped = Vec::new();
+    for rules in datasets {
+        match Worker::open(rules.clone(), opts.clone()) {
+            Ok(w) => workers.push(w),
+            Err(e @ AppError::BaselineRefused { .. }) => stopped.push(Stopped::start(rules, e)?),
+            Err(e) => return Err(e),
+        }
+    }
     let handles: Vec<_> = workers
         .into_iter()
         .map(|w| {
@@ -917,6 +953,11 @@ pub fn run_datasets(
             (name, std::thread::spawn(move || w.run(s)))
         })
         .collect();
+    if handles.is_empty() && !opts.once {
+        // Nothing to monitor, but the refusals' pages are being delivered
+        // and /readyz says why: wait for a reload or a stop.
+        shutdown.wait();
+    }
     let mut out = Vec::new();
     let mut first_err = None;
     for (name, h) in handles {
@@ -928,9 +969,83 @@ pub fn run_datasets(
             }
         }
     }
+    for s in stopped {
+        out.push(s.finish());
+    }
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+/// A dataset not monitored because its approved baseline was refused: its
+/// refusal alert is paged through its outbox (when the rules have
+/// receivers), which keeps delivering until the run ends.
+struct Stopped {
+    dataset: String,
+    reason: String,
+    notifier: Option<crate::alert::deliver::Notifier>,
+}
+
+impl Stopped {
+    fn start(rules: Rules, refused: AppError) -> Result<Stopped, AppError> {
+        let AppError::BaselineRefused { alert, .. } = &refused else {
+            unreachable!("only refusals stop a dataset");
+        };
+        let dataset = rules.dataset.clone();
+        let reason = refused.to_string();
+        tracing::error!(dataset = %dataset, "monitoring of this dataset is stopped; the other datasets keep running: {reason}");
+        crate::ops::dataset_stopped(&rules, &reason);
+        let notifier = match &rules.alerts {
+            Some(a) => {
+                let outbox_err = |source| AppError::Outbox {
+                    dataset: dataset.clone(),
+                    source,
+                };
+                // The dataset's history, for the batches committed but not
+                // yet notified before the stop (under the writer lock).
+                let history =
+                    History::open(&rules.state_dir).map_err(|source| AppError::History {
+                        dataset: dataset.clone(),
+                        source,
+                    })?;
+                let manifests = history.manifests().map_err(|source| AppError::History {
+                    dataset: dataset.clone(),
+                    source,
+                })?;
+                let n = crate::alert::deliver::Notifier::start(
+                    &dataset,
+                    &rules.state_dir,
+                    a.clone(),
+                    &manifests,
+                    Arc::new(crate::alert::clock::SystemClock),
+                )
+                .map_err(outbox_err)?;
+                n.page(alert).map_err(outbox_err)?;
+                Some(n)
+            }
+            None => None,
+        };
+        Ok(Stopped {
+            dataset,
+            reason,
+            notifier,
+        })
+    }
+
+    /// The run ends: one last delivery attempt (what is not delivered stays
+    /// pending in the outbox for the next start).
+    fn finish(self) -> (String, RunSummary) {
+        if let Some(n) = self.notifier {
+            n.stop();
+        }
+        (
+            self.dataset,
+            RunSummary {
+                stopped: Some(self.reason),
+                ..RunSummary::default()
+            },
+        )
     }
 }
 

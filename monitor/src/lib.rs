@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod backoff;
 pub mod baseline_history;
 pub mod cli;
 pub mod decode;

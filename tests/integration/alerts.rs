@@ -202,7 +202,7 @@ fn email_goes_to_a_real_smtp_server_with_both_bodies_chart_and_message_id() {
         assert!(subject.starts_with("[dqmon] "), "{subject}");
         let plain = m.body_text(0).unwrap().into_owned();
         seen_alert_ids.extend(alert_ids_in(&plain));
-        if subject.contains("label_rate/label") && subject.contains("tag=scraped") {
+        if subject.contains("label_calibration/label") && subject.contains("tag=scraped") {
             label_mail = Some((
                 subject,
                 plain,
@@ -224,12 +224,12 @@ fn email_goes_to_a_real_smtp_server_with_both_bodies_chart_and_message_id() {
 
     let (subject, plain, html, raw) = label_mail.expect("an email about the scraped label rate");
     assert!(
-        subject.starts_with("[dqmon] 1-critical events label_rate/label"),
+        subject.starts_with("[dqmon] 1-critical events label_calibration/label"),
         "{subject}"
     );
     let a = alerts
         .iter()
-        .find(|a| a["check"] == "label_rate" && a["trust_tag"] == "scraped")
+        .find(|a| a["check"] == "label_calibration" && a["trust_tag"] == "scraped")
         .unwrap();
     for needle in [
         a["message"].as_str().unwrap(),
@@ -371,16 +371,16 @@ fn smtp_down_at_first_queues_then_every_alert_is_delivered_exactly_once() {
 
 /// One request received by the test HTTP server.
 #[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    key: String,
-    headers: BTreeMap<String, String>,
-    body: Value,
-    answered: u16,
+pub(crate) struct Hit {
+    pub path: String,
+    pub key: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub answered: u16,
 }
 
 /// A real HTTP server that answers 500 to the first request on each path, then 200.
-fn http_server() -> (u16, Arc<Mutex<Vec<Hit>>>) {
+pub(crate) fn http_server() -> (u16, Arc<Mutex<Vec<Hit>>>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let port = server.server_addr().to_ip().unwrap().port();
     let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
@@ -772,4 +772,101 @@ fn a_replay_delivers_to_stdout_or_a_file_and_never_pages_the_rules_receivers() {
         "{:?}",
         hits.lock().unwrap()
     );
+}
+
+/// Notifications that exhausted their retries are listed and sent again:
+/// `dqmon outbox retry ID` with no daemon running moves one back to
+/// pending (the next run delivers it), `retry --all` with the daemon
+/// running leaves it a request that its delivery thread takes in. Bad and
+/// unknown ids are refused. Every message is delivered exactly once.
+#[test]
+fn failed_notifications_are_listed_and_sent_again_by_outbox_retry() {
+    let s = Setup::new();
+    // nothing listens on the port yet: the one attempt allowed fails
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    email_rules_with(&s, "127.0.0.1", port, 1, "tls: none");
+    let out = run_once_with_flip(&s);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let failed = outbox_ids(&s.state, "failed");
+    assert!(!failed.is_empty() && outbox_ids(&s.state, "pending").is_empty());
+    let r = s.rules.to_str().unwrap();
+
+    let out = dqmon(&["outbox", "list", "--config", r]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for id in &failed {
+        let line = text.lines().find(|l| l.contains(id.as_str())).unwrap();
+        assert!(
+            line.starts_with("failed") && line.contains("last error"),
+            "{line}"
+        );
+    }
+    let out = dqmon(&["outbox", "list", "--config", r, "--json"]);
+    let listed: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), failed.len());
+    assert!(
+        listed
+            .iter()
+            .all(|m| m["status"] == "failed" && m["attempts"] == 1)
+    );
+
+    let out = dqmon(&["outbox", "retry", "--config", r, "../../etc"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a message id"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dqmon(&["outbox", "retry", "--config", r, "abc123"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no failed message"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dqmon(&["outbox", "retry", "--config", r]);
+    assert!(!out.status.success(), "neither ids nor --all");
+
+    // the server comes up on that port
+    let mails = smtp_server(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let first = failed.iter().next().unwrap().clone();
+    let out = dqmon(&["outbox", "retry", "--config", r, &first]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("back to pending"), "{}", stdout(&out));
+    assert!(outbox_ids(&s.state, "pending").contains(&first));
+    assert!(!outbox_ids(&s.state, "failed").contains(&first));
+
+    let child = s.spawn(&[]);
+    wait_for("the retried message", LONG, || {
+        outbox_ids(&s.state, "sent").contains(&first)
+    });
+    let out = dqmon(&["outbox", "retry", "--config", r, "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if failed.len() > 1 {
+        assert!(
+            stdout(&out).contains("asked the running daemon"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    wait_for("every failed message delivered", LONG, || {
+        outbox_ids(&s.state, "sent") == failed
+    });
+    let out = terminate(child);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(outbox_ids(&s.state, "failed").is_empty());
+    assert!(outbox_ids(&s.state, "pending").is_empty());
+    assert!(
+        fs::read_dir(s.state.join("outbox/retry"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_eq!(mails.lock().unwrap().len(), failed.len(), "each once");
 }

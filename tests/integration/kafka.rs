@@ -205,10 +205,15 @@ pub struct KafkaSetup {
 
 impl KafkaSetup {
     pub fn new(broker: &str, group: &str, state_dir: &str) -> KafkaSetup {
+        KafkaSetup::with_properties(broker, group, state_dir, "")
+    }
+
+    /// [`KafkaSetup::new`] with more client properties (`, key: value` ...).
+    pub fn with_properties(broker: &str, group: &str, state_dir: &str, more: &str) -> KafkaSetup {
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("rules.yaml");
         let text = format!(
-            "{RULES}state_dir: {state_dir}\nbaseline_dir: baselines\nsource:\n  kafka:\n    brokers: [\"{broker}\"]\n    topics: [{TOPIC}]\n    group_id: {group}\n    format: json\n    batch_id_header: batch-id\n    window: {{ max_records: 100000, max_ms: 3000 }}\n    max_message_bytes: 4096\n    dead_letter_topic: {DLQ}\n    properties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 500, topic.metadata.refresh.interval.ms: 1000 }}\n"
+            "{RULES}state_dir: {state_dir}\nbaseline_dir: baselines\nsource:\n  kafka:\n    brokers: [\"{broker}\"]\n    topics: [{TOPIC}]\n    group_id: {group}\n    format: json\n    batch_id_header: batch-id\n    window: {{ max_records: 100000, max_ms: 3000 }}\n    max_message_bytes: 4096\n    dead_letter_topic: {DLQ}\n    properties: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 500, topic.metadata.refresh.interval.ms: 1000{more} }}\n"
         );
         fs::write(&rules, text).unwrap();
         let cfg = dqmon::config::load(&rules).unwrap();
@@ -535,7 +540,8 @@ fn clean_and_poisoned(broker: Broker) {
         let got = checks_by_batch.get(&key_of(b)).cloned().unwrap_or_default();
         if poisoned.contains(&b) {
             assert!(
-                got.iter().any(|c| c == "label_rate/scraped"),
+                got.iter()
+                    .any(|c| c == "label_rate/scraped" || c == "label_calibration/scraped"),
                 "batch {b}: {got:?}"
             );
         } else if b == 7 {
@@ -647,7 +653,7 @@ fn kafka_tansu_sigkill_loses_and_duplicates_nothing() {
         .collect();
     assert_eq!(ids.len(), alerts.len(), "no duplicate alert id");
     assert!(
-        alerts.iter().any(|a| a["check"] == "label_rate"),
+        alerts.iter().any(crate::common::is_label_alert),
         "the poisoned batches were alerted"
     );
 }
@@ -793,4 +799,90 @@ fn kafka_two_topics_close_each_partition_at_its_own_end() {
         })
         .count();
     assert_eq!(long, 3, "{sources:#?}");
+}
+
+/// The dead-letter topic down for longer than the group's poll interval
+/// (7 s here): the replica that owns the partition pauses it and keeps
+/// polling, so the group keeps it there; the other replica of the group
+/// never takes the batch. When the topic is back, the batch is committed
+/// once, the partition resumes, and the batch behind it follows: across
+/// both histories every batch is there exactly once and every bad message
+/// is in the dead-letter topic. (Before the fix the owner retried inside
+/// the batch without polling, was evicted after 7 s, and the other replica
+/// processed the same batch.) On librdkafka's mock cluster with two
+/// brokers: the topic and the group on broker 1, the dead-letter topic on
+/// broker 2, which is taken down.
+#[test]
+fn kafka_dead_letter_outage_longer_than_the_poll_interval_pauses_the_partition() {
+    let cluster = rdkafka::mocking::MockCluster::new(2).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    cluster.create_topic(DLQ, 1, 1).unwrap();
+    cluster.partition_leader(TOPIC, 0, Some(1)).unwrap();
+    cluster.partition_leader(DLQ, 0, Some(2)).unwrap();
+    const GROUP: &str = "dqmon-dlq-outage";
+    cluster
+        .coordinator(rdkafka::mocking::MockCoordinator::Group(GROUP.into()), 1)
+        .unwrap();
+    let addr = cluster.bootstrap_servers();
+    let poll = ", max.poll.interval.ms: 7000";
+    let a = KafkaSetup::with_properties(&addr, GROUP, "state-a", poll);
+    let b = KafkaSetup::with_properties(&addr, GROUP, "state-b", poll);
+    let ca = a.spawn(&[]);
+    let cb = b.spawn(&[]);
+    let p = producer(&addr);
+    let count = || a.manifests().len() + b.manifests().len();
+    let wait_for = |n: usize, what: &str| {
+        let start = Instant::now();
+        while count() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{what}: only {} of {n} batches",
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    produce_batch(&p, 0, "outage-0", &rows_of(400, Scenario::Clean));
+    wait_for(1, "before the outage");
+
+    cluster.broker_down(2).unwrap();
+    let mut bad = rows_of(401, Scenario::Clean);
+    for i in 0..5 {
+        bad.insert(i * 100, b"not json at all".to_vec());
+    }
+    produce_batch(&p, 0, "outage-1", &bad);
+    produce_batch(&p, 0, "outage-2", &rows_of(402, Scenario::Clean));
+    // three poll intervals with the dead-letter topic down
+    std::thread::sleep(Duration::from_secs(21));
+    assert_eq!(
+        count(),
+        1,
+        "nothing is committed while its dead letters wait"
+    );
+    cluster.broker_up(2).unwrap();
+    wait_for(3, "after the outage");
+    std::thread::sleep(Duration::from_secs(4));
+    let oa = terminate(ca);
+    let ob = terminate(cb);
+    assert!(oa.status.success() && ob.status.success());
+    let (ma, mb) = (a.manifests(), b.manifests());
+    let spans: HashSet<(i32, i64)> = ma
+        .iter()
+        .chain(&mb)
+        .map(|m| {
+            let (p, f, _) = span(m);
+            (p, f)
+        })
+        .collect();
+    assert_eq!(ma.len() + mb.len(), 3, "each batch once in total");
+    assert_eq!(spans.len(), 3, "no batch in both histories");
+    let dl = dead_letters(&addr, 1, 5);
+    let offsets: HashSet<i64> = dl.iter().map(|(_, _, o)| *o).collect();
+    assert_eq!(offsets.len(), 5, "every bad message dead-lettered: {dl:?}");
+    let logs =
+        String::from_utf8_lossy(&oa.stderr).into_owned() + &String::from_utf8_lossy(&ob.stderr);
+    assert!(
+        logs.contains("partition is paused"),
+        "the owner paused the partition: {logs}"
+    );
 }

@@ -158,6 +158,11 @@ impl Service {
         );
     }
 
+    /// The process, for a test that checks how it exits.
+    fn into_child(mut self) -> Child {
+        self.child.take().unwrap()
+    }
+
     fn stop(mut self) {
         let out = terminate(self.child.take().unwrap());
         assert!(out.status.success(), "dqmon run failed: {:?}", out.status);
@@ -327,7 +332,7 @@ fn metrics_count_what_was_processed() {
     }
     let alerts = s.alerts();
     assert!(
-        alerts.iter().any(|a| a["check"] == "label_rate"),
+        alerts.iter().any(crate::common::is_label_alert),
         "{alerts:?}"
     );
     assert!(alerts.iter().any(|a| a["check"] == "malformed_records"));
@@ -463,6 +468,159 @@ fn sighup_refuses_an_invalid_config_and_applies_a_valid_one() {
     assert_eq!(s.manifests()[1]["rules_hash"], new_hash.as_str());
     svc.assert_running();
     svc.stop();
+}
+
+/// A second dataset, `payments`, beside the Setup's `events`, in one
+/// include file; its approved baseline is then tampered with, and its
+/// rules page a webhook. Returns (the include file, payments' state
+/// folder, payments' drop folder, the webhook's hits).
+fn with_a_refused_second_dataset(
+    s: &Setup,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::sync::Arc<std::sync::Mutex<Vec<crate::alerts::Hit>>>,
+) {
+    let dir = s.dir.path();
+    let (port, hits) = crate::alerts::http_server();
+    let text = std::fs::read_to_string(&s.rules).unwrap();
+    let second = dir.join("payments.yaml");
+    std::fs::write(
+        &second,
+        text.replace("dataset: events", "dataset: payments")
+            .replace("path: drop\n", "path: drop2\n")
+            + &format!(
+                "alerts:
+  retry: {{ max_attempts: 1000, initial_backoff: 100ms, max_backoff: 400ms }}
+  receivers:
+    hook: {{ type: webhook, url: http://127.0.0.1:{port}/refused }}
+  default: [hook]
+"
+            ),
+    )
+    .unwrap();
+    let c = second.to_str().unwrap();
+    let out = dqmon(&[
+        "baseline",
+        "build",
+        "--config",
+        c,
+        "--by",
+        "builder",
+        dir.join("good").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let out = dqmon(&[
+        "baseline", "approve", "--config", c, &id, "--by", "approver",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = dir.join("state/payments");
+    let path = state.join("baselines").join(format!("{id}.json"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pos = bytes.iter().position(|&b| b == b'1').unwrap();
+    bytes[pos] = b'2';
+    std::fs::write(&path, bytes).unwrap();
+    let drop2 = dir.join("drop2");
+    std::fs::create_dir_all(&drop2).unwrap();
+    let all = dir.join("all.yaml");
+    std::fs::write(&all, "include: [rules.yaml, payments.yaml]\n").unwrap();
+    (all, state, drop2, hits)
+}
+
+fn refusals(state: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(state.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["check"] == "baseline_refused")
+        .collect()
+}
+
+/// The most important alert reaches a person, and it stops only its own
+/// dataset: a tampered baseline of one dataset of two is refused, its
+/// `baseline_refused` alert goes through that dataset's outbox to its
+/// webhook (retried past a 500, delivered once however many times the
+/// refusal is seen), `/readyz` and `dqmon_dataset_stopped` name it, the
+/// run fails, and the other dataset processes its batches meanwhile.
+#[test]
+fn a_refused_baseline_pages_and_stops_only_its_own_dataset() {
+    let mut s = Setup::new();
+    let (all, state, drop2, hits) = with_a_refused_second_dataset(&s);
+    s.drop_batch("a_clean.parquet", 100, Scenario::Clean);
+    write_batch(&drop2.join("p.parquet"), 500, 100, Scenario::Clean);
+
+    // --once: events is monitored, payments is refused, the run fails
+    let out = dqmon(&["run", "--config", all.to_str().unwrap(), "--once"]);
+    assert!(!out.status.success(), "a dataset was not monitored");
+    let err = stderr(&out);
+    assert!(
+        err.contains("payments") && err.contains("refused") && err.contains("hash"),
+        "{err}"
+    );
+    assert_eq!(s.manifests().len(), 1, "the other dataset ran: {err}");
+    let refused = refusals(&state);
+    assert_eq!(refused.len(), 1);
+    // the one delivery attempt at the end of the run was made (and got a 500)
+    let first: Vec<crate::alerts::Hit> = hits.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "one attempt: {:?}", first.len());
+    assert_eq!(first[0].answered, 500);
+    assert_eq!(first[0].body["kind"], "trigger");
+    assert_eq!(first[0].body["alerts"][0]["check"], "baseline_refused");
+    assert_eq!(
+        first[0].body["alerts"][0]["alert_id"],
+        refused[0]["alert_id"]
+    );
+
+    // the daemon: stopped on /readyz and in /metrics, the page retried
+    // and delivered, the other dataset keeps processing
+    s.rules = all;
+    let svc = Service::start(&s);
+    let start = Instant::now();
+    let ready = loop {
+        let (status, body) = svc.get("/readyz");
+        let ready: Value = serde_json::from_str(&body).unwrap();
+        if ready["datasets"]["events"]["ready"] == true {
+            assert_eq!(status, 503, "one dataset is stopped: {body}");
+            break ready;
+        }
+        assert!(start.elapsed() < WAIT, "events never ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready["ready"], false);
+    let detail = ready["datasets"]["payments"]["baseline"]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(
+        detail.contains("STOPPED") && detail.contains("hash"),
+        "{detail}"
+    );
+    svc.wait_metrics("payments stopped, events running", |t| {
+        series(t, r#"dqmon_dataset_stopped{dataset="payments"}"#) == Some(1.0)
+            && series(t, r#"dqmon_dataset_stopped{dataset="events"}"#) == Some(0.0)
+    });
+    let start = Instant::now();
+    while !hits.lock().unwrap().iter().any(|h| h.answered == 200) {
+        assert!(start.elapsed() < WAIT, "the page was not retried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.drop_batch("b_clean.parquet", 101, Scenario::Clean);
+    s.wait_for_batches(2, WAIT);
+    let out = terminate(svc.into_child());
+    assert!(
+        !out.status.success(),
+        "the run still did not monitor payments"
+    );
+    let hits = hits.lock().unwrap().clone();
+    let delivered: Vec<_> = hits.iter().filter(|h| h.answered == 200).collect();
+    assert_eq!(delivered.len(), 1, "paged once");
+    assert_eq!(
+        delivered[0].key, first[0].key,
+        "the retry of the same message"
+    );
+    // seen again (audited again), but one alert
+    assert_eq!(refusals(&state).len(), 1);
 }
 
 fn sha256(bytes: &[u8]) -> String {

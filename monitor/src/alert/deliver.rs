@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 
 use super::Alert;
@@ -33,6 +33,9 @@ const MAX_IDLE: Duration = Duration::from_millis(500);
 /// Handle of a dataset's delivery: enqueue batches, stop the thread.
 pub struct Notifier {
     outbox: Outbox,
+    dataset: String,
+    rules: AlertRules,
+    clock: Arc<dyn Clock>,
     wake: mpsc::Sender<()>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -104,10 +107,10 @@ impl Notifier {
         let mut d = Deliverer {
             dataset: dataset.to_string(),
             state_dir: state_dir.to_path_buf(),
-            rules,
+            rules: rules.clone(),
             outbox: outbox.clone(),
             lifecycle,
-            clock,
+            clock: clock.clone(),
             rng: rand::rngs::SmallRng::from_os_rng(),
             audit,
         };
@@ -121,6 +124,9 @@ impl Notifier {
             })?;
         Ok(Notifier {
             outbox,
+            dataset: dataset.to_string(),
+            rules,
+            clock,
             wake,
             stop,
             thread: Some(thread),
@@ -135,6 +141,16 @@ impl Notifier {
             batch_id: batch_id.to_string(),
             alerts: alerts.to_vec(),
         })?;
+        let _ = self.wake.send(());
+        Ok(())
+    }
+
+    /// Durably queue the notices of an alert that belongs to no batch (a
+    /// refused baseline, see [`super::lifecycle::unbatched`]) and wake the
+    /// delivery thread. Idempotent per alert id.
+    pub fn page(&self, alert: &Alert) -> Result<(), OutboxError> {
+        let planned = super::lifecycle::unbatched(alert, &self.rules);
+        queue(&self.outbox, &self.dataset, planned, self.clock.now_ms())?;
         let _ = self.wake.send(());
         Ok(())
     }
@@ -164,6 +180,38 @@ impl Drop for Notifier {
     }
 }
 
+/// Write planned notices as pending messages of `outbox` (known ids are
+/// no-ops): the one place a message is made.
+fn queue(
+    outbox: &Outbox,
+    dataset: &str,
+    planned: Vec<Planned>,
+    now: i64,
+) -> Result<(), OutboxError> {
+    for p in planned {
+        let digest_until_ms = p.target.digest_secs.map(|s| {
+            let w = (s as i64).max(1) * 1000;
+            (now.div_euclid(w) + 1) * w
+        });
+        let m = Message {
+            id: p.notice.message_id(&p.target.receiver, &p.id_extra),
+            receiver: p.target.receiver.clone(),
+            notice: p.notice,
+            digest_until_ms,
+            status: MessageStatus::Pending,
+            attempts: 0,
+            created_ms: now,
+            next_attempt_ms: digest_until_ms.unwrap_or(now),
+            last_error: None,
+            delivered_in: None,
+        };
+        if outbox.add(&m)? {
+            tracing::debug!(dataset = %dataset, message_id = %m.id, receiver = %m.receiver, kind = m.notice.kind.as_str(), "notification queued");
+        }
+    }
+    Ok(())
+}
+
 impl Deliverer {
     fn run(&mut self, rx: mpsc::Receiver<()>, stop: Arc<AtomicBool>) {
         loop {
@@ -189,6 +237,10 @@ impl Deliverer {
     /// Take in the inbox, plan summaries, deliver what is due. Returns when
     /// something is due next.
     fn step(&mut self) -> Result<Option<i64>, OutboxError> {
+        let retried = self.outbox.take_retry_requests(self.clock.now_ms())?;
+        if retried > 0 {
+            tracing::info!(dataset = %self.dataset, messages = retried, "failed notifications sent back to pending by `dqmon outbox retry`");
+        }
         for b in self.outbox.inbox()? {
             let now = self.clock.now_ms();
             let planned = self
@@ -219,28 +271,7 @@ impl Deliverer {
 
     /// Write planned notices as pending messages (known ids are no-ops).
     fn add(&self, planned: Vec<Planned>, now: i64) -> Result<(), OutboxError> {
-        for p in planned {
-            let digest_until_ms = p.target.digest_secs.map(|s| {
-                let w = (s as i64).max(1) * 1000;
-                (now.div_euclid(w) + 1) * w
-            });
-            let m = Message {
-                id: p.notice.message_id(&p.target.receiver, &p.id_extra),
-                receiver: p.target.receiver.clone(),
-                notice: p.notice,
-                digest_until_ms,
-                status: MessageStatus::Pending,
-                attempts: 0,
-                created_ms: now,
-                next_attempt_ms: digest_until_ms.unwrap_or(now),
-                last_error: None,
-                delivered_in: None,
-            };
-            if self.outbox.add(&m)? {
-                tracing::debug!(dataset = %self.dataset, message_id = %m.id, receiver = %m.receiver, kind = m.notice.kind.as_str(), "notification queued");
-            }
-        }
-        Ok(())
+        queue(&self.outbox, &self.dataset, planned, now)
     }
 
     /// Deliver every pending message whose time has come; digest items of
@@ -359,12 +390,11 @@ impl Deliverer {
     /// Exponential backoff with jitter: half fixed, half random.
     fn backoff_ms(&mut self, attempts: u32) -> i64 {
         let r = &self.rules.retry;
-        let exp = r
-            .initial_backoff_ms
-            .saturating_mul(1u64 << (attempts.saturating_sub(1)).min(30))
-            .min(r.max_backoff_ms);
-        let half = exp / 2;
-        (half + self.rng.random_range(0..=exp - half)) as i64
+        let schedule = crate::backoff::Backoff {
+            initial: Duration::from_millis(r.initial_backoff_ms),
+            max: Duration::from_millis(r.max_backoff_ms),
+        };
+        schedule.delay(attempts, &mut self.rng).as_millis() as i64
     }
 }
 

@@ -87,6 +87,34 @@ pub struct Planned {
     pub id_extra: String,
 }
 
+/// The notices of an alert that belongs to no batch (a refused baseline:
+/// the dataset stops, so no later batch could summarize or resolve it): a
+/// trigger to every receiver its route names, outside any episode. Its
+/// message ids derive from the alert id, so the same refusal seen again
+/// after a restart is not sent twice. It is never held for a digest.
+pub fn unbatched(alert: &Alert, rules: &AlertRules) -> Vec<Planned> {
+    let notice = Notice {
+        kind: NoticeKind::Trigger,
+        fingerprint: alert.fingerprint.clone(),
+        alerts: vec![alert.clone()],
+        suppressed: 0,
+        quiet_batches: 0,
+        recent_batches: Vec::new(),
+        episode: alert.alert_id.clone(),
+    };
+    targets(rules, alert)
+        .into_iter()
+        .map(|target| Planned {
+            notice: notice.clone(),
+            target: Target {
+                digest_secs: None,
+                ..target
+            },
+            id_extra: String::new(),
+        })
+        .collect()
+}
+
 /// One open fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Episode {

@@ -65,7 +65,7 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    fn dir(self) -> &'static str {
+    pub fn dir(self) -> &'static str {
         match self {
             MessageStatus::Pending => "pending",
             MessageStatus::Sent => "sent",
@@ -103,11 +103,17 @@ impl Outbox {
     /// Open (create) the outbox under a dataset's state folder.
     pub fn open(state_dir: &Path) -> Result<Outbox, OutboxError> {
         let root = state_dir.join("outbox");
-        for d in ["inbox", "pending", "sent", "failed"] {
+        for d in ["inbox", "pending", "sent", "failed", "retry"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
         Ok(Outbox { root })
+    }
+
+    /// The outbox at `root` (`<state_dir>/outbox`) as it is: nothing is
+    /// created (for commands that only read, or act on what exists).
+    pub fn at(root: PathBuf) -> Outbox {
+        Outbox { root }
     }
 
     pub fn root(&self) -> &Path {
@@ -208,6 +214,56 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// A failed message (`failed/<id>`) starts over: pending, due now, its
+    /// attempts at zero (its last error kept until the next attempt).
+    /// Returns whether it was there.
+    pub fn retry(&self, id: &str, now_ms: i64) -> Result<bool, OutboxError> {
+        let path = self.message_path(MessageStatus::Failed, id);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let mut m: Message = read_json(&path)?;
+        m.status = MessageStatus::Pending;
+        m.attempts = 0;
+        m.next_attempt_ms = now_ms;
+        m.digest_until_ms = None;
+        self.write(&m)?;
+        Ok(true)
+    }
+
+    /// Ask the process that delivers this outbox (a running daemon, which
+    /// holds the state folder) to [`retry`](Outbox::retry) a message: a
+    /// request file `retry/<id>`, taken in at its next step. The daemon is
+    /// the only writer of the messages; a request is not one.
+    pub fn request_retry(&self, id: &str) -> Result<(), OutboxError> {
+        let path = self.root.join("retry").join(id);
+        fsutil::write_atomic(&path, b"").map_err(io(&path))
+    }
+
+    /// Retry the messages asked for with [`request_retry`](Outbox::request_retry)
+    /// and remove the requests; returns how many messages went back to pending.
+    pub fn take_retry_requests(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let dir = self.root.join("retry");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let name = entry.map_err(io(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') {
+                ids.push(name.into_owned());
+            }
+        }
+        ids.sort();
+        let mut n = 0;
+        for id in ids {
+            if self.retry(&id, now_ms)? {
+                n += 1;
+            }
+            let path = dir.join(&id);
+            fsutil::remove_durable(&path).map_err(io(&path))?;
+        }
+        Ok(n)
     }
 
     /// Messages in one state, oldest first.

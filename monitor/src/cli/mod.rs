@@ -21,6 +21,8 @@ use crate::pii::PiiKey;
 use crate::profile::{ALL, BatchProfile, ProfileSummary};
 use crate::store::baselines::BaselineStore;
 
+mod outbox;
+
 /// dqmon: per-trust-tag data-quality monitoring of ML ingestion batches.
 #[derive(Debug, Parser)]
 #[command(name = "dqmon", version, about, long_about = None)]
@@ -136,6 +138,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditCommand,
+    },
+    /// Alert delivery: list the notifications not delivered, send failed ones again.
+    Outbox {
+        #[command(subcommand)]
+        action: outbox::OutboxCommand,
     },
     /// Write a deterministic evaluation suite of synthetic batches (clean, drift, attacks).
     Fixtures {
@@ -516,6 +523,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Baseline { action } => baseline(action),
         Command::Audit { action } => audit(action),
+        Command::Outbox { action } => outbox::run(action),
         Command::Run {
             config,
             once,
@@ -552,6 +560,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 run: opts,
             };
             let summaries = crate::ops::service::run(cfg, service)?;
+            let mut not_monitored = Vec::new();
             for (name, s) in summaries {
                 tracing::info!(
                     dataset = %name,
@@ -560,6 +569,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     replayed = s.replayed,
                     alerts = s.alerts,
                     "stopped"
+                );
+                not_monitored.extend(s.stopped);
+            }
+            // A dataset whose baseline was refused did not stop the others,
+            // but the run did not do what it was asked: fail it.
+            if !not_monitored.is_empty() {
+                bail!(
+                    "{} dataset(s) were not monitored:\n  {}",
+                    not_monitored.len(),
+                    not_monitored.join("\n  ")
                 );
             }
             Ok(ExitCode::SUCCESS)

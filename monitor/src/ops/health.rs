@@ -41,6 +41,8 @@ struct DatasetHealth {
     source: SourceState,
     /// The approved baseline, once loaded and verified.
     baseline: Option<String>,
+    /// Why monitoring of the dataset is stopped (its baseline was refused).
+    stopped: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +101,7 @@ impl Health {
                     state_dir: r.state_dir.clone(),
                     source,
                     baseline: None,
+                    stopped: None,
                 },
             );
         }
@@ -109,6 +112,17 @@ impl Health {
     pub fn opened(&self, dataset: &str, baseline_id: &str) {
         if let Some(d) = self.lock().get_mut(dataset) {
             d.baseline = Some(baseline_id.to_string());
+            d.stopped = None;
+        }
+    }
+
+    /// Monitoring of a dataset is stopped: its approved baseline was
+    /// refused (`reason`). It stays not ready until a reload or restart
+    /// opens it with a baseline that verifies.
+    pub fn stopped(&self, dataset: &str, reason: &str) {
+        if let Some(d) = self.lock().get_mut(dataset) {
+            d.baseline = None;
+            d.stopped = Some(reason.to_string());
         }
     }
 
@@ -156,9 +170,12 @@ impl Health {
                     d.state_dir.display()
                 )),
             };
-            let baseline = match &d.baseline {
-                Some(id) => ok(format!("approved baseline {id} loaded and verified")),
-                None => fail(
+            let baseline = match (&d.baseline, &d.stopped) {
+                (_, Some(reason)) => fail(format!(
+                    "monitoring of this dataset is STOPPED: {reason}; approve a baseline that verifies, then reload (SIGHUP) or restart"
+                )),
+                (Some(id), None) => ok(format!("approved baseline {id} loaded and verified")),
+                (None, None) => fail(
                     "the dataset is starting: its approved baseline is not loaded yet".to_string(),
                 ),
             };
@@ -253,6 +270,35 @@ mod tests {
         assert_eq!(
             rd.datasets["h"].source.detail,
             "broker 127.0.0.1:9 unreachable"
+        );
+    }
+
+    #[test]
+    fn a_stopped_dataset_is_not_ready_and_says_why_while_the_others_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = rules(&dir.path().join("a"));
+        let mut b = rules(&dir.path().join("b"));
+        b.dataset = "b".into();
+        let h = Health::default();
+        h.expect(&[a.clone(), b.clone()]);
+        for r in [&a, &b] {
+            std::fs::create_dir_all(&r.state_dir).unwrap();
+            if let SourceRule::ParquetDrop { path, .. } = &r.source {
+                std::fs::create_dir_all(path).unwrap();
+            }
+        }
+        h.opened("h", "abc");
+        h.stopped("b", "baseline 123 was refused: its approval is not signed");
+        let rd = h.readiness();
+        assert!(!rd.ready, "one dataset stopped: the process is not ready");
+        assert!(rd.datasets["h"].ready, "{rd:?}");
+        let stopped = &rd.datasets["b"];
+        assert!(!stopped.ready && !stopped.baseline.ok);
+        assert!(
+            stopped.baseline.detail.contains("STOPPED")
+                && stopped.baseline.detail.contains("not signed"),
+            "{}",
+            stopped.baseline.detail
         );
     }
 }

@@ -26,6 +26,7 @@
 //! | `dqmon_delivery_failures_total` | counter | dataset, sink | failed delivery attempts of a sink |
 //! | `dqmon_kafka_consumer_lag` | gauge | dataset, topic, partition | messages behind the partition's high watermark |
 //! | `dqmon_batch_processing_seconds` | histogram | dataset | from picking up a batch to its commit |
+//! | `dqmon_dataset_stopped` | gauge | dataset | 1 while monitoring of the dataset is stopped (its approved baseline was refused), 0 while it runs |
 //! | `dqmon_baseline_info` | gauge | dataset, baseline_id | 1 for the approved baseline in use, 0 for one used before |
 //! | `dqmon_config_reloads_total` | counter | result | SIGHUP reloads, by `applied`, `refused` |
 //! | `dqmon_config_info` | gauge | config_hash | 1 for the configuration running now |
@@ -55,6 +56,7 @@ pub const OUTBOX_DEPTH: &str = "dqmon_outbox_depth";
 pub const DELIVERY_FAILURES: &str = "dqmon_delivery_failures_total";
 pub const KAFKA_LAG: &str = "dqmon_kafka_consumer_lag";
 pub const PROCESSING_SECONDS: &str = "dqmon_batch_processing_seconds";
+pub const DATASET_STOPPED: &str = "dqmon_dataset_stopped";
 pub const BASELINE_INFO: &str = "dqmon_baseline_info";
 pub const CONFIG_RELOADS: &str = "dqmon_config_reloads_total";
 pub const CONFIG_INFO: &str = "dqmon_config_info";
@@ -154,6 +156,10 @@ fn describe() {
     describe_gauge!(
         BASELINE_INFO,
         "1 for the approved baseline a dataset compares against now, 0 for one it used before."
+    );
+    describe_gauge!(
+        DATASET_STOPPED,
+        "1 while monitoring of the dataset is stopped because its approved baseline was refused; 0 while it runs."
     );
     describe_counter!(
         CONFIG_RELOADS,
@@ -275,6 +281,11 @@ pub fn baseline_in_use(dataset: &str, baseline_id: &str) {
     }
     gauge!(BASELINE_INFO, "dataset" => dataset.to_string(), "baseline_id" => baseline_id.to_string())
         .set(1.0);
+}
+
+/// Whether monitoring of a dataset is stopped (its baseline refused).
+pub fn dataset_stopped(dataset: &str, stopped: bool) {
+    gauge!(DATASET_STOPPED, "dataset" => dataset.to_string()).set(if stopped { 1.0 } else { 0.0 });
 }
 
 /// The configuration whose hash is `hash` runs from now on.

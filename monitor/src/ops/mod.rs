@@ -29,5 +29,15 @@ use crate::config::model::Rules;
 pub fn dataset_opened(rules: &Rules, baseline_id: &str) {
     metrics::register_dataset(&rules.dataset);
     metrics::baseline_in_use(&rules.dataset, baseline_id);
+    metrics::dataset_stopped(&rules.dataset, false);
     health::global().opened(&rules.dataset, baseline_id);
+}
+
+/// Monitoring of a dataset is stopped: its approved baseline was refused
+/// (`reason`). Called by [`crate::app::run_datasets`]; the other datasets
+/// keep running.
+pub fn dataset_stopped(rules: &Rules, reason: &str) {
+    metrics::register_dataset(&rules.dataset);
+    metrics::dataset_stopped(&rules.dataset, true);
+    health::global().stopped(&rules.dataset, reason);
 }

@@ -160,6 +160,8 @@ fn add(totals: &mut Vec<(String, RunSummary)>, more: Vec<(String, RunSummary)>) 
                 t.replayed += s.replayed;
                 t.skipped += s.skipped;
                 t.alerts += s.alerts;
+                // the latest generation says whether the dataset runs
+                t.stopped = s.stopped;
             }
             None => totals.push((name, s)),
         }

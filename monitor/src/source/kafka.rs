@@ -54,6 +54,29 @@ use crate::decode::ipc::IpcDecoder;
 use crate::decode::json::{Decoded, JsonDecoder, Message};
 use crate::profile::Profiler;
 
+/// The longest one dead-letter send may wait for the broker
+/// (`message.timeout.ms` of the dead-letter producer, unless the rules set
+/// it); never more than a third of the group's `max.poll.interval.ms`
+/// (300 s by default), so an outage of the dead-letter topic never keeps
+/// the consumer from polling long enough to be evicted.
+const DLQ_SEND_TIMEOUT_MS: u64 = 10_000;
+
+/// `message.timeout.ms` of the dead-letter producer (see [`DLQ_SEND_TIMEOUT_MS`]).
+fn dlq_send_timeout_ms(k: &KafkaSource) -> u64 {
+    let poll = k
+        .properties
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    DLQ_SEND_TIMEOUT_MS.min(poll / 3).max(1)
+}
+
+/// The retry schedule of a parked window's dead letters.
+const DLQ_BACKOFF: crate::backoff::Backoff = crate::backoff::Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
+
 /// Header names on dead-letter messages.
 pub const DLQ_REASON: &str = "dqmon.reason";
 pub const DLQ_TOPIC: &str = "dqmon.source.topic";
@@ -615,6 +638,25 @@ struct KafkaRun {
     /// Partitions at their end (for `--once`).
     at_eof: HashMap<(String, i32), bool>,
     assigned: bool,
+    /// Windows waiting for the dead-letter topic, their partitions paused.
+    parked: BTreeMap<(String, i32), Parked>,
+    rng: rand::rngs::SmallRng,
+}
+
+/// A closed window whose rejected messages could not all be written to the
+/// dead-letter topic. Its partition is paused (the consumer keeps polling,
+/// so the group keeps it and no other replica takes the batch), nothing of
+/// it is committed, and the dead-letter step is tried again on
+/// [`DLQ_BACKOFF`]; when it succeeds the batch is committed, the partition
+/// resumed, and reading goes on right after the window (messages that were
+/// fetched meanwhile are read again, never skipped).
+struct Parked {
+    window: Window,
+    prepared: Prepared,
+    /// Rejected messages already written, in order.
+    sent: usize,
+    attempts: u32,
+    next_try: Instant,
 }
 
 fn kerr(dataset: &str, e: KafkaSourceError) -> AppError {
@@ -667,6 +709,9 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
             client_config(&cfg)
                 .and_then(|mut c| {
                     c.set("enable.idempotence", "true");
+                    if !cfg.properties.contains_key("message.timeout.ms") {
+                        c.set("message.timeout.ms", dlq_send_timeout_ms(&cfg).to_string());
+                    }
                     c.create::<FutureProducer>()
                         .map_err(KafkaSourceError::Client)
                 })
@@ -704,6 +749,8 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         committed: HashMap::new(),
         at_eof: HashMap::new(),
         assigned: false,
+        parked: BTreeMap::new(),
+        rng: rand::SeedableRng::from_os_rng(),
     };
     tracing::info!(dataset = %dataset, topics = %run.cfg.topics.join(","), group = %run.cfg.group_id, "kafka consumer started");
     let connected_detail = format!(
@@ -731,6 +778,10 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         match got {
             Some(Ok((topic, partition, msg))) => {
                 let key = (topic.clone(), partition);
+                if run.parked.contains_key(&key) {
+                    // fetched before the pause: read again after the resume
+                    continue;
+                }
                 run.at_eof.insert(key.clone(), false);
                 if run.watermarks.get(&key).is_some_and(|&w| msg.offset <= w) {
                     // Already in the history (a crash before the offset commit).
@@ -772,9 +823,18 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
                 return Ok(worker.summary.clone());
             }
         }
-        if once && run.assigned && run.batcher.is_empty() && run.all_at_eof() {
+        run.retry_parked(&mut worker, &shutdown).await?;
+        if once
+            && run.assigned
+            && run.batcher.is_empty()
+            && run.parked.is_empty()
+            && run.all_at_eof()
+        {
             break;
         }
+    }
+    if !run.parked.is_empty() {
+        tracing::warn!(dataset = %dataset, windows = run.parked.len(), "stopping with batches still waiting for the dead-letter topic; they are uncommitted and will be read again");
     }
     let dropped = run.batcher.open.len();
     if dropped > 0 {
@@ -795,6 +855,9 @@ impl KafkaRun {
                 self.assigned = true;
             }
             for (t, p) in parts {
+                if self.parked.remove(&(t.clone(), p)).is_some() {
+                    tracing::info!(topic = %t, partition = p, "rebalance: dropped a batch waiting for the dead-letter topic; it is uncommitted and will be read again");
+                }
                 if let Some(n) = self.batcher.drop_partition(&t, p) {
                     tracing::info!(topic = %t, partition = p, messages = n, "rebalance: dropped an uncommitted window; it will be read again");
                 }
@@ -920,20 +983,114 @@ impl KafkaRun {
             self.done(&w.topic, w.partition, last);
             return Ok(true);
         };
-        let bad = prepared.rejected.len() as u64;
-        if bad > 0
-            && !self
-                .dead_letter(&dataset, &w, &prepared.rejected, shutdown)
-                .await
-        {
-            return Ok(false);
+        let bad = prepared.rejected.len();
+        if bad > 0 {
+            let sent = self.dead_letter(&dataset, &w, &prepared.rejected, 0).await;
+            if sent < bad {
+                if shutdown.is_triggered() {
+                    return Ok(false);
+                }
+                self.park(&dataset, w, prepared, sent);
+                return Ok(true);
+            }
         }
+        self.commit_window(worker, &w, prepared)
+    }
+
+    /// Commit a window whose dead letters are all written, and its offset.
+    fn commit_window(
+        &mut self,
+        worker: &mut Worker,
+        w: &Window,
+        prepared: Prepared,
+    ) -> Result<bool, AppError> {
+        let bad = prepared.rejected.len() as u64;
         self.pipeline.commit(worker, prepared)?;
         if bad > 0 && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
-            crate::ops::metrics::dead_lettered(&dataset, bad);
+            crate::ops::metrics::dead_lettered(&worker.rules().dataset, bad);
         }
-        self.done(&w.topic, w.partition, last);
+        self.done(&w.topic, w.partition, w.last());
         Ok(true)
+    }
+
+    /// Set a window aside until the dead-letter topic takes its rejected
+    /// messages, pausing its partition (see [`Parked`]).
+    fn park(&mut self, dataset: &str, w: Window, prepared: Prepared, sent: usize) {
+        let key = (w.topic.clone(), w.partition);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&w.topic, w.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(dataset, topic = %w.topic, partition = w.partition, error = %e, "could not pause the partition; its messages are set aside until the batch is committed");
+        }
+        // what was read after the window is read again after the resume
+        self.batcher.drop_partition(&w.topic, w.partition);
+        let wait = DLQ_BACKOFF.delay(1, &mut self.rng);
+        tracing::warn!(dataset, topic = %w.topic, partition = w.partition, first_offset = w.first(), last_offset = w.last(), dead_letters_left = prepared.rejected.len() - sent, retry_in_ms = wait.as_millis() as u64, "the dead-letter topic does not take the batch's rejected messages: the partition is paused and the batch waits, uncommitted (the consumer keeps polling, so the group keeps the partition)");
+        self.parked.insert(
+            key,
+            Parked {
+                window: w,
+                prepared,
+                sent,
+                attempts: 1,
+                next_try: Instant::now() + wait,
+            },
+        );
+    }
+
+    /// Try the dead-letter step of every parked window that is due again;
+    /// commit and resume those that get through.
+    async fn retry_parked(
+        &mut self,
+        worker: &mut Worker,
+        shutdown: &Shutdown,
+    ) -> Result<(), AppError> {
+        let now = Instant::now();
+        let due: Vec<(String, i32)> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let dataset = worker.rules().dataset.clone();
+        for key in due {
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+            let Some(mut p) = self.parked.remove(&key) else {
+                continue;
+            };
+            p.sent = self
+                .dead_letter(&dataset, &p.window, &p.prepared.rejected, p.sent)
+                .await;
+            if p.sent < p.prepared.rejected.len() {
+                p.attempts += 1;
+                let wait = DLQ_BACKOFF.delay(p.attempts, &mut self.rng);
+                p.next_try = Instant::now() + wait;
+                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, attempts = p.attempts, retry_in_ms = wait.as_millis() as u64, "the dead-letter topic is still unavailable; the partition stays paused");
+                self.parked.insert(key, p);
+                continue;
+            }
+            let Parked {
+                window, prepared, ..
+            } = p;
+            self.commit_window(worker, &window, prepared)?;
+            // read on right after the window, then resume
+            let next = Offset::Offset(window.last() + 1);
+            if let Err(e) = self
+                .consumer
+                .seek(&key.0, key.1, next, Duration::from_secs(5))
+            {
+                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not seek after the committed batch; the group's committed offset is used instead");
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&key.0, key.1);
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not resume the partition");
+            }
+            tracing::info!(dataset = %dataset, topic = %key.0, partition = key.1, "the dead-letter topic took the batch's rejected messages: batch committed, partition resumed");
+        }
+        Ok(())
     }
 
     fn done(&mut self, topic: &str, partition: i32, last: i64) {
@@ -943,70 +1100,62 @@ impl KafkaRun {
         self.commit_offset(topic, partition, last);
     }
 
-    /// Produce the rejected messages to the dead-letter topic and wait until
-    /// every one is delivered (retrying). Without a dead-letter topic they are
-    /// logged by offset and counted. Returns `false` if shutdown came first.
+    /// Produce the rejected messages from `from` on to the dead-letter
+    /// topic, each waiting at most [`dlq_send_timeout_ms`] for the broker;
+    /// stops at the first that fails. Returns how many of `rejected` are
+    /// written (all of them when there is no dead-letter topic: they are
+    /// logged by offset and counted).
     async fn dead_letter(
         &self,
         dataset: &str,
         w: &Window,
         rejected: &[(usize, String)],
-        shutdown: &Shutdown,
-    ) -> bool {
+        from: usize,
+    ) -> usize {
         let (Some(producer), Some(dlq)) = (&self.producer, &self.cfg.dead_letter_topic) else {
             for (i, reason) in rejected {
                 tracing::warn!(dataset, topic = %w.topic, partition = w.partition, offset = w.msgs[*i].offset, reason = %reason, "bad message skipped (no dead_letter_topic configured)");
             }
-            return true;
+            return rejected.len();
         };
-        for (i, reason) in rejected {
+        for (n, (i, reason)) in rejected.iter().enumerate().skip(from) {
             let m = &w.msgs[*i];
             let partition = w.partition.to_string();
             let offset = m.offset.to_string();
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: DLQ_REASON,
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: DLQ_TOPIC,
-                        value: Some(w.topic.as_str()),
-                    })
-                    .insert(Header {
-                        key: DLQ_PARTITION,
-                        value: Some(partition.as_str()),
-                    })
-                    .insert(Header {
-                        key: DLQ_OFFSET,
-                        value: Some(offset.as_str()),
-                    })
-                    .insert(Header {
-                        key: DLQ_DATASET,
-                        value: Some(dataset),
-                    });
-                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq)
-                    .payload(m.payload.as_slice())
-                    .headers(headers);
-                if let Some(k) = &m.key {
-                    rec = rec.key(k.as_slice());
-                }
-                match producer.send(rec, Duration::from_secs(30)).await {
-                    Ok(_) => break,
-                    Err((e, _)) => {
-                        tracing::warn!(dataset, topic = %dlq, error = %e, "could not write to the dead-letter topic; retrying (the batch is not committed until it succeeds)");
-                        if shutdown.is_triggered() {
-                            return false;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: DLQ_REASON,
+                    value: Some(reason.as_str()),
+                })
+                .insert(Header {
+                    key: DLQ_TOPIC,
+                    value: Some(w.topic.as_str()),
+                })
+                .insert(Header {
+                    key: DLQ_PARTITION,
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: DLQ_OFFSET,
+                    value: Some(offset.as_str()),
+                })
+                .insert(Header {
+                    key: DLQ_DATASET,
+                    value: Some(dataset),
+                });
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq)
+                .payload(m.payload.as_slice())
+                .headers(headers);
+            if let Some(k) = &m.key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Err((e, _)) = producer.send(rec, Duration::from_secs(1)).await {
+                tracing::warn!(dataset, topic = %dlq, error = %e, "could not write to the dead-letter topic (the batch is not committed until it succeeds)");
+                return n;
             }
             tracing::info!(dataset, topic = %w.topic, partition = w.partition, offset = m.offset, dead_letter_topic = %dlq, reason = %reason, "bad message sent to the dead-letter topic");
         }
-        true
+        rejected.len()
     }
 }
 

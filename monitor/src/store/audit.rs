@@ -179,6 +179,56 @@ pub struct AuditLog {
     dir: PathBuf,
     /// Serialises appends within the process (the file lock does it across processes).
     guard: Mutex<()>,
+    /// The keys of the entries read so far, for [`AuditLog::append_once`]:
+    /// each append reads only what was appended since (by any process), so
+    /// its cost does not grow with the log.
+    index: Mutex<KeyIndex>,
+}
+
+/// Keys per entry kind of the log's first `covered` bytes.
+#[derive(Default)]
+struct KeyIndex {
+    covered: u64,
+    /// Bytes of the log read to build it, over its life (tests look).
+    read: u64,
+    /// The head hash when `covered` was reached: a log that is not the one
+    /// indexed (rewritten, cut) is indexed again from its start.
+    hash: String,
+    keys: std::collections::HashMap<String, HashSet<String>>,
+}
+
+impl KeyIndex {
+    /// Bring the index up to `head` (reading only the new bytes).
+    fn catch_up(&mut self, file: &mut File, head: &Head, path: &Path) -> Result<(), AuditError> {
+        if self.covered > head.len || (self.covered == head.len && self.hash != head.hash) {
+            *self = KeyIndex {
+                read: self.read,
+                ..KeyIndex::default()
+            };
+        }
+        if self.covered < head.len {
+            file.seek(SeekFrom::Start(self.covered)).map_err(io(path))?;
+            let mut bytes = Vec::with_capacity((head.len - self.covered) as usize);
+            file.take(head.len - self.covered)
+                .read_to_end(&mut bytes)
+                .map_err(io(path))?;
+            self.read += bytes.len() as u64;
+            for e in parse_lines(&bytes, path)? {
+                if let Some(k) = e.key {
+                    self.keys.entry(e.kind).or_default().insert(k);
+                }
+            }
+            self.covered = head.len;
+            self.hash = head.hash.clone();
+        }
+        Ok(())
+    }
+
+    fn contains(&self, kind: AuditKind, key: &str) -> bool {
+        self.keys
+            .get(kind.as_str())
+            .is_some_and(|k| k.contains(key))
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -197,6 +247,7 @@ impl AuditLog {
         let log = AuditLog {
             dir: state_dir.to_path_buf(),
             guard: Mutex::new(()),
+            index: Mutex::new(KeyIndex::default()),
         };
         log.locked(|_, _| {
             fsutil::remove_temp_files(state_dir, |target| target == HEAD_FILE)
@@ -231,10 +282,21 @@ impl AuditLog {
     ) -> Result<Option<AuditEntry>, AuditError> {
         let path = self.path();
         self.locked(|file, head| {
-            if keys_of(file, head.len, &path, kind)?.contains(key) {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.catch_up(file, head, &path)?;
+            if index.contains(kind, key) {
                 return Ok(None);
             }
-            write_entry(file, head, &path, kind, Some(key), payload).map(Some)
+            let e = write_entry(file, head, &path, kind, Some(key), payload)?;
+            // what was just written is known: no need to read it back
+            index
+                .keys
+                .entry(e.kind.clone())
+                .or_default()
+                .insert(key.to_string());
+            index.covered = head.len;
+            index.hash = head.hash.clone();
+            Ok(Some(e))
         })
     }
 
@@ -771,6 +833,55 @@ mod tests {
             .unwrap();
         let v = verify(dir.path()).unwrap();
         assert_eq!((v.tampered, v.good_entries), (None, 5));
+    }
+
+    /// `append_once` reads the log once, then only what was appended since
+    /// (here by another process's handle): its cost per message stays flat
+    /// however long the log is.
+    #[test]
+    fn append_once_reads_only_what_was_appended_since() {
+        let (dir, log) = log_with(300);
+        let read = |l: &AuditLog| l.index.lock().unwrap().read;
+        assert!(
+            log.append_once(AuditKind::AlertSent, "m0", json!({}))
+                .unwrap()
+                .is_some()
+        );
+        let whole = fs::metadata(dir.path().join(AUDIT_FILE)).unwrap().len();
+        assert!(read(&log) + 400 >= whole, "the first call reads the log");
+        let before = read(&log);
+        // another writer appends two entries
+        let other = AuditLog::open(dir.path()).unwrap();
+        other
+            .append(AuditKind::AlertSent, Some("x1"), json!({}))
+            .unwrap();
+        assert!(
+            other
+                .append_once(AuditKind::AlertSent, "m1", json!({}))
+                .unwrap()
+                .is_some()
+        );
+        let foreign = fs::metadata(dir.path().join(AUDIT_FILE)).unwrap().len() - whole;
+        // seen by the first handle (no duplicate), reading only those bytes
+        assert!(
+            log.append_once(AuditKind::AlertSent, "m1", json!({}))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(read(&log) - before, foreign);
+        let before = read(&log);
+        assert!(
+            log.append_once(AuditKind::AlertSent, "m2", json!({}))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            log.append_once(AuditKind::AlertSent, "m2", json!({}))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(read(&log), before, "its own appends are not read back");
+        assert_eq!(lines(dir.path()).len(), 304);
     }
 
     #[test]
