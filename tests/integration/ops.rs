@@ -562,9 +562,10 @@ fn a_refused_baseline_pages_and_stops_only_its_own_dataset() {
     assert_eq!(s.manifests().len(), 1, "the other dataset ran: {err}");
     let refused = refusals(&state);
     assert_eq!(refused.len(), 1);
-    // the one delivery attempt at the end of the run was made (and got a 500)
+    // the page was attempted during the run (the first attempt got a 500;
+    // its retry may already have come while the other dataset ran)
     let first: Vec<crate::alerts::Hit> = hits.lock().unwrap().clone();
-    assert_eq!(first.len(), 1, "one attempt: {:?}", first.len());
+    assert!(!first.is_empty(), "the page was attempted");
     assert_eq!(first[0].answered, 500);
     assert_eq!(first[0].body["kind"], "trigger");
     assert_eq!(first[0].body["alerts"][0]["check"], "baseline_refused");
