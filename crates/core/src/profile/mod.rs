@@ -56,6 +56,20 @@ pub const ALL: &str = "all";
 
 type FastMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
 
+/// `c` rows of label class index `class` (`u32::MAX`: no label column).
+fn counted(c: u64, class: u32, classes: Option<&(Vec<u32>, Vec<String>)>) -> ValueLabels {
+    let mut v = ValueLabels {
+        rows: c,
+        labels: BTreeMap::new(),
+    };
+    if let Some((_, names)) = classes
+        && class != u32::MAX
+    {
+        v.labels.insert(names[class as usize].clone(), c);
+    }
+    v
+}
+
 /// A slice column's value per row, as an index into its names (`None`: null).
 type SliceKeys = (Vec<Option<u32>>, Vec<String>);
 
@@ -957,15 +971,7 @@ impl<'r> Profiler<'r> {
         let mut rows: Vec<((u32, u32, u32), u64)> = counts.into_iter().collect();
         rows.sort_unstable_by_key(|(k, _)| (k.0, names[k.1 as usize].as_str(), k.2));
         for ((s, k, class), c) in rows {
-            let mut v = ValueLabels {
-                rows: c,
-                labels: BTreeMap::new(),
-            };
-            if let Some((_, names)) = classes
-                && class != u32::MAX
-            {
-                v.labels.insert(names[class as usize].clone(), c);
-            }
+            let v = counted(c, class, classes);
             let map = self.slices[s as usize]
                 .by_value
                 .entry(column.to_string())
@@ -1009,15 +1015,7 @@ impl<'r> Profiler<'r> {
             .collect();
         rows.sort_unstable();
         for ((s, cell, class), c) in rows {
-            let mut v = ValueLabels {
-                rows: c,
-                labels: BTreeMap::new(),
-            };
-            if let Some((_, names)) = classes
-                && class != u32::MAX
-            {
-                v.labels.insert(names[class as usize].clone(), c);
-            }
+            let v = counted(c, class, classes);
             add_value(&mut self.slices[s as usize].by_cell, &cell, &v);
         }
     }
