@@ -12,6 +12,28 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// Build a baseline of the batches in `good` with `rules` (by `builder`) and
+/// approve it (by `approver`); returns its id.
+pub fn build_and_approve(rules: &Path, good: &Path) -> String {
+    let r = rules.to_str().unwrap();
+    let out = dqmon(&[
+        "baseline",
+        "build",
+        "--config",
+        r,
+        "--by",
+        "builder",
+        good.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    let out = dqmon(&[
+        "baseline", "approve", "--config", r, &id, "--by", "approver",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    id
+}
+
 /// A temp folder with rules, a drop folder and an approved baseline.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -39,22 +61,7 @@ impl Setup {
                 Scenario::Clean,
             );
         }
-        let r = rules.to_str().unwrap();
-        let out = dqmon(&[
-            "baseline",
-            "build",
-            "--config",
-            r,
-            "--by",
-            "builder",
-            good.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let id = stdout(&out).trim().to_string();
-        let out = dqmon(&[
-            "baseline", "approve", "--config", r, &id, "--by", "approver",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        build_and_approve(&rules, &good);
         let drop = dir.path().join("drop");
         fs::create_dir_all(&drop).unwrap();
         let state = dir.path().join("state/events");

@@ -10,6 +10,7 @@ mod config_errors;
 mod crash;
 mod crate_graph;
 mod daemon;
+mod faults;
 mod golden;
 mod history_baseline;
 mod kafka;

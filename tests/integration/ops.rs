@@ -500,22 +500,7 @@ fn with_a_refused_second_dataset(
             ),
     )
     .unwrap();
-    let c = second.to_str().unwrap();
-    let out = dqmon(&[
-        "baseline",
-        "build",
-        "--config",
-        c,
-        "--by",
-        "builder",
-        dir.join("good").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).trim().to_string();
-    let out = dqmon(&[
-        "baseline", "approve", "--config", c, &id, "--by", "approver",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let id = crate::daemon::build_and_approve(&second, &dir.join("good"));
     let state = dir.join("state/payments");
     let path = state.join("baselines").join(format!("{id}.json"));
     let mut bytes = std::fs::read(&path).unwrap();

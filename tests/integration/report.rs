@@ -151,12 +151,20 @@ fn report_renders_charts_in_headless_chromium() {
         "normal bands are drawn"
     );
     // one marker per alert whose metric is charted (top-value, schema and
-    // batch-level alerts are in the table only)
+    // batch-level alerts are in the table only; every label check is drawn
+    // on the label_rate chart)
     let charted = alerts
         .iter()
         .filter(|a| {
-            ["row_count", "tag_share", "label_rate", "missing_rate"]
-                .contains(&a["check"].as_str().unwrap())
+            [
+                "row_count",
+                "tag_share",
+                "label_rate",
+                "label_rate_vs_trusted",
+                "label_calibration",
+                "missing_rate",
+            ]
+            .contains(&a["check"].as_str().unwrap())
         })
         .count();
     assert!(

@@ -241,21 +241,26 @@ impl Deliverer {
         if retried > 0 {
             tracing::info!(dataset = %self.dataset, messages = retried, "failed notifications sent back to pending by `dqmon outbox retry`");
         }
+        // The lifecycle moves on only once what it planned is written: a
+        // write that fails (a full disk) leaves it as it was, and the next
+        // step plans the same messages again (same ids, so nothing doubles).
         for b in self.outbox.inbox()? {
             let now = self.clock.now_ms();
-            let planned = self
-                .lifecycle
-                .ingest(b.seq, &b.batch_id, &b.alerts, &self.rules, now);
+            let mut next = self.lifecycle.clone();
+            let planned = next.ingest(b.seq, &b.batch_id, &b.alerts, &self.rules, now);
             self.add(planned, now)?;
-            self.outbox.save_lifecycle(&self.lifecycle)?;
+            self.outbox.save_lifecycle(&next)?;
+            self.lifecycle = next;
             self.outbox.remove_inbox(&b)?;
         }
         let now = self.clock.now_ms();
-        let planned = self.lifecycle.tick(&self.rules, now);
+        let mut next = self.lifecycle.clone();
+        let planned = next.tick(&self.rules, now);
         if !planned.is_empty() {
             self.add(planned, now)?;
-            self.outbox.save_lifecycle(&self.lifecycle)?;
+            self.outbox.save_lifecycle(&next)?;
         }
+        self.lifecycle = next;
         self.deliver_due()?;
         let pending = self.outbox.messages(MessageStatus::Pending)?;
         crate::ops::metrics::outbox_depth(&self.dataset, pending.len() as u64);

@@ -332,6 +332,7 @@ impl AuditLog {
     ) -> Result<T, AuditError> {
         let _g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
         let lock_path = self.dir.join(LOCK_FILE);
+        super::fault::check(&lock_path, super::fault::Op::Write).map_err(io(&lock_path))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -458,8 +459,12 @@ fn write_entry(
     let mut line = serde_json::to_vec(&e).expect("audit entries serialize");
     line.push(b'\n');
     file.seek(SeekFrom::Start(head.len)).map_err(io(path))?;
-    file.write_all(&line).map_err(io(path))?;
-    file.sync_data().map_err(io(path))?;
+    let (first, rest) = line.split_at(line.len() / 2);
+    file.write_all(first)
+        .and_then(|_| super::fault::check(path, super::fault::Op::Write))
+        .and_then(|_| file.write_all(rest))
+        .and_then(|_| file.sync_data())
+        .map_err(io(path))?;
     let new = Head {
         entries: e.seq + 1,
         hash: e.hash.clone(),

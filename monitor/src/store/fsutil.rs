@@ -6,6 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::fault;
+
 /// Write `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_mode(path, bytes, 0o644)
@@ -37,8 +39,19 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         #[cfg(not(unix))]
         let _ = mode;
         let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let written = (|| {
+            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            f.write_all(first)?;
+            fault::check(path, fault::Op::Write)?;
+            f.write_all(rest)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // a full disk or a failing device: leave no half file behind
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
@@ -87,6 +100,7 @@ pub fn remove_temp_files(dir: &Path, owned: impl Fn(&str) -> bool) -> io::Result
 /// Remove a file and fsync its folder, so the removal survives a crash (a
 /// file already gone is fine: removals are retried after a restart).
 pub fn remove_durable(path: &Path) -> io::Result<()> {
+    fault::check(path, fault::Op::Remove)?;
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -109,15 +123,34 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Append one line to a file and fsync it (for JSON-lines logs).
 pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line);
     buf.push(b'\n');
-    f.write_all(&buf)?;
-    f.sync_data()
+    append_lines(path, &buf)
+}
+
+/// Append whole lines (`bytes` ends with a newline) to a file and fsync it.
+/// A write that fails part-way (a full disk) is cut back, so the file never
+/// keeps half a line while its writer runs on; a crash mid-write can still
+/// leave one, which the readers of these logs cut when they open them.
+pub fn append_lines(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    let len = f.metadata()?.len();
+    let written = (|| {
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        fault::check(path, fault::Op::Write)?;
+        f.write_all(rest)?;
+        f.sync_data()
+    })();
+    if let Err(e) = written {
+        let _ = f.set_len(len).and_then(|_| f.sync_data());
+        return Err(e);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,7 +36,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -393,13 +392,7 @@ impl History {
             serde_json::to_writer(&mut buf, a).expect("alerts serialize");
             buf.push(b'\n');
         }
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        f.write_all(&buf).map_err(io(&path))?;
-        f.sync_data().map_err(io(&path))
+        fsutil::append_lines(&path, &buf).map_err(io(&path))
     }
 
     /// Cut a torn last line and append alerts of committed batches that are
@@ -743,6 +736,7 @@ pub fn metric_rows(p: &BatchProfile) -> Vec<MetricRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn entry(i: u64) -> CheckpointEntry {
         CheckpointEntry {

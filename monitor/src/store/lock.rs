@@ -123,6 +123,7 @@ impl WriterLock {
         {
             return Ok(WriterLock { hold });
         }
+        super::fault::check(&lock, super::fault::Op::Write).map_err(io)?;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)

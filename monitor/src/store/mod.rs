@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod baselines;
+pub mod fault;
 pub mod fsutil;
 pub mod history;
 pub mod lock;
