@@ -180,7 +180,8 @@ fn a_fault_at_each_write_step_stops_the_run_and_the_next_run_loses_and_doubles_n
         let err = stderr(&out);
         assert!(
             !out.status.success(),
-            "`{fault} {part}` did not stop the run:\n{err}"
+            "`{fault} {part}` did not stop the run (a dqmon binary built without the \
+             `fault-injection` feature injects nothing: build it with `cargo test --workspace`):\n{err}"
         );
         assert!(
             err.contains(cause),

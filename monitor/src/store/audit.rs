@@ -459,7 +459,7 @@ fn write_entry(
     let mut line = serde_json::to_vec(&e).expect("audit entries serialize");
     line.push(b'\n');
     file.seek(SeekFrom::Start(head.len)).map_err(io(path))?;
-    let (first, rest) = line.split_at(line.len() / 2);
+    let (first, rest) = line.split_at(super::fault::split_point(line.len()));
     file.write_all(first)
         .and_then(|_| super::fault::check(path, super::fault::Op::Write))
         .and_then(|_| file.write_all(rest))

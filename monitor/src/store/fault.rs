@@ -22,6 +22,17 @@
 use std::io;
 use std::path::Path;
 
+/// Where a write of `len` bytes is split so that an injected fault strikes
+/// mid-write: half-way with the feature, nowhere (one write) without it.
+#[inline(always)]
+pub fn split_point(len: usize) -> usize {
+    if cfg!(feature = "fault-injection") {
+        len / 2
+    } else {
+        len
+    }
+}
+
 /// What a state write does to its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

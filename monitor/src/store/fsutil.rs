@@ -40,7 +40,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         let _ = mode;
         let mut f = opts.open(&tmp)?;
         let written = (|| {
-            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            let (first, rest) = bytes.split_at(fault::split_point(bytes.len()));
             f.write_all(first)?;
             fault::check(path, fault::Op::Write)?;
             f.write_all(rest)?;
@@ -140,7 +140,7 @@ pub fn append_lines(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let len = f.metadata()?.len();
     let written = (|| {
-        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        let (first, rest) = bytes.split_at(fault::split_point(bytes.len()));
         f.write_all(first)?;
         fault::check(path, fault::Op::Write)?;
         f.write_all(rest)?;
