@@ -4,6 +4,10 @@
 //! integration tests and the binary share it): library errors become
 //! `anyhow` reports and exit codes here, and nowhere else.
 
+// The doc comments below are clap's help texts, whose `<placeholders>`
+// read as HTML to rustdoc.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

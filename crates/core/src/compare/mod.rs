@@ -13,7 +13,7 @@
 //!
 //! Every check computes, per slice (`all` and each trust tag), an observed
 //! value, the baseline value, a test statistic, a p-value under a stated
-//! null ([`checks`]) and an effect size. A test becomes a *hit* when its
+//! null (`checks`) and an effect size. A test becomes a *hit* when its
 //! p-value is within its share of the user's false-alarm budget
 //! ([`budget`]) **and** its effect reaches the rules' floor: large clean
 //! batches stay quiet because the floor is in units a person reads, small
@@ -23,7 +23,7 @@
 //! is seen over several.
 //!
 //! Hits are grouped per (check, column, value) and given a verdict
-//! ([`decide`]). No I/O, no clock: the same inputs give the same findings,
+//! (`decide`). No I/O, no clock: the same inputs give the same findings,
 //! in the same order, and the same evidence out.
 
 pub mod budget;
