@@ -19,7 +19,7 @@ use crate::daemon::{Setup, terminate};
 
 const LONG: Duration = Duration::from_secs(120);
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(

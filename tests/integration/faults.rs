@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use dqmon::fixtures::Scenario;
 use serde_json::Value;
 
+use crate::alerts::wait_for;
 use crate::common::*;
 use crate::daemon::{Setup, terminate};
 
@@ -230,16 +231,6 @@ fn the_daemon_retries_delivery_through_a_full_disk_and_stops_on_a_read_only_fold
             .spawn()
             .unwrap()
     };
-    let wait = |what: &str, cond: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let sent = || {
         fs::read_to_string(&notifications)
             .unwrap_or_default()
@@ -264,7 +255,11 @@ fn the_daemon_retries_delivery_through_a_full_disk_and_stops_on_a_read_only_fold
         "the committed batch waits in the inbox"
     );
     fs::remove_file(&faults).unwrap();
-    wait("the notification once the disk has room", &|| sent() > 0);
+    wait_for(
+        "the notification once the disk has room",
+        Duration::from_secs(120),
+        || sent() > 0,
+    );
 
     fs::write(&faults, "read-only /\n").unwrap();
     s.drop_batch("b.parquet", 201, flip());

@@ -44,7 +44,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -459,10 +459,7 @@ fn write_entry(
     let mut line = serde_json::to_vec(&e).expect("audit entries serialize");
     line.push(b'\n');
     file.seek(SeekFrom::Start(head.len)).map_err(io(path))?;
-    let (first, rest) = line.split_at(super::fault::split_point(line.len()));
-    file.write_all(first)
-        .and_then(|_| super::fault::check(path, super::fault::Op::Write))
-        .and_then(|_| file.write_all(rest))
+    fsutil::write_all_faultable(file, path, &line)
         .and_then(|_| file.sync_data())
         .map_err(io(path))?;
     let new = Head {
@@ -713,6 +710,7 @@ fn manifest_changed(state_dir: &Path, e: &AuditEntry) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::io::Write;
 
     fn log_with(n: u64) -> (tempfile::TempDir, AuditLog) {
         let dir = tempfile::tempdir().unwrap();

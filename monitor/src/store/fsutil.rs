@@ -39,13 +39,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         #[cfg(not(unix))]
         let _ = mode;
         let mut f = opts.open(&tmp)?;
-        let written = (|| {
-            let (first, rest) = bytes.split_at(fault::split_point(bytes.len()));
-            f.write_all(first)?;
-            fault::check(path, fault::Op::Write)?;
-            f.write_all(rest)?;
-            f.sync_all()
-        })();
+        let written = write_all_faultable(&mut f, path, bytes).and_then(|_| f.sync_all());
         if let Err(e) = written {
             // a full disk or a failing device: leave no half file behind
             drop(f);
@@ -121,6 +115,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `write_all` of state bytes meant for `path`, where an injected fault
+/// (see [`fault`]) strikes mid-write; without the test-only feature it is
+/// one plain `write_all`.
+pub fn write_all_faultable(f: &mut impl Write, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (first, rest) = bytes.split_at(fault::split_point(bytes.len()));
+    f.write_all(first)?;
+    fault::check(path, fault::Op::Write)?;
+    f.write_all(rest)
+}
+
 /// Append one line to a file and fsync it (for JSON-lines logs).
 pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(line.len() + 1);
@@ -139,13 +143,7 @@ pub fn append_lines(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let len = f.metadata()?.len();
-    let written = (|| {
-        let (first, rest) = bytes.split_at(fault::split_point(bytes.len()));
-        f.write_all(first)?;
-        fault::check(path, fault::Op::Write)?;
-        f.write_all(rest)?;
-        f.sync_data()
-    })();
+    let written = write_all_faultable(&mut f, path, bytes).and_then(|_| f.sync_data());
     if let Err(e) = written {
         let _ = f.set_len(len).and_then(|_| f.sync_data());
         return Err(e);
