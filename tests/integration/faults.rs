@@ -255,10 +255,25 @@ fn the_daemon_retries_delivery_through_a_full_disk_and_stops_on_a_read_only_fold
         "the committed batch waits in the inbox"
     );
     fs::remove_file(&faults).unwrap();
+    // Sent, and its delivery recorded: a fault between the two would make
+    // the next start send it once more (delivery is at least once, see the
+    // README), which this test is not about.
+    let recorded = || {
+        fs::read_dir(s.state.join("outbox/sent"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     wait_for(
-        "the notification once the disk has room",
+        "the notification once the disk has room, and its record",
         Duration::from_secs(120),
-        || sent() > 0,
+        || {
+            sent() > 0
+                && recorded() > 0
+                && fs::read_dir(s.state.join("outbox/pending"))
+                    .unwrap()
+                    .count()
+                    == 0
+        },
     );
 
     fs::write(&faults, "read-only /\n").unwrap();

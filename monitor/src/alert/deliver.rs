@@ -8,6 +8,7 @@
 //! This module must not touch the alerts file or the history; it reads the
 //! history's metrics only to draw charts.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,14 @@ struct Deliverer {
     /// The dataset's audit log: every delivered message is recorded there
     /// (`alert_sent`). `None` when it could not be opened (logged at start).
     audit: Option<AuditLog>,
+    /// Messages whose attempt is over (delivered, or a failure counted) but
+    /// whose new state could not be written (a full disk, a read-only
+    /// folder): kept here and written first at every step, and never
+    /// attempted again meanwhile, so a disk that cannot take the record
+    /// does not make the receiver get the same message at every step. Lost
+    /// with the process: the next start finds them pending and sends them
+    /// once more (delivery is at least once).
+    unrecorded: BTreeMap<String, Message>,
 }
 
 impl Notifier {
@@ -113,6 +122,7 @@ impl Notifier {
             clock: clock.clone(),
             rng: rand::rngs::SmallRng::from_os_rng(),
             audit,
+            unrecorded: BTreeMap::new(),
         };
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -237,6 +247,7 @@ impl Deliverer {
     /// Take in the inbox, plan summaries, deliver what is due. Returns when
     /// something is due next.
     fn step(&mut self) -> Result<Option<i64>, OutboxError> {
+        self.record_unrecorded()?;
         let retried = self.outbox.take_retry_requests(self.clock.now_ms())?;
         if retried > 0 {
             tracing::info!(dataset = %self.dataset, messages = retried, "failed notifications sent back to pending by `dqmon outbox retry`");
@@ -279,6 +290,19 @@ impl Deliverer {
         queue(&self.outbox, &self.dataset, planned, now)
     }
 
+    /// Write the states that an earlier step could not write, oldest first;
+    /// stops at the first that still fails.
+    fn record_unrecorded(&mut self) -> Result<(), OutboxError> {
+        while let Some((id, m)) = self.unrecorded.pop_first() {
+            if let Err(e) = self.outbox.write(&m) {
+                self.unrecorded.insert(id, m);
+                return Err(e);
+            }
+            tracing::info!(dataset = %self.dataset, message_id = %id, status = ?m.status, "notification state recorded after a failed write");
+        }
+        Ok(())
+    }
+
     /// Deliver every pending message whose time has come; digest items of
     /// one receiver and window go out as one message.
     fn deliver_due(&mut self) -> Result<(), OutboxError> {
@@ -287,7 +311,7 @@ impl Deliverer {
             .outbox
             .messages(MessageStatus::Pending)?
             .into_iter()
-            .filter(|m| m.next_attempt_ms <= now)
+            .filter(|m| m.next_attempt_ms <= now && !self.unrecorded.contains_key(&m.id))
             .collect();
         // Group: a single message, or the digest items of (receiver, window).
         let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
@@ -331,6 +355,7 @@ impl Deliverer {
             let now = self.clock.now_ms();
             // One retry time for the whole group, so a digest stays together.
             let retry_at = now + self.backoff_ms(group[0].attempts + 1);
+            let mut write_error = None;
             for m in group.iter_mut() {
                 m.attempts += 1;
                 match &result {
@@ -350,7 +375,14 @@ impl Deliverer {
                         }
                     }
                 }
-                self.outbox.write(m)?;
+                // After a failed write, the rest of the group is not tried:
+                // its attempt is over all the same, so it waits in memory.
+                if write_error.is_some() {
+                    self.unrecorded.insert(m.id.clone(), m.clone());
+                } else if let Err(e) = self.outbox.write(m) {
+                    self.unrecorded.insert(m.id.clone(), m.clone());
+                    write_error = Some(e);
+                }
             }
             if result.is_err() {
                 crate::ops::metrics::delivery_failure(&self.dataset, &receiver_name);
@@ -367,6 +399,10 @@ impl Deliverer {
                 Err(e) => {
                     tracing::warn!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, attempts = group[0].attempts, error = %e, "notification not delivered; will retry")
                 }
+            }
+            // Nothing more goes out while its state cannot be written.
+            if let Some(e) = write_error {
+                return Err(e);
             }
         }
         Ok(())
@@ -500,6 +536,48 @@ mod tests {
             .messages(MessageStatus::Sent)
             .unwrap();
         assert_eq!(sent.len(), 3);
+    }
+
+    /// A delivered message whose `sent` record cannot be written (here the
+    /// `sent` folder is a plain file, so every write into it fails) is not
+    /// sent again at each step while the process runs: one notification,
+    /// recorded once the folder can take it.
+    #[test]
+    fn a_delivered_message_whose_record_fails_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("notes.jsonl");
+        let mut rules = AlertRules::default();
+        rules
+            .receivers
+            .insert("log".into(), Receiver::File { path: out.clone() });
+        rules.default_route = vec!["log".into()];
+        let sent_dir = dir.path().join("outbox/sent");
+        let clock = ManualClock::new(1_700_000_000_000);
+        let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+        std::fs::remove_dir(&sent_dir).unwrap();
+        std::fs::write(&sent_dir, b"not a folder").unwrap();
+        n.enqueue(0, "b0", &[alert("b0")]).unwrap();
+        wait_for("the trigger", || lines(&out).len() == 1);
+        // The thread steps at least every 500 ms: give it several steps,
+        // with the clock far past any retry time.
+        for _ in 0..4 {
+            clock.advance_ms(60_000);
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        assert_eq!(lines(&out).len(), 1, "sent again while unrecorded");
+        assert_eq!(
+            n.outbox().messages(MessageStatus::Pending).unwrap().len(),
+            1,
+            "still pending on disk: a restart now would send it once more"
+        );
+        std::fs::remove_file(&sent_dir).unwrap();
+        std::fs::create_dir(&sent_dir).unwrap();
+        wait_for("the record", || {
+            n.outbox().messages(MessageStatus::Sent).unwrap().len() == 1
+        });
+        n.stop();
+        assert_eq!(lines(&out).len(), 1);
+        assert!(pending_is_empty(dir.path()));
     }
 
     #[test]
