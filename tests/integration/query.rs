@@ -106,7 +106,7 @@ fn readme_queries_answer_from_the_history() {
 
     // 3. batches that used a given baseline
     let baseline = flip["baseline_id"].as_str().unwrap();
-    let sql = q[2].replace("a6209fb3", &baseline[..8]);
+    let sql = q[2].replace("f000ba19", &baseline[..8]);
     let r = rows(s, &sql);
     assert_eq!(
         r.len(),

@@ -5,6 +5,7 @@
 //! path, so that one run reports all of them. Values are only turned into the
 //! typed [`Rules`] when no problem was found.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
@@ -17,7 +18,7 @@ use super::error::Problem;
 mod alerts;
 use super::model::{
     ColumnKind, ColumnRule, LabelRule, Limits, Rules, SketchParams, SourceRule, Thresholds,
-    TrustRules, TrustSource,
+    TrustRules, TrustSource, default_feature_bins,
 };
 use super::model::{PublicKeySource, SecurityRules, TrustedKey};
 
@@ -36,6 +37,7 @@ const RULES_KEYS: &[&str] = &[
     "label",
     "columns",
     "slices",
+    "label_features",
     "thresholds",
     "sketch",
     "limits",
@@ -231,6 +233,36 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
             .unwrap_or_default(),
         None => Vec::new(),
     };
+    // `label_features:` absent or `auto` (every eligible column, when no
+    // `slices:` are declared), `none` or `[]` (off), or a list like `slices:`
+    let label_features: LabelFeatures = match f.get("label_features") {
+        None => LabelFeatures::Auto { declared: false },
+        Some((_, Value::String(t))) if t == "auto" => LabelFeatures::Auto { declared: true },
+        Some((_, Value::String(t))) if t == "none" => LabelFeatures::List(Vec::new()),
+        Some((p, v)) => LabelFeatures::List(
+            w.seq(
+                &p,
+                v,
+                "`label_features: auto`, `label_features: none` or `label_features: [country, { column: amount, bins: [10, 100] }]`",
+            )
+            .map(|items| {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| {
+                        let ip = format!("{p}[{i}]");
+                        match item {
+                            Value::Mapping(_) => w.numeric_slice(&ip, item),
+                            _ => w
+                                .text(&ip, item, "`label_features: [country]`")
+                                .map(|s| (s, ip, None)),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ),
+    };
     let (thresholds, thresholds_path) = match f.get("thresholds") {
         Some((p, v)) => (w.thresholds(&p, v), p),
         None => (Thresholds::default(), "thresholds".to_string()),
@@ -288,6 +320,11 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
                 );
             }
         }
+    }
+    if let Some(cols) = &columns
+        && let LabelFeatures::List(items) = &label_features
+    {
+        check_label_features(&mut w, cols, items, &slices, label.column.as_ref());
     }
     if let Some(cols) = &columns {
         for (i, (name, p, bins)) in slices.iter().enumerate() {
@@ -401,6 +438,18 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
             "the file could not be read completely although no single problem was found; please report this as a bug of dqmon.",
         )]);
     };
+    let mut slice_bins: BTreeMap<String, Vec<f64>> = slices
+        .iter()
+        .filter_map(|(n, _, b)| b.clone().map(|b| (n.clone(), b)))
+        .collect();
+    let label_features = resolve_label_features(
+        label_features,
+        &columns,
+        &slices,
+        label.as_ref(),
+        &trust,
+        &mut slice_bins,
+    );
     let state_dir = state_root.join(&dataset);
     let baseline_dir = baseline_dir.unwrap_or_else(|| state_dir.join("baselines"));
     Ok(Rules {
@@ -412,11 +461,9 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         trust,
         label,
         columns,
-        slice_bins: slices
-            .iter()
-            .filter_map(|(n, _, b)| b.clone().map(|b| (n.clone(), b)))
-            .collect(),
+        slice_bins,
         slices: slices.into_iter().map(|(n, _, _)| n).collect(),
+        label_features,
         thresholds,
         sketch,
         limits,
@@ -1794,6 +1841,132 @@ fn edit_distance(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+/// What `label_features:` said: nothing or `auto`, or a list (`none` and
+/// `[]` are the empty list), each item `(column, YAML path, cut points)`.
+enum LabelFeatures {
+    Auto { declared: bool },
+    List(Vec<(String, String, Option<Vec<f64>>)>),
+}
+
+/// Problems of an explicit `label_features:` list: each item a declared
+/// categorical, boolean or numeric column that is not `pii`, not the label
+/// or trust column, listed once, with the same cut points as its slice.
+fn check_label_features(
+    w: &mut Walker,
+    cols: &[ColumnOut],
+    items: &[(String, String, Option<Vec<f64>>)],
+    slices: &[(String, String, Option<Vec<f64>>)],
+    label: Option<&(String, String)>,
+) {
+    if !items.is_empty() && label.is_none() {
+        w.problem(
+            &items[0].1,
+            "label features predict a label, and these rules declare none; add `label: { column: ..., positive: ... }` or remove `label_features`.".to_string(),
+        );
+        return;
+    }
+    for (i, (name, p, bins)) in items.iter().enumerate() {
+        if items[..i].iter().any(|(n, _, _)| n == name) {
+            w.problem(p, format!("`{name}` is already listed; remove the repeat."));
+            continue;
+        }
+        if label.is_some_and(|(l, _)| l == name) {
+            w.problem(
+                p,
+                format!("`{name}` is the label column; a label cannot predict itself, so list the columns the label depends on."),
+            );
+            continue;
+        }
+        let Some(c) = cols.iter().find(|c| &c.name == name) else {
+            w.problem(
+                p,
+                format!("`{name}` is not a monitored column; list a column declared under `columns`, or add `{name}: categorical` (or `numeric`) there."),
+            );
+            continue;
+        };
+        if let Some((kind, _)) = &c.kind {
+            let fits = match bins {
+                Some(_) => *kind == ColumnKind::Numeric,
+                None => kind.is_categorical_like() || *kind == ColumnKind::Numeric,
+            };
+            if !fits {
+                w.problem(
+                    p,
+                    format!(
+                        "`{name}` is `{}`; label features are categorical, boolean or numeric columns (cut points only for numeric ones).",
+                        kind_name(*kind)
+                    ),
+                );
+            }
+        }
+        if c.rule.as_ref().is_some_and(|r| r.pii) {
+            w.problem(
+                p,
+                format!("`{name}` is a pii column; its values would be kept in profiles, so use a column that is not personal data."),
+            );
+        }
+        if let Some((_, _, Some(sb))) = slices.iter().find(|(n, _, _)| n == name)
+            && bins.as_ref().is_some_and(|b| b != sb)
+        {
+            w.problem(
+                p,
+                format!("`{name}` is also a slice, with other cut points; give it the same `bins` in both lists, or leave them out here."),
+            );
+        }
+    }
+}
+
+/// The label features of valid rules: the list as given, or for `auto` (and
+/// by default, when no `slices:` are declared) every declared categorical,
+/// boolean and numeric column that is not `pii`, the label or the trust
+/// column. A numeric feature without cut points gets
+/// [`default_feature_bins`] unless it is a slice with its own.
+fn resolve_label_features(
+    spec: LabelFeatures,
+    columns: &[ColumnRule],
+    slices: &[(String, String, Option<Vec<f64>>)],
+    label: Option<&LabelRule>,
+    trust: &TrustRules,
+    slice_bins: &mut BTreeMap<String, Vec<f64>>,
+) -> Vec<String> {
+    let Some(label) = label else {
+        return Vec::new();
+    };
+    let items: Vec<(String, Option<Vec<f64>>)> = match spec {
+        LabelFeatures::Auto { declared } => {
+            if !declared && !slices.is_empty() {
+                return Vec::new();
+            }
+            let trust_column = match &trust.source {
+                TrustSource::Column(c) => Some(c.as_str()),
+                TrustSource::Fixed(_) => None,
+            };
+            columns
+                .iter()
+                .filter(|c| {
+                    !c.pii
+                        && c.name != label.column
+                        && Some(c.name.as_str()) != trust_column
+                        && (c.kind.is_categorical_like() || c.kind == ColumnKind::Numeric)
+                })
+                .map(|c| (c.name.clone(), None))
+                .collect()
+        }
+        LabelFeatures::List(items) => items.into_iter().map(|(n, _, b)| (n, b)).collect(),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (name, bins) in items {
+        let numeric = columns
+            .iter()
+            .any(|c| c.name == name && c.kind == ColumnKind::Numeric);
+        if numeric && !slice_bins.contains_key(&name) {
+            slice_bins.insert(name.clone(), bins.unwrap_or_else(default_feature_bins));
+        }
+        out.push(name);
+    }
+    out
 }
 
 #[cfg(test)]

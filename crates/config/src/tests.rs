@@ -95,6 +95,7 @@ fn minimal_file_loads_with_defaults() {
         }],
         slices: Vec::new(),
         slice_bins: Default::default(),
+        label_features: Vec::new(),
         thresholds: Thresholds::default(),
         sketch: SketchParams::default(),
         limits: Limits::default(),
@@ -150,6 +151,7 @@ columns:
   country: categorical
   created_at: { kind: timestamp, range: [-1.5e3, .inf] }
   trust_tag: categorical
+label_features: [country, { column: amount, bins: [10, 1000] }]
 thresholds:
   false_alarms_per_1000_batches: 5
   row_count_min_rel_change: 0.75
@@ -240,7 +242,8 @@ alerts:
             },
         ],
         slices: Vec::new(),
-        slice_bins: Default::default(),
+        slice_bins: [("amount".to_string(), vec![10.0, 1000.0])].into(),
+        label_features: vec!["country".into(), "amount".into()],
         thresholds: Thresholds {
             false_alarms_per_1000_batches: 5.0,
             row_count_min_rel_change: 0.75,
@@ -441,7 +444,7 @@ fn typo_in_nested_key_is_suggested() {
             ),
             (
                 "xyzzy".to_string(),
-                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `slices`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `slices`, `label_features`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
             ),
         ]
     );
@@ -1244,4 +1247,59 @@ fn rules_files_have_a_size_limit() {
     }
     let path = write(dir.path(), "wide.yaml", &ok);
     assert_eq!(load(&path).unwrap().datasets[0].columns.len(), 40_000);
+}
+
+#[test]
+fn label_features_are_automatic_without_slices_and_can_be_listed_or_turned_off() {
+    let base = format!(
+        "{MINIMAL}  country: categorical\n  email: {{ kind: categorical, pii: true }}\n  at: timestamp\n  label: categorical\nlabel: {{ column: label, positive: \"1\" }}\n"
+    );
+    let load = |extra: &str| parse_rules(&format!("{base}{extra}"), Path::new("/cfg"), "test.yaml");
+    // default: every declared categorical, boolean and numeric column but
+    // pii ones, the label and the trust column; numeric ones in R10 bins
+    let r = load("").unwrap();
+    assert_eq!(r.label_features, ["amount", "country"]);
+    assert_eq!(
+        r.slice_bins["amount"],
+        dqmon_core::rules::default_feature_bins()
+    );
+    assert_eq!(r.slice_bins["amount"].len(), 241);
+    assert!(r.slice_bins["amount"].contains(&0.005));
+    // slices declared: their cells are the prediction, no features
+    let r = load("slices: [country]\n").unwrap();
+    assert!(r.label_features.is_empty());
+    // unless asked for
+    let r = load("slices: [country]\nlabel_features: auto\n").unwrap();
+    assert_eq!(r.label_features, ["amount", "country"]);
+    for off in ["none", "[]"] {
+        let r = load(&format!("label_features: {off}\n")).unwrap();
+        assert!(
+            r.label_features.is_empty() && r.slice_bins.is_empty(),
+            "{off}"
+        );
+    }
+    let r = load("label_features: [amount]\n").unwrap();
+    assert_eq!(r.label_features, ["amount"]);
+    assert_eq!(r.slice_bins["amount"].len(), 241);
+    // the shape of a profile follows the features
+    assert_ne!(
+        load("").unwrap().profile_shape(),
+        load("label_features: none\n").unwrap().profile_shape()
+    );
+    let found = parse_err(&format!(
+        "{base}label_features: [label, nope, email, at, country, country]\n"
+    ));
+    let at = |p: &str| message(&found, p);
+    assert!(
+        at("label_features[0]").contains("label column"),
+        "{found:?}"
+    );
+    assert!(at("label_features[1]").contains("not a monitored column"));
+    assert!(at("label_features[2]").contains("pii column"));
+    assert!(at("label_features[3]").contains("`timestamp`"));
+    assert!(at("label_features[5]").contains("already listed"));
+    let found = parse_err(&format!(
+        "{base}label_features: [{{ column: country, bins: [1] }}]\n"
+    ));
+    assert!(message(&found, "label_features[0]").contains("cut points only for numeric"));
 }

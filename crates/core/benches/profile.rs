@@ -1,10 +1,14 @@
-//! Profile speed in memory, and what the rules' `slices:` cost.
+//! Profile speed in memory, and what the rules' `slices:` and the
+//! automatic `label_features` cost.
 //!
 //! A 1M-row batch of the fixture generator (11 columns, four trust tags),
 //! already decoded into record batches of 65,536 rows, profiled with
 //! `rules/fixtures.yaml` twice in the same run: as shipped (two slice
 //! columns, `country` and `device`, counted per value × tag) and with the
-//! slices removed. The ratio of the two is the price of slices on the
+//! slices removed (so also without label features), and with the slices
+//! removed and the label features automatic (as rules without `slices:`
+//! get them: every declared column). The ratios to the second are the
+//! price of slices and of the features on the
 //! profile alone; against decode + profile (`cargo bench -p dqmon --bench
 //! profile`) it is smaller still, since decoding is the same in both.
 //!
@@ -38,6 +42,15 @@ fn bench(c: &mut Criterion) {
     let mut plain = sliced.clone();
     plain.slices.clear();
     plain.slice_bins.clear();
+    // the same rules as a user without `slices:` gets them: automatic label
+    // features (every declared column; numeric ones in the default bins)
+    let unsliced_text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("slices:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let auto = dqmon_config::parse_rules(&unsliced_text, Path::new("."), "fixtures.yaml").unwrap();
+    assert!(!auto.label_features.is_empty(), "automatic label features");
     let whole = generate(&BatchSpec {
         rows,
         seed: 1,
@@ -56,6 +69,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("without_slices", |b| {
         b.iter(|| {
             let p = profile_batches(&plain, &pii, &batches).unwrap();
+            assert_eq!(black_box(p).rows as usize, rows);
+        })
+    });
+    g.bench_function("with_automatic_label_features", |b| {
+        b.iter(|| {
+            let p = profile_batches(&auto, &pii, &batches).unwrap();
             assert_eq!(black_box(p).rows as usize, rows);
         })
     });

@@ -247,9 +247,18 @@ pub struct Rules {
     /// share and label rate per (value × tag), where attacks confined to a
     /// small region of the input space show.
     pub slices: Vec<String>,
-    /// Cut points of the numeric slice columns (`{ column: x, bins: [..] }`):
-    /// their slices are the bins, named `< a`, `[a, b)`, `>= z`.
+    /// Cut points of the numeric slice and label-feature columns (`{ column:
+    /// x, bins: [..] }`, or [`default_feature_bins`] for a numeric label
+    /// feature chosen automatically): their values are the bins, named
+    /// `< a`, `[a, b)`, `>= z`.
     pub slice_bins: BTreeMap<String, Vec<f64>>,
+    /// Columns whose values (or bins) the label-calibration check may
+    /// predict each row's label from (`label_features:`; by default, with a
+    /// label and no `slices:`, every declared categorical, boolean and
+    /// numeric column that is not `pii`). The profile keeps rows and label
+    /// classes per value of each, per trust tag; the baseline picks, per
+    /// tag, the one that predicts the label best.
+    pub label_features: Vec<String>,
     pub thresholds: Thresholds,
     pub sketch: SketchParams,
     pub limits: Limits,
@@ -286,8 +295,47 @@ impl Rules {
         if !self.slice_bins.is_empty() {
             shape["slice_bins"] = serde_json::json!(self.slice_bins);
         }
+        if !self.label_features.is_empty() {
+            shape["label_features"] = serde_json::json!(self.label_features);
+        }
         hex::encode(Sha256::digest(shape.to_string().as_bytes()))
     }
+}
+
+impl Rules {
+    /// The columns whose per-value rows and label classes a profile keeps:
+    /// the slice columns, then the label features that are not slices.
+    pub fn valued_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.slices.iter().map(String::as_str).collect();
+        for f in &self.label_features {
+            if !out.contains(&f.as_str()) {
+                out.push(f);
+            }
+        }
+        out
+    }
+}
+
+/// Cut points of a numeric label feature whose bins are not declared: the
+/// R10 preferred numbers (1, 1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8 in each
+/// decade) from 0.001 to 8·10⁸, both signs, and 0 (241 cut points). They
+/// depend on no data, so profiles stay mergeable; each bin spans a ratio of
+/// about 1.26, fine enough that a label which turns at some value of the
+/// feature is seen turning there, wherever that is, and the cells that stay
+/// empty cost nothing.
+pub fn default_feature_bins() -> Vec<f64> {
+    let mut positive = Vec::new();
+    for exp in -3..=8 {
+        for m in ["1", "1.25", "1.6", "2", "2.5", "3.2", "4", "5", "6.3", "8"] {
+            // parsed from the decimal, so the cut is the number it names
+            let v: f64 = format!("{m}e{exp}").parse().expect("a decimal literal");
+            positive.push(v);
+        }
+    }
+    let mut out: Vec<f64> = positive.iter().rev().map(|v| -v).collect();
+    out.push(0.0);
+    out.extend(positive);
+    out
 }
 
 /// Allow building rules in tests without YAML.
@@ -316,6 +364,7 @@ impl Rules {
             columns,
             slices: Vec::new(),
             slice_bins: BTreeMap::new(),
+            label_features: Vec::new(),
             thresholds: Thresholds::default(),
             sketch: SketchParams::default(),
             limits: Limits::default(),

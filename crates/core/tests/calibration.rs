@@ -56,6 +56,21 @@ fn rules() -> Rules {
     dqmon_config::parse_rules(RULES, std::path::Path::new("."), "calibration.yaml").unwrap()
 }
 
+/// The same rules as a user who declares no `slices:` writes them: the
+/// label features are automatic (`score` in the default R10 bins, and
+/// `region`), and the baseline picks the one that predicts best.
+fn auto_rules() -> Rules {
+    let text: String = RULES
+        .lines()
+        .filter(|l| !l.starts_with("slices:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r =
+        dqmon_config::parse_rules(&text, std::path::Path::new("."), "calibration.yaml").unwrap();
+    assert_eq!(r.label_features, ["score", "region"]);
+    r
+}
+
 /// How a batch is drawn.
 #[derive(Clone, Copy)]
 struct Draw {
@@ -123,7 +138,11 @@ struct Stream {
 impl Stream {
     /// A stream whose baseline is 20 clean batches of `rng`.
     fn new(rng: &mut SmallRng) -> Stream {
-        let rules = rules();
+        Stream::with(rules(), rng)
+    }
+
+    /// A stream under `rules` whose baseline is 20 clean batches of `rng`.
+    fn with(rules: Rules, rng: &mut SmallRng) -> Stream {
         let pii = PiiKey::from_bytes(b"calibration-test-key");
         let base: Vec<BatchProfile> = (0..20)
             .map(|_| profile_batches(&rules, &pii, [&batch(rng, CLEAN)]).unwrap())
@@ -164,11 +183,22 @@ fn on_scraped(f: &[Finding], check: Check) -> bool {
 
 #[test]
 fn clean_streams_stay_within_the_budget() {
-    let mut rng = SmallRng::seed_from_u64(11);
+    clean_streams(rules, 11);
+}
+
+/// The null with automatic label features: the feature is chosen from the
+/// baseline alone, so the same budget holds.
+#[test]
+fn clean_streams_stay_within_the_budget_with_automatic_features() {
+    clean_streams(auto_rules, 14);
+}
+
+fn clean_streams(rules: fn() -> Rules, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
     let (mut decisions, mut any, mut calibration) = (0u32, 0u32, 0u32);
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let mut s = Stream::new(&mut rng);
+        let mut s = Stream::with(rules(), &mut rng);
         for _ in 0..250 {
             let f = s.next(&mut rng, CLEAN);
             decisions += 1;
@@ -194,11 +224,27 @@ fn clean_streams_stay_within_the_budget() {
 
 #[test]
 fn five_percent_flips_are_seen_given_the_features_before_the_rate_sees_them() {
-    let mut rng = SmallRng::seed_from_u64(12);
+    flip_campaigns(rules, 12, "given `region`, `score`", 7);
+}
+
+/// Without `slices:`, the automatic features find `score` (the label's
+/// dependence, cut at the default bins) and see the flips well before the
+/// rate does; less often than the declared cells, which also carry
+/// `region`'s part and cut `score` exactly where the label turns (about
+/// 20 of 32 campaigns within 8 batches against 25, and 4 for the rate).
+#[test]
+fn five_percent_flips_are_seen_given_automatic_features_before_the_rate_sees_them() {
+    flip_campaigns(auto_rules, 15, "given `score`", 5);
+}
+
+/// `tenths`: the share of campaigns (in tenths) that must be seen within
+/// 8 batches.
+fn flip_campaigns(rules: fn() -> Rules, seed: u64, given: &str, tenths: u32) {
+    let mut rng = SmallRng::seed_from_u64(seed);
     let campaigns = 32;
     let (mut calibrated, mut rate_only) = ([0u32; 2], [0u32; 2]);
     for _ in 0..campaigns {
-        let mut s = Stream::new(&mut rng);
+        let mut s = Stream::with(rules(), &mut rng);
         for _ in 0..8 {
             s.next(&mut rng, CLEAN);
         }
@@ -218,11 +264,7 @@ fn five_percent_flips_are_seen_given_the_features_before_the_rate_sees_them() {
                     .unwrap();
                 assert!(c.p_value.unwrap() <= c.p_threshold.unwrap(), "{c:?}");
                 assert!(c.effect_size >= c.threshold, "{c:?}");
-                assert!(
-                    c.message.contains("given `region`, `score`"),
-                    "{}",
-                    c.message
-                );
+                assert!(c.message.contains(given), "{}", c.message);
             }
             if first_rate.is_none() && on_scraped(&f, Check::LabelRate) {
                 first_rate = Some(j);
@@ -244,7 +286,7 @@ fn five_percent_flips_are_seen_given_the_features_before_the_rate_sees_them() {
     // ~6.8, the rate ~4: most campaigns are seen within 8 batches given
     // the features, few by the rate alone.
     assert!(
-        calibrated[1] * 10 >= campaigns * 7,
+        calibrated[1] * 10 >= campaigns * tenths,
         "within 8 batches: {calibrated:?} of {campaigns}"
     );
     for k in 0..2 {
@@ -268,6 +310,26 @@ fn a_shifted_feature_mix_moves_the_rate_and_not_the_labels_given_the_features() 
         f.iter().any(|f| f.check == Check::LabelRate),
         "the label rate moved with the mix: {f:#?}"
     );
+    assert!(
+        !f.iter().any(|f| f.check == Check::LabelCalibration),
+        "{f:#?}"
+    );
+}
+
+/// A feature that barely predicts the label (`region`: 1.5 times the odds
+/// in one of four regions) is not used: the tag's label rate does the
+/// work, and no `label_calibration` restates it under another name.
+#[test]
+fn a_feature_that_barely_predicts_the_label_is_not_used() {
+    let text = format!("{RULES}label_features: [region]\n").replace("slices:", "# slices:");
+    let rules = dqmon_config::parse_rules(&text, std::path::Path::new("."), "c.yaml").unwrap();
+    assert!(rules.slices.is_empty());
+    assert_eq!(rules.label_features, ["region"]);
+    let mut rng = SmallRng::seed_from_u64(16);
+    let mut s = Stream::with(rules, &mut rng);
+    let attack = Draw { flip: 0.3, ..CLEAN };
+    let f = s.next(&mut rng, attack);
+    assert!(on_scraped(&f, Check::LabelRate), "{f:#?}");
     assert!(
         !f.iter().any(|f| f.check == Check::LabelCalibration),
         "{f:#?}"

@@ -108,6 +108,10 @@ impl Test {
             (Check::SliceLabelRate | Check::SliceShare, Some(c), Some(v)) => {
                 band_key(self.check, Some(&format!("{c}={v}")), &self.slice)
             }
+            // one residual per label feature, while a baseline is built
+            (Check::LabelCalibration, Some(c), Some(f)) => {
+                band_key(self.check, Some(&format!("{c} given {f}")), &self.slice)
+            }
             _ => band_key(self.check, self.column.as_deref(), &self.slice),
         }
     }

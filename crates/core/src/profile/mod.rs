@@ -209,7 +209,8 @@ pub struct SliceProfile {
     pub columns: BTreeMap<String, ColumnProfile>,
     /// Distinct rows (over the profiled columns), for duplicate detection.
     pub distinct_rows: Distinct,
-    /// Per slice column of the rules (`slices:`), per value: rows and label
+    /// Per slice column and label feature of the rules (`slices:`,
+    /// `label_features:`), per value (or bin): rows and label
     /// classes. At most [`MAX_SLICE_VALUES`] values per column; rows of
     /// values past that count under [`OTHER_VALUES`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -555,7 +556,8 @@ impl<'r> Profiler<'r> {
         {
             hash_column(array, &mut self.row_hash);
         }
-        if !rules.slices.is_empty() {
+        let valued = rules.valued_columns();
+        if !valued.is_empty() {
             let labels = rules
                 .label
                 .as_ref()
@@ -574,11 +576,13 @@ impl<'r> Profiler<'r> {
                         reason,
                     })?;
             let mut keyed = Vec::with_capacity(rules.slices.len());
-            for column in &rules.slices {
+            for column in valued {
                 if let Some(array) = batch.column_by_name(column) {
                     let keys = self.slice_keys(column, array)?;
                     self.update_by_value(column, &keys, classes.as_ref());
-                    keyed.push(keys);
+                    if rules.slices.iter().any(|s| s == column) {
+                        keyed.push(keys);
+                    }
                 }
             }
             if rules.slices.len() >= 2 && keyed.len() == rules.slices.len() {
@@ -961,14 +965,12 @@ impl<'r> Profiler<'r> {
         (keys, names): &SliceKeys,
         classes: Option<&(Vec<u32>, Vec<String>)>,
     ) {
-        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
-        for (i, k) in keys.iter().enumerate() {
-            let Some(k) = k else { continue };
-            let class = classes.map_or(u32::MAX, |c| c.0[i]);
-            *counts.entry((self.slice_of_row[i], *k, class)).or_default() += 1;
-        }
+        let (nslices, nvalues) = (self.slices.len(), names.len());
+        let nclasses = classes.map_or(0, |c| c.1.len()) + 1;
+        let dense =
+            nslices.saturating_mul(nvalues).saturating_mul(nclasses) <= 4 * keys.len() + 1024;
+        let mut rows = value_counts(&self.slice_of_row, keys, classes, nslices, nvalues, dense);
         // a fixed order, so that the value cap is applied deterministically
-        let mut rows: Vec<((u32, u32, u32), u64)> = counts.into_iter().collect();
         rows.sort_unstable_by_key(|(k, _)| (k.0, names[k.1 as usize].as_str(), k.2));
         for ((s, k, class), c) in rows {
             let v = counted(c, class, classes);
@@ -1168,6 +1170,56 @@ fn is_int_like(dt: &DataType) -> bool {
             | DataType::UInt16
             | DataType::UInt32
     )
+}
+
+/// Rows per (slice, value, label class) of a slice or feature column:
+/// `((slice, value, class), rows)` for every non-zero count, in no order
+/// (class `u32::MAX`: no label). Counted in a dense array when that space
+/// is small next to the rows (bins, codes, a dictionary page), else in a
+/// hash map; both give the same counts.
+fn value_counts(
+    slice_of_row: &[u32],
+    keys: &[Option<u32>],
+    classes: Option<&(Vec<u32>, Vec<String>)>,
+    nslices: usize,
+    nvalues: usize,
+    dense: bool,
+) -> Vec<((u32, u32, u32), u64)> {
+    if !dense {
+        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            let Some(k) = k else { continue };
+            let class = classes.map_or(u32::MAX, |c| c.0[i]);
+            *counts.entry((slice_of_row[i], *k, class)).or_default() += 1;
+        }
+        return counts.into_iter().collect();
+    }
+    let nclasses = classes.map_or(0, |c| c.1.len()) + 1;
+    let mut counts = vec![0u64; nslices * nvalues * nclasses];
+    for (i, k) in keys.iter().enumerate() {
+        let Some(k) = k else { continue };
+        let class = classes.map_or(u32::MAX, |c| c.0[i]);
+        let c = if class == u32::MAX {
+            nclasses - 1
+        } else {
+            class as usize
+        };
+        counts[(slice_of_row[i] as usize * nvalues + *k as usize) * nclasses + c] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(at, c)| {
+            let class = match at % nclasses {
+                k if k == nclasses - 1 => u32::MAX,
+                k => k as u32,
+            };
+            let value = (at / nclasses) % nvalues;
+            let slice = at / nclasses / nvalues;
+            ((slice as u32, value as u32, class), *c)
+        })
+        .collect()
 }
 
 /// The label class of every row (`u32::MAX` for a null label) and the

@@ -456,3 +456,56 @@ fn pii_sketches_are_keyed_in_their_serialized_form() {
         );
     }
 }
+
+proptest! {
+    /// The dense and the hashed count of (slice, value, class) agree, with
+    /// and without a label, nulls in keys and labels included.
+    #[test]
+    fn value_counts_dense_and_hashed_agree(
+        rows in proptest::collection::vec((0u32..3, proptest::option::of(0u32..7), 0u32..4), 0..300),
+        labelled in any::<bool>(),
+    ) {
+        let slice_of_row: Vec<u32> = rows.iter().map(|r| r.0).collect();
+        let keys: Vec<Option<u32>> = rows.iter().map(|r| r.1).collect();
+        // class 3 stands for a null label
+        let classes = (
+            rows.iter().map(|r| if r.2 == 3 { u32::MAX } else { r.2 }).collect::<Vec<u32>>(),
+            vec!["a".to_string(), "b".to_string(), "c".to_string()],
+        );
+        let classes = labelled.then_some(&classes);
+        let mut dense = value_counts(&slice_of_row, &keys, classes, 3, 7, true);
+        let mut hashed = value_counts(&slice_of_row, &keys, classes, 3, 7, false);
+        dense.sort_unstable();
+        hashed.sort_unstable();
+        prop_assert_eq!(&dense, &hashed);
+        let total: u64 = dense.iter().map(|(_, c)| c).sum();
+        prop_assert_eq!(total as usize, keys.iter().filter(|k| k.is_some()).count());
+    }
+}
+
+proptest! {
+    /// Rules with label features keep rows and label classes per value of
+    /// a categorical one and per default bin of a numeric one, and the
+    /// profile of two halves merges into exactly the profile of the whole.
+    #[test]
+    fn label_features_are_counted_per_value_and_bin_and_merge_exactly(
+        rows in proptest::collection::vec(row(), 1..200),
+        cut in 0usize..200,
+    ) {
+        let mut r = rules();
+        r.slices.clear();
+        r.label_features = vec!["x".into(), "cat".into()];
+        r.slice_bins = BTreeMap::from([("x".to_string(), crate::rules::default_feature_bins())]);
+        let pii = PiiKey::from_bytes(b"k");
+        let cut = cut.min(rows.len());
+        let whole = profile_batches(&r, &pii, [&batch(&rows)]).unwrap();
+        let mut merged = profile_batches(&r, &pii, [&batch(&rows[..cut])]).unwrap();
+        merged.merge(&profile_batches(&r, &pii, [&batch(&rows[cut..])]).unwrap()).unwrap();
+        for (tag, s) in &whole.tags {
+            prop_assert_eq!(&s.by_value, &merged.tags[tag].by_value);
+            let xs = s.by_value.get("x").map_or(0, |c| c.values().map(|v| v.rows).sum::<u64>());
+            let finite = s.columns.get("x").and_then(|c| c.numeric.as_ref()).map_or(0, |n| n.n);
+            prop_assert_eq!(xs, finite);
+        }
+    }
+}
