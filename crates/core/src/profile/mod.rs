@@ -19,6 +19,7 @@
 //!
 //! This module does no I/O and reads no clock.
 
+mod bins;
 pub mod sketch;
 mod summary;
 
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pii::PiiKey;
 use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
+use bins::{Binner, order_key};
 pub use sketch::{Distinct, Quantiles, SketchError, TopValues, ValueCount};
 pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
 
@@ -255,6 +257,30 @@ impl ValueLabels {
     }
 }
 
+/// Add `c` rows of label class `label` (`None`: no label) under `value`,
+/// as [`add_value`] would add them, without building a [`ValueLabels`]
+/// for a value already kept.
+fn add_count(map: &mut BTreeMap<String, ValueLabels>, value: &str, label: Option<&str>, c: u64) {
+    let add = |mine: &mut ValueLabels| {
+        mine.rows += c;
+        if let Some(l) = label {
+            match mine.labels.get_mut(l) {
+                Some(n) => *n += c,
+                None => {
+                    mine.labels.insert(l.to_string(), c);
+                }
+            }
+        }
+    };
+    if let Some(mine) = map.get_mut(value) {
+        add(mine);
+    } else if map.len() < MAX_SLICE_VALUES {
+        add(map.entry(value.to_string()).or_default());
+    } else {
+        add(map.entry(OTHER_VALUES.to_string()).or_default());
+    }
+}
+
 /// Add `v`'s counts under `value`, keeping at most [`MAX_SLICE_VALUES`] values.
 fn add_value(map: &mut BTreeMap<String, ValueLabels>, value: &str, v: &ValueLabels) {
     if let Some(mine) = map.get_mut(value) {
@@ -450,6 +476,15 @@ pub struct Profiler<'r> {
     slice_of_row: Vec<u32>,
     row_hash: Vec<u64>,
     num_scratch: Vec<NumScratch>,
+    /// Per binned slice column or label feature: its bins.
+    binners: BTreeMap<String, Binner>,
+}
+
+/// A column as one record batch's profiling read it, kept for counting it
+/// per value (a slice column or label feature) without reading it again.
+enum Read {
+    Floats(Float64Array),
+    Dictionary(DictionaryArray<Int32Type>),
 }
 
 impl<'r> Profiler<'r> {
@@ -471,6 +506,11 @@ impl<'r> Profiler<'r> {
             slice_of_row: Vec::new(),
             row_hash: Vec::new(),
             num_scratch: Vec::new(),
+            binners: rules
+                .slice_bins
+                .iter()
+                .map(|(c, edges)| (c.clone(), Binner::new(edges)))
+                .collect(),
         }
     }
 
@@ -531,15 +571,22 @@ impl<'r> Profiler<'r> {
         self.row_hash.resize(n, 0x9E37_79B9_7F4A_7C15);
 
         let rules = self.rules;
+        let valued = rules.valued_columns();
+        let mut read: Vec<(&str, Read)> = Vec::with_capacity(valued.len());
         for rule in &rules.columns {
             let Some(array) = batch.column_by_name(&rule.name) else {
                 continue;
             };
             hash_column(array, &mut self.row_hash);
-            if rule.kind.is_numeric_like() {
-                self.update_numeric(rule, array)?;
+            let as_read = if rule.kind.is_numeric_like() {
+                Some(Read::Floats(self.update_numeric(rule, array)?))
             } else {
-                self.update_values(rule, array)?;
+                self.update_values(rule, array)?.map(Read::Dictionary)
+            };
+            if let Some(r) = as_read
+                && valued.contains(&rule.name.as_str())
+            {
+                read.push((&rule.name, r));
             }
         }
         if let Some(label) = &rules.label
@@ -556,7 +603,6 @@ impl<'r> Profiler<'r> {
         {
             hash_column(array, &mut self.row_hash);
         }
-        let valued = rules.valued_columns();
         if !valued.is_empty() {
             let labels = rules
                 .label
@@ -578,11 +624,11 @@ impl<'r> Profiler<'r> {
             let mut keyed = Vec::with_capacity(rules.slices.len());
             for column in valued {
                 if let Some(array) = batch.column_by_name(column) {
-                    let keys = self.slice_keys(column, array)?;
-                    self.update_by_value(column, &keys, classes.as_ref());
-                    if rules.slices.iter().any(|s| s == column) {
-                        keyed.push(keys);
-                    }
+                    let already = read.iter().find(|(c, _)| *c == column).map(|(_, r)| r);
+                    let cell = rules.slices.iter().any(|s| s == column);
+                    let keys =
+                        self.update_by_value(column, array, already, classes.as_ref(), cell)?;
+                    keyed.extend(keys);
                 }
             }
             if rules.slices.len() >= 2 && keyed.len() == rules.slices.len() {
@@ -645,7 +691,12 @@ impl<'r> Profiler<'r> {
         Ok(())
     }
 
-    fn update_numeric(&mut self, rule: &ColumnRule, array: &ArrayRef) -> Result<(), ProfileError> {
+    /// The column's values as floats, as read, for a caller that bins them.
+    fn update_numeric(
+        &mut self,
+        rule: &ColumnRule,
+        array: &ArrayRef,
+    ) -> Result<Float64Array, ProfileError> {
         let floats = to_f64(array).map_err(|reason| ProfileError::Column {
             column: rule.name.clone(),
             kind: rule.kind,
@@ -701,25 +752,31 @@ impl<'r> Profiler<'r> {
                 None => col.numeric = Some(part),
             }
         }
-        Ok(())
+        Ok(floats)
     }
 
-    fn update_values(&mut self, rule: &ColumnRule, array: &ArrayRef) -> Result<(), ProfileError> {
+    /// The column as a dictionary, when it was read as one (plain text is
+    /// not), for a caller that counts it per value.
+    fn update_values(
+        &mut self,
+        rule: &ColumnRule,
+        array: &ArrayRef,
+    ) -> Result<Option<DictionaryArray<Int32Type>>, ProfileError> {
         // Free text rarely repeats: interning it would hash and copy every
         // value for nothing, so plain text goes straight into the sketches.
         if rule.kind == ColumnKind::Text {
             match array.data_type() {
                 DataType::Utf8 => {
                     self.update_text(rule, array.as_string::<i32>().iter());
-                    return Ok(());
+                    return Ok(None);
                 }
                 DataType::LargeUtf8 => {
                     self.update_text(rule, array.as_string::<i64>().iter());
-                    return Ok(());
+                    return Ok(None);
                 }
                 DataType::Utf8View => {
                     self.update_text(rule, array.as_string_view().iter());
-                    return Ok(());
+                    return Ok(None);
                 }
                 _ => {}
             }
@@ -788,7 +845,7 @@ impl<'r> Profiler<'r> {
                 }
             }
         }
-        Ok(())
+        Ok(Some(dict))
     }
 
     /// Value statistics of a text column. Values are counted per record
@@ -919,66 +976,132 @@ impl<'r> Profiler<'r> {
         Ok(())
     }
 
-    /// Every row's value of a slice column as an index into the names
-    /// (`None`: null, or not finite for a binned numeric column).
-    fn slice_keys(&self, column: &str, array: &ArrayRef) -> Result<SliceKeys, ProfileError> {
-        Ok(match self.rules.slice_bins.get(column) {
-            Some(edges) => {
-                let floats = to_f64(array).map_err(|reason| ProfileError::Column {
-                    column: column.to_string(),
-                    kind: ColumnKind::Numeric,
-                    reason,
-                })?;
-                let keys = floats
-                    .iter()
-                    .map(|v| {
-                        v.filter(|v| v.is_finite())
-                            .map(|v| edges.partition_point(|e| *e <= v) as u32)
-                    })
-                    .collect();
-                (keys, bin_names(edges))
-            }
-            None => {
-                let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
-                    column: column.to_string(),
-                    kind: ColumnKind::Categorical,
-                    reason,
-                })?;
-                let values = dict.values().as_string::<i32>();
-                let names = (0..values.len())
-                    .map(|k| values.value(k).to_string())
-                    .collect();
-                let keys = dict
-                    .keys()
-                    .iter()
-                    .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32))
-                    .collect();
-                (keys, names)
-            }
-        })
-    }
-
-    /// Rows and label classes per value of a slice column, per slice.
+    /// Rows and label classes per value (or bin) of a slice column or
+    /// label feature, per slice. `read`: the column as this record batch's
+    /// profiling already read it. With `keep`, also every row's value as an
+    /// index into the names (`None`: null, or not finite for a binned
+    /// numeric column), for the joint cells.
     fn update_by_value(
         &mut self,
         column: &str,
-        (keys, names): &SliceKeys,
+        array: &ArrayRef,
+        read: Option<&Read>,
+        classes: Option<&(Vec<u32>, Vec<String>)>,
+        keep: bool,
+    ) -> Result<Option<SliceKeys>, ProfileError> {
+        let nslices = self.slices.len();
+        let slice_of_row = &self.slice_of_row;
+        let (rows, names, kept) = match self.binners.get(column) {
+            Some(binner) => {
+                let converted;
+                let floats = match read {
+                    Some(Read::Floats(f)) => f,
+                    _ => {
+                        converted = to_f64(array).map_err(|reason| ProfileError::Column {
+                            column: column.to_string(),
+                            kind: ColumnKind::Numeric,
+                            reason,
+                        })?;
+                        &converted
+                    }
+                };
+                let names = bin_names(&self.rules.slice_bins[column]);
+                let keys = floats
+                    .iter()
+                    .map(|v| v.filter(|v| v.is_finite()).map(|v| binner.bin(v)));
+                let nv = names.len();
+                if keep {
+                    let keys: Vec<Option<u32>> = keys.collect();
+                    let rows =
+                        value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
+                    (rows, names, Some(keys))
+                } else {
+                    (
+                        value_counts(slice_of_row, keys, classes, nslices, nv),
+                        names,
+                        None,
+                    )
+                }
+            }
+            None => {
+                let converted;
+                let dict = match read {
+                    Some(Read::Dictionary(d)) => d,
+                    _ => {
+                        converted =
+                            to_dictionary(array).map_err(|reason| ProfileError::Column {
+                                column: column.to_string(),
+                                kind: ColumnKind::Categorical,
+                                reason,
+                            })?;
+                        &converted
+                    }
+                };
+                let values = dict.values().as_string::<i32>();
+                let names: Vec<String> = (0..values.len())
+                    .map(|k| values.value(k).to_string())
+                    .collect();
+                let nv = names.len();
+                let dkeys = dict.keys();
+                if keep {
+                    let keys: Vec<Option<u32>> = dkeys
+                        .iter()
+                        .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32))
+                        .collect();
+                    let rows =
+                        value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
+                    (rows, names, Some(keys))
+                } else if dkeys.null_count() == 0 && values.null_count() == 0 {
+                    let keys = dkeys.values().iter().map(|&k| Some(k as u32));
+                    (
+                        value_counts(slice_of_row, keys, classes, nslices, nv),
+                        names,
+                        None,
+                    )
+                } else {
+                    let keys = dkeys
+                        .iter()
+                        .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32));
+                    (
+                        value_counts(slice_of_row, keys, classes, nslices, nv),
+                        names,
+                        None,
+                    )
+                }
+            }
+        };
+        self.add_by_value(column, &names, rows, classes);
+        Ok(kept.map(|keys| (keys, names)))
+    }
+
+    /// Add one record batch's counts per value to the slices' `by_value`.
+    fn add_by_value(
+        &mut self,
+        column: &str,
+        names: &[String],
+        mut rows: Vec<((u32, u32, u32), u64)>,
         classes: Option<&(Vec<u32>, Vec<String>)>,
     ) {
-        let (nslices, nvalues) = (self.slices.len(), names.len());
-        let nclasses = classes.map_or(0, |c| c.1.len()) + 1;
-        let dense =
-            nslices.saturating_mul(nvalues).saturating_mul(nclasses) <= 4 * keys.len() + 1024;
-        let mut rows = value_counts(&self.slice_of_row, keys, classes, nslices, nvalues, dense);
-        // a fixed order, so that the value cap is applied deterministically
-        rows.sort_unstable_by_key(|(k, _)| (k.0, names[k.1 as usize].as_str(), k.2));
+        let nvalues = names.len();
+        // a fixed order (by name), so that the value cap is applied
+        // deterministically; names ranked once, rows sorted by integers
+        let mut by_name: Vec<u32> = (0..nvalues as u32).collect();
+        by_name.sort_unstable_by_key(|&k| names[k as usize].as_str());
+        let mut rank = vec![0u32; nvalues];
+        for (r, &k) in by_name.iter().enumerate() {
+            rank[k as usize] = r as u32;
+        }
+        rows.sort_unstable_by_key(|(k, _)| (k.0, rank[k.1 as usize], k.2));
         for ((s, k, class), c) in rows {
-            let v = counted(c, class, classes);
-            let map = self.slices[s as usize]
-                .by_value
-                .entry(column.to_string())
-                .or_default();
-            add_value(map, &names[k as usize], &v);
+            let label = classes
+                .filter(|_| class != u32::MAX)
+                .map(|(_, names)| names[class as usize].as_str());
+            let by_value = &mut self.slices[s as usize].by_value;
+            if !by_value.contains_key(column) {
+                by_value.insert(column.to_string(), BTreeMap::new());
+            }
+            let map = by_value.get_mut(column).expect("inserted above");
+            add_count(map, &names[k as usize], label, c);
         }
     }
 
@@ -1086,13 +1209,6 @@ fn numeric_part(values: &[f64], range: Option<(f64, f64)>, k: u16) -> NumericPro
     }
 }
 
-/// An f64 as a u64 whose integer order is the float's total order.
-#[inline]
-fn order_key(v: f64) -> u64 {
-    let b = v.to_bits();
-    if b >> 63 == 1 { !b } else { b | (1 << 63) }
-}
-
 #[inline]
 fn from_order_key(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
@@ -1176,35 +1292,40 @@ fn is_int_like(dt: &DataType) -> bool {
 /// `((slice, value, class), rows)` for every non-zero count, in no order
 /// (class `u32::MAX`: no label). Counted in a dense array when that space
 /// is small next to the rows (bins, codes, a dictionary page), else in a
-/// hash map; both give the same counts.
+/// hash map ([`count_hashed`]); both give the same counts.
 fn value_counts(
     slice_of_row: &[u32],
-    keys: &[Option<u32>],
+    keys: impl Iterator<Item = Option<u32>>,
     classes: Option<&(Vec<u32>, Vec<String>)>,
     nslices: usize,
     nvalues: usize,
-    dense: bool,
 ) -> Vec<((u32, u32, u32), u64)> {
-    if !dense {
-        let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
-        for (i, k) in keys.iter().enumerate() {
-            let Some(k) = k else { continue };
-            let class = classes.map_or(u32::MAX, |c| c.0[i]);
-            *counts.entry((slice_of_row[i], *k, class)).or_default() += 1;
-        }
-        return counts.into_iter().collect();
-    }
     let nclasses = classes.map_or(0, |c| c.1.len()) + 1;
+    let dense =
+        nslices.saturating_mul(nvalues).saturating_mul(nclasses) <= 4 * slice_of_row.len() + 1024;
+    if !dense {
+        return count_hashed(slice_of_row, keys, classes);
+    }
     let mut counts = vec![0u64; nslices * nvalues * nclasses];
-    for (i, k) in keys.iter().enumerate() {
-        let Some(k) = k else { continue };
-        let class = classes.map_or(u32::MAX, |c| c.0[i]);
-        let c = if class == u32::MAX {
-            nclasses - 1
-        } else {
-            class as usize
-        };
-        counts[(slice_of_row[i] as usize * nvalues + *k as usize) * nclasses + c] += 1;
+    let no_label = nclasses - 1;
+    match classes {
+        None => {
+            for (k, &s) in keys.zip(slice_of_row) {
+                let Some(k) = k else { continue };
+                counts[(s as usize * nvalues + k as usize) * nclasses + no_label] += 1;
+            }
+        }
+        Some((of_row, _)) => {
+            for ((k, &s), &class) in keys.zip(slice_of_row).zip(of_row) {
+                let Some(k) = k else { continue };
+                let c = if class == u32::MAX {
+                    no_label
+                } else {
+                    class as usize
+                };
+                counts[(s as usize * nvalues + k as usize) * nclasses + c] += 1;
+            }
+        }
     }
     counts
         .iter()
@@ -1212,7 +1333,7 @@ fn value_counts(
         .filter(|(_, c)| **c > 0)
         .map(|(at, c)| {
             let class = match at % nclasses {
-                k if k == nclasses - 1 => u32::MAX,
+                k if k == no_label => u32::MAX,
                 k => k as u32,
             };
             let value = (at / nclasses) % nvalues;
@@ -1220,6 +1341,21 @@ fn value_counts(
             ((slice as u32, value as u32, class), *c)
         })
         .collect()
+}
+
+/// [`value_counts`] in a hash map, for value spaces too large for an array.
+fn count_hashed(
+    slice_of_row: &[u32],
+    keys: impl Iterator<Item = Option<u32>>,
+    classes: Option<&(Vec<u32>, Vec<String>)>,
+) -> Vec<((u32, u32, u32), u64)> {
+    let mut counts: FastMap<(u32, u32, u32), u64> = FastMap::default();
+    for (i, k) in keys.enumerate() {
+        let Some(k) = k else { continue };
+        let class = classes.map_or(u32::MAX, |c| c.0[i]);
+        *counts.entry((slice_of_row[i], k, class)).or_default() += 1;
+    }
+    counts.into_iter().collect()
 }
 
 /// The label class of every row (`u32::MAX` for a null label) and the
