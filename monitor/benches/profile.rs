@@ -1,6 +1,7 @@
 //! Profiling speed: decode + profile of a 1,000,000-row, 11-column Parquet
-//! batch, next to the bare decode of the same file with the parquet crate
-//! (the floor). Compare the two numbers of one run, not absolutes.
+//! batch, on one thread and on every core, next to the bare decode of the
+//! same file with the parquet crate on one thread (the floor). Compare the
+//! numbers of one run, not absolutes.
 //!
 //! `cargo bench -p dqmon --bench profile` (set `DQMON_BENCH_ROWS` to change the size).
 
@@ -59,7 +60,19 @@ fn bench(c: &mut Criterion) {
             assert_eq!(n, rows);
         })
     });
-    g.bench_function("dqmon_decode_and_profile", |b| {
+    // the file has 8 row groups (the fixture writer's 131,072 rows each):
+    // one thread profiles them in turn, all cores side by side
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    g.bench_function("dqmon_decode_and_profile_one_thread", |b| {
+        b.iter(|| {
+            let p = one.install(|| profile_file(&path, &rules, &pii)).unwrap();
+            assert_eq!(black_box(p).rows as usize, rows);
+        })
+    });
+    g.bench_function("dqmon_decode_and_profile_all_cores", |b| {
         b.iter(|| {
             let p = profile_file(&path, &rules, &pii).unwrap();
             assert_eq!(black_box(p).rows as usize, rows);

@@ -80,6 +80,32 @@ pub fn write_batch(
     dqmon::fixtures::write_parquet(&batch, path).unwrap();
 }
 
+/// [`write_batch`] in row groups of `group_rows` rows (the fixture writer's
+/// other settings), so that a file of a few thousand rows takes the path
+/// of a large one: several row groups, profiled in parallel and merged.
+pub fn write_batch_in_row_groups(
+    path: &Path,
+    rows: usize,
+    batch_index: u64,
+    scenario: dqmon::fixtures::Scenario,
+    group_rows: usize,
+) {
+    let batch = dqmon::fixtures::generate(&dqmon::fixtures::BatchSpec {
+        rows,
+        seed: 7,
+        batch_index,
+        scenario,
+    });
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(group_rows))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
 /// A table that a test measures and the README shows: written to
 /// `target/<file>`, and checked against the README between the `begin` and
 /// `end` markers (`BLESS=1` rewrites that section instead; `how` says how).

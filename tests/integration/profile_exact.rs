@@ -49,7 +49,9 @@ async fn profile_json_matches_datafusion() {
     let dir = tempfile::tempdir().unwrap();
     let rules = fixture_rules(dir.path());
     let file = dir.path().join("batch.parquet");
-    write_batch(
+    // eight row groups: the exact counts hold through the parallel path
+    // and the merge of the row groups' profiles
+    write_batch_in_row_groups(
         &file,
         30_000,
         3,
@@ -57,6 +59,7 @@ async fn profile_json_matches_datafusion() {
             column: "amount".into(),
             share: 0.1,
         },
+        4_000,
     );
 
     let out = dqmon_with_pii_key(&[
@@ -210,4 +213,33 @@ fn profile_is_deterministic_and_table_is_readable() {
             && text.contains("merchant_category"),
         "{text}"
     );
+}
+
+/// A file's profile depends on the file, not on the threads: the same
+/// bytes from one thread as from three, for a file of eight row groups.
+#[test]
+fn a_file_of_many_row_groups_profiles_the_same_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = fixture_rules(dir.path());
+    let file = dir.path().join("groups.parquet");
+    write_batch_in_row_groups(&file, 30_000, 2, Scenario::Clean, 4_000);
+    let run = |threads: &str| {
+        let out = dqmon_with_pii_key(&[
+            "--threads",
+            threads,
+            "profile",
+            "--config",
+            rules.to_str().unwrap(),
+            "--json",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let one = run("1");
+    assert_eq!(one, run("3"), "three threads changed the profile");
+    assert_eq!(one, run("0"), "one thread per core changed the profile");
+    let json: Value = serde_json::from_slice(&one).unwrap();
+    assert_eq!(json["rows"].as_u64(), Some(30_000));
+    assert_eq!(json["batches"].as_u64(), Some(1), "one file is one batch");
 }

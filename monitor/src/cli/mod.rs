@@ -40,6 +40,10 @@ pub struct Cli {
         env = "DQMON_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Threads that profile a file's row groups, shared by every dataset
+    /// (0: one per core). Profiles and alerts are the same for any number.
+    #[arg(long, global = true, default_value_t = 0, env = "DQMON_THREADS")]
+    pub threads: usize,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -468,6 +472,15 @@ fn profile_paths(
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // the one pool every dataset's profiling shares; built once per process
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads)
+        .thread_name(|i| format!("dqmon-profile-{i}"))
+        .build_global()
+    {
+        eprintln!("error: cannot start {} profiling threads: {e}", cli.threads);
+        return ExitCode::from(1);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -5,17 +5,36 @@
 //! trust tag, a text label) are read as dictionaries, so that profiling
 //! counts keys instead of hashing every string. Large files are streamed
 //! record batch by record batch: memory does not grow with rows.
+//!
+//! A file of several row groups is profiled one row group per task on the
+//! shared thread pool (`--threads`), and the row groups' profiles are
+//! merged in row-group order:
+//!
+//! ```text
+//!   file ─┬─ row group 0 ─ decode ─ profile ─┐
+//!         ├─ row group 1 ─ decode ─ profile ─┤  merge in row-group order
+//!         └─ row group 2 ─ decode ─ profile ─┘  ──► the file's profile
+//! ```
+//!
+//! How the file is cut depends on the file alone, never on the number of
+//! threads, so the profile's bytes are the same on one core or on many.
 
 use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
+use parquet::file::reader::{ChunkReader, Length};
+use rayon::prelude::*;
 
 use crate::config::model::{ColumnKind, Limits, Rules, TrustSource};
 use crate::profile::Profiler;
@@ -68,15 +87,72 @@ pub enum DecodeError {
     },
 }
 
-/// An opened Parquet file, ready to stream.
+/// An opened and checked Parquet file, ready to stream, whole or one row
+/// group at a time (from several threads at once: it is `Sync`).
 pub struct ParquetInput {
     path: PathBuf,
     /// The file's full Arrow schema (all columns, as stored).
     pub file_schema: SchemaRef,
     /// Rows declared in the file footer.
     pub rows: u64,
-    reader: ParquetRecordBatchReader,
+    file: SharedFile,
+    metadata: ArrowReaderMetadata,
+    mask: ProjectionMask,
     max_string_len: usize,
+}
+
+/// Record batches of a [`ParquetInput`], each checked against the string
+/// length limit.
+pub struct Batches<'a> {
+    input: &'a ParquetInput,
+    reader: ParquetRecordBatchReader,
+}
+
+/// One open file read with positioned reads (`pread`), so that readers of
+/// several row groups on several threads share it without sharing a file
+/// offset (the parquet crate's `ChunkReader` for `File` seeks a cloned
+/// handle, whose offset every clone shares).
+#[derive(Clone)]
+struct SharedFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+/// A reader at its own position in a [`SharedFile`].
+struct ReadAt {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Length for SharedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for SharedFile {
+    type T = BufReader<ReadAt>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(BufReader::new(ReadAt {
+            file: self.file.clone(),
+            at: start,
+        }))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buf = vec![0u8; length];
+        self.file.read_exact_at(&mut buf, start)?;
+        Ok(Bytes::from(buf))
+    }
 }
 
 fn wants_dictionary(rules: &Rules, name: &str) -> bool {
@@ -150,13 +226,11 @@ impl ParquetInput {
                 limit: limits.max_file_bytes,
             });
         }
-        let probe =
-            ParquetRecordBatchReaderBuilder::try_new(file.try_clone().map_err(|source| {
-                DecodeError::Io {
-                    path: p.clone(),
-                    source,
-                }
-            })?)
+        let file = SharedFile {
+            file: Arc::new(file),
+            len: size,
+        };
+        let probe = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(|e| classify(&p, size, e))?;
         let file_schema = probe.schema().clone();
         let rows = probe.metadata().file_metadata().num_rows().max(0) as u64;
@@ -199,7 +273,7 @@ impl ParquetInput {
             file_schema.metadata().clone(),
         ));
         let options = ArrowReaderOptions::new().with_schema(hinted);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        let metadata = ArrowReaderMetadata::try_new(probe.metadata().clone(), options)
             .map_err(|e| classify(&p, size, e))?;
         let needed = Profiler::needed_columns(rules);
         let indices: Vec<usize> = file_schema
@@ -209,18 +283,41 @@ impl ParquetInput {
             .filter(|(_, f)| needed.iter().any(|n| n == f.name()))
             .map(|(i, _)| i)
             .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| classify(&p, size, e))?;
+        let mask = ProjectionMask::roots(metadata.parquet_schema(), indices);
         Ok(ParquetInput {
             path: p,
             file_schema,
             rows,
-            reader,
+            file,
+            metadata,
+            mask,
             max_string_len: limits.max_string_len,
+        })
+    }
+
+    /// Row groups in the file.
+    pub fn row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+
+    /// Stream the record batches of the row groups `groups` (`None`: every
+    /// row group), in file order.
+    pub fn batches(&self, groups: Option<Vec<usize>>) -> Result<Batches<'_>, DecodeError> {
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.file.clone(),
+            self.metadata.clone(),
+        )
+        .with_projection(self.mask.clone())
+        .with_batch_size(BATCH_ROWS);
+        if let Some(groups) = groups {
+            builder = builder.with_row_groups(groups);
+        }
+        let reader = builder
+            .build()
+            .map_err(|e| classify(&self.path, self.file.len, e))?;
+        Ok(Batches {
+            input: self,
+            reader,
         })
     }
 
@@ -286,34 +383,73 @@ fn classify(path: &Path, size: u64, e: parquet::errors::ParquetError) -> DecodeE
     }
 }
 
-impl Iterator for ParquetInput {
+impl Iterator for Batches<'_> {
     type Item = Result<RecordBatch, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let item = self.reader.next()?;
         Some(
             item.map_err(|e| DecodeError::Corrupt {
-                path: self.path.clone(),
+                path: self.input.path.clone(),
                 reason: e.to_string(),
             })
             .and_then(|b| {
-                self.check_strings(&b)?;
+                self.input.check_strings(&b)?;
                 Ok(b)
             }),
         )
     }
 }
 
-/// Decode and profile a Parquet file in one streaming pass.
+/// Decode and profile a Parquet file: each row group streamed record batch
+/// by record batch, row groups profiled in parallel on the shared thread
+/// pool (as many at a time as it has threads), their profiles merged in
+/// row-group order. The result depends on the file, not on the threads.
 pub fn profile_file(
     path: &Path,
     rules: &Rules,
     pii: &crate::pii::PiiKey,
 ) -> Result<crate::profile::BatchProfile, ProfileFileError> {
     let input = ParquetInput::open(path, rules)?;
+    let groups = input.row_groups();
+    if groups <= 1 {
+        return profile_groups(&input, None, rules, pii);
+    }
+    let order: Vec<usize> = (0..groups).collect();
+    let mut whole: Option<crate::profile::BatchProfile> = None;
+    for wave in order.chunks(rayon::current_num_threads().max(1)) {
+        let parts: Vec<_> = wave
+            .par_iter()
+            .map(|&g| profile_groups(&input, Some(vec![g]), rules, pii))
+            .collect();
+        // the first error in file order, whatever finished first
+        for part in parts {
+            let part = part?;
+            match &mut whole {
+                None => whole = Some(part),
+                Some(w) => w.merge(&part)?,
+            }
+        }
+    }
+    let mut whole = whole.expect("a file of two or more row groups");
+    // one file is one batch, however many parts it was profiled in
+    whole.batches = 1;
+    for slice in whole.tags.values_mut() {
+        slice.canonicalize();
+    }
+    Ok(whole)
+}
+
+/// The profile of some row groups of a file (`None`: all of them).
+fn profile_groups(
+    input: &ParquetInput,
+    groups: Option<Vec<usize>>,
+    rules: &Rules,
+    pii: &crate::pii::PiiKey,
+) -> Result<crate::profile::BatchProfile, ProfileFileError> {
     let mut profiler = Profiler::new(rules, pii);
     profiler.observe_schema(&input.file_schema);
-    for batch in input {
+    for batch in input.batches(groups)? {
         profiler.update(&batch?)?;
     }
     Ok(profiler.finish())
