@@ -213,24 +213,12 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         .and_then(|(p, v)| w.columns(&p, v));
     // (column, its YAML path, cut points for a numeric column)
     let slices: Vec<(String, String, Option<Vec<f64>>)> = match f.get("slices") {
-        Some((p, v)) => w
-            .seq(&p, v, "`slices: [country, merchant_category]`")
-            .map(|items| {
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, item)| {
-                        let ip = format!("{p}[{i}]");
-                        match item {
-                            Value::Mapping(_) => w.numeric_slice(&ip, item),
-                            _ => w
-                                .text(&ip, item, "`slices: [country]`")
-                                .map(|s| (s, ip, None)),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Some((p, v)) => w.slice_list(
+            &p,
+            v,
+            "`slices: [country, merchant_category]`",
+            "`slices: [country]`",
+        ),
         None => Vec::new(),
     };
     // `label_features:` absent or `auto` (every eligible column, when no
@@ -239,29 +227,12 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         None => LabelFeatures::Auto { declared: false },
         Some((_, Value::String(t))) if t == "auto" => LabelFeatures::Auto { declared: true },
         Some((_, Value::String(t))) if t == "none" => LabelFeatures::List(Vec::new()),
-        Some((p, v)) => LabelFeatures::List(
-            w.seq(
-                &p,
-                v,
-                "`label_features: auto`, `label_features: none` or `label_features: [country, { column: amount, bins: [10, 100] }]`",
-            )
-            .map(|items| {
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, item)| {
-                        let ip = format!("{p}[{i}]");
-                        match item {
-                            Value::Mapping(_) => w.numeric_slice(&ip, item),
-                            _ => w
-                                .text(&ip, item, "`label_features: [country]`")
-                                .map(|s| (s, ip, None)),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        ),
+        Some((p, v)) => LabelFeatures::List(w.slice_list(
+            &p,
+            v,
+            "`label_features: auto`, `label_features: none` or `label_features: [country, { column: amount, bins: [10, 100] }]`",
+            "`label_features: [country]`",
+        )),
     };
     let (thresholds, thresholds_path) = match f.get("thresholds") {
         Some((p, v)) => (w.thresholds(&p, v), p),
@@ -1225,6 +1196,31 @@ impl Walker {
             return None;
         }
         Some((lo, hi))
+    }
+
+    /// A list of columns as `slices:` and `label_features:` take it: names,
+    /// or numeric columns with their cut points; each with its YAML path.
+    fn slice_list(
+        &mut self,
+        path: &str,
+        v: &Value,
+        list_example: &str,
+        item_example: &str,
+    ) -> Vec<(String, String, Option<Vec<f64>>)> {
+        let Some(items) = self.seq(path, v, list_example) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let ip = format!("{path}[{i}]");
+                match item {
+                    Value::Mapping(_) => self.numeric_slice(&ip, item),
+                    _ => self.text(&ip, item, item_example).map(|s| (s, ip, None)),
+                }
+            })
+            .collect()
     }
 
     /// A numeric slice column: `{ column: amount, bins: [10, 100, 1000] }`,
