@@ -2,7 +2,8 @@
 //! automatic `label_features` cost.
 //!
 //! A 1M-row batch of the fixture generator (11 columns, four trust tags),
-//! already decoded into record batches of 65,536 rows, profiled with
+//! already decoded into record batches of 8,192 rows (the Parquet
+//! reader's size), profiled with
 //! `rules/fixtures.yaml` twice in the same run: as shipped (two slice
 //! columns, `country` and `device`, counted per value × tag) and with the
 //! slices removed (so also without label features), and with the slices
@@ -13,7 +14,7 @@
 //! profile`) it is smaller still, since decoding is the same in both.
 //!
 //! `cargo bench -p dqmon-core --bench profile` (set `DQMON_BENCH_ROWS` to
-//! change the size).
+//! change the size, `DQMON_BENCH_BATCH_ROWS` the record batches').
 
 use std::hint::black_box;
 use std::path::Path;
@@ -57,9 +58,13 @@ fn bench(c: &mut Criterion) {
         batch_index: 0,
         scenario: Scenario::Clean,
     });
+    let per: usize = std::env::var("DQMON_BENCH_BATCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8_192);
     let batches: Vec<_> = (0..rows)
-        .step_by(65_536)
-        .map(|at| whole.slice(at, 65_536.min(rows - at)))
+        .step_by(per)
+        .map(|at| whole.slice(at, per.min(rows - at)))
         .collect();
     let pii = PiiKey::from_bytes(b"bench-key-0123456789abcdef");
 

@@ -20,6 +20,7 @@
 //! This module does no I/O and reads no clock.
 
 mod bins;
+mod by_value;
 pub mod sketch;
 mod summary;
 
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::pii::PiiKey;
 use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
 use bins::{Binner, order_key};
+use by_value::ValueCounter;
 pub use sketch::{Distinct, Quantiles, SketchError, TopValues, ValueCount};
 pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
 
@@ -257,30 +259,6 @@ impl ValueLabels {
     }
 }
 
-/// Add `c` rows of label class `label` (`None`: no label) under `value`,
-/// as [`add_value`] would add them, without building a [`ValueLabels`]
-/// for a value already kept.
-fn add_count(map: &mut BTreeMap<String, ValueLabels>, value: &str, label: Option<&str>, c: u64) {
-    let add = |mine: &mut ValueLabels| {
-        mine.rows += c;
-        if let Some(l) = label {
-            match mine.labels.get_mut(l) {
-                Some(n) => *n += c,
-                None => {
-                    mine.labels.insert(l.to_string(), c);
-                }
-            }
-        }
-    };
-    if let Some(mine) = map.get_mut(value) {
-        add(mine);
-    } else if map.len() < MAX_SLICE_VALUES {
-        add(map.entry(value.to_string()).or_default());
-    } else {
-        add(map.entry(OTHER_VALUES.to_string()).or_default());
-    }
-}
-
 /// Add `v`'s counts under `value`, keeping at most [`MAX_SLICE_VALUES`] values.
 fn add_value(map: &mut BTreeMap<String, ValueLabels>, value: &str, v: &ValueLabels) {
     if let Some(mine) = map.get_mut(value) {
@@ -478,6 +456,11 @@ pub struct Profiler<'r> {
     num_scratch: Vec<NumScratch>,
     /// Per binned slice column or label feature: its bins.
     binners: BTreeMap<String, Binner>,
+    /// Per slice column or label feature: its counts per value, written
+    /// into the slices' `by_value` by [`Profiler::finish`].
+    counters: BTreeMap<String, ValueCounter>,
+    /// Label classes as first seen (class slot `1 + i` of the counters).
+    class_names: Vec<String>,
 }
 
 /// A column as one record batch's profiling read it, kept for counting it
@@ -511,6 +494,12 @@ impl<'r> Profiler<'r> {
                 .iter()
                 .map(|(c, edges)| (c.clone(), Binner::new(edges)))
                 .collect(),
+            counters: rules
+                .slice_bins
+                .iter()
+                .map(|(c, edges)| (c.clone(), ValueCounter::binned(bin_names(edges))))
+                .collect(),
+            class_names: Vec::new(),
         }
     }
 
@@ -990,8 +979,13 @@ impl<'r> Profiler<'r> {
         keep: bool,
     ) -> Result<Option<SliceKeys>, ProfileError> {
         let nslices = self.slices.len();
+        let slots = self.class_slots(classes);
         let slice_of_row = &self.slice_of_row;
-        let (rows, names, kept) = match self.binners.get(column) {
+        let counter = self
+            .counters
+            .entry(column.to_string())
+            .or_insert_with(ValueCounter::named);
+        let kept = match self.binners.get(column) {
             Some(binner) => {
                 let converted;
                 let floats = match read {
@@ -1005,22 +999,20 @@ impl<'r> Profiler<'r> {
                         &converted
                     }
                 };
-                let names = bin_names(&self.rules.slice_bins[column]);
                 let keys = floats
                     .iter()
                     .map(|v| v.filter(|v| v.is_finite()).map(|v| binner.bin(v)));
-                let nv = names.len();
+                let nv = counter.bin_names().len();
                 if keep {
                     let keys: Vec<Option<u32>> = keys.collect();
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
-                    (rows, names, Some(keys))
+                    counter.add(&rows, None, &slots, nslices);
+                    Some((keys, counter.bin_names().to_vec()))
                 } else {
-                    (
-                        value_counts(slice_of_row, keys, classes, nslices, nv),
-                        names,
-                        None,
-                    )
+                    let rows = value_counts(slice_of_row, keys, classes, nslices, nv);
+                    counter.add(&rows, None, &slots, nslices);
+                    None
                 }
             }
             None => {
@@ -1050,59 +1042,45 @@ impl<'r> Profiler<'r> {
                         .collect();
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
-                    (rows, names, Some(keys))
-                } else if dkeys.null_count() == 0 && values.null_count() == 0 {
-                    let keys = dkeys.values().iter().map(|&k| Some(k as u32));
-                    (
-                        value_counts(slice_of_row, keys, classes, nslices, nv),
-                        names,
-                        None,
-                    )
+                    counter.add(&rows, Some(&names), &slots, nslices);
+                    Some((keys, names))
                 } else {
-                    let keys = dkeys
-                        .iter()
-                        .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32));
-                    (
-                        value_counts(slice_of_row, keys, classes, nslices, nv),
-                        names,
-                        None,
-                    )
+                    let rows = if dkeys.null_count() == 0 && values.null_count() == 0 {
+                        let keys = dkeys.values().iter().map(|&k| Some(k as u32));
+                        value_counts(slice_of_row, keys, classes, nslices, nv)
+                    } else {
+                        let keys = dkeys
+                            .iter()
+                            .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32));
+                        value_counts(slice_of_row, keys, classes, nslices, nv)
+                    };
+                    counter.add(&rows, Some(&names), &slots, nslices);
+                    None
                 }
             }
         };
-        self.add_by_value(column, &names, rows, classes);
-        Ok(kept.map(|keys| (keys, names)))
+        Ok(kept)
     }
 
-    /// Add one record batch's counts per value to the slices' `by_value`.
-    fn add_by_value(
-        &mut self,
-        column: &str,
-        names: &[String],
-        mut rows: Vec<((u32, u32, u32), u64)>,
-        classes: Option<&(Vec<u32>, Vec<String>)>,
-    ) {
-        let nvalues = names.len();
-        // a fixed order (by name), so that the value cap is applied
-        // deterministically; names ranked once, rows sorted by integers
-        let mut by_name: Vec<u32> = (0..nvalues as u32).collect();
-        by_name.sort_unstable_by_key(|&k| names[k as usize].as_str());
-        let mut rank = vec![0u32; nvalues];
-        for (r, &k) in by_name.iter().enumerate() {
-            rank[k as usize] = r as u32;
-        }
-        rows.sort_unstable_by_key(|(k, _)| (k.0, rank[k.1 as usize], k.2));
-        for ((s, k, class), c) in rows {
-            let label = classes
-                .filter(|_| class != u32::MAX)
-                .map(|(_, names)| names[class as usize].as_str());
-            let by_value = &mut self.slices[s as usize].by_value;
-            if !by_value.contains_key(column) {
-                by_value.insert(column.to_string(), BTreeMap::new());
-            }
-            let map = by_value.get_mut(column).expect("inserted above");
-            add_count(map, &names[k as usize], label, c);
-        }
+    /// The profiler's class slot (see [`ValueCounter`]) of each of one
+    /// record batch's label classes; classes are numbered as first seen.
+    fn class_slots(&mut self, classes: Option<&(Vec<u32>, Vec<String>)>) -> Vec<u32> {
+        let Some((_, names)) = classes else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .map(|name| {
+                let at = match self.class_names.iter().position(|c| c == name) {
+                    Some(at) => at,
+                    None => {
+                        self.class_names.push(name.clone());
+                        self.class_names.len() - 1
+                    }
+                };
+                at as u32 + 1
+            })
+            .collect()
     }
 
     /// Rows and label classes per joint cell of the slice columns, per
@@ -1147,7 +1125,13 @@ impl<'r> Profiler<'r> {
 
     /// Finish: the profile of everything seen.
     pub fn finish(mut self) -> BatchProfile {
-        for (name, mut slice) in self.slice_names.into_iter().zip(self.slices) {
+        for (s, (name, mut slice)) in self.slice_names.into_iter().zip(self.slices).enumerate() {
+            for (column, counter) in &self.counters {
+                let map = counter.write(s, &self.class_names);
+                if !map.is_empty() {
+                    slice.by_value.insert(column.clone(), map);
+                }
+            }
             slice.canonicalize();
             self.profile.tags.insert(name, slice);
         }

@@ -1,0 +1,287 @@
+//! Counts per value of a slice column or label feature, kept across record
+//! batches in arrays.
+//!
+//! A profile keeps, per slice and column, rows and label classes per value
+//! (`SliceProfile::by_value`, a map by name). Filling that map record batch
+//! by record batch cost a sort and a string-keyed map update per (slice,
+//! value, class) of every record batch: two thirds of what the features
+//! cost. [`ValueCounter`] gives each value a stable integer id the first
+//! time it is seen (a bin is its own id), adds each record batch's counts
+//! into dense arrays by id, and writes the map once, in
+//! [`ValueCounter::write`].
+//!
+//! ```text
+//! record batch ──value_counts──▶ (slice, local value, local class) → rows
+//!                                   │ ids: name → stable id (bins: itself)
+//!                                   ▼
+//!                 per slice: rows[class slot][stable id], admitted ids
+//!                                   │ write (once, at finish)
+//!                                   ▼
+//!                 SliceProfile::by_value[column][name] = ValueLabels
+//! ```
+//!
+//! The value cap is applied exactly as the map-by-map version applied it:
+//! per slice, a value is kept if fewer than [`MAX_SLICE_VALUES`] values were
+//! kept before it, values new in a record batch taken in name order; the
+//! rows of the others count under [`OTHER_VALUES`].
+
+use std::collections::BTreeMap;
+
+use super::{FastMap, MAX_SLICE_VALUES, OTHER_VALUES, ValueLabels};
+
+/// What one slice knows about a value id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Unseen,
+    Kept,
+    Other,
+}
+
+/// One slice's counts of one column.
+#[derive(Default)]
+struct SliceCounts {
+    /// Per class slot (0: no label; `1 + c`: the profiler's class `c`),
+    /// per value id: rows.
+    rows: Vec<Vec<u64>>,
+    /// Per value id.
+    admitted: Vec<Admission>,
+    kept: usize,
+    /// Per class slot: rows of values past the cap.
+    other: Vec<u64>,
+}
+
+impl SliceCounts {
+    fn add(&mut self, id: usize, slot: usize, c: u64) {
+        if self.rows.len() <= slot {
+            self.rows.resize_with(slot + 1, Vec::new);
+        }
+        let row = &mut self.rows[slot];
+        if row.len() <= id {
+            row.resize(id + 1, 0);
+        }
+        row[id] += c;
+    }
+
+    fn add_other(&mut self, slot: usize, c: u64) {
+        if self.other.len() <= slot {
+            self.other.resize(slot + 1, 0);
+        }
+        self.other[slot] += c;
+    }
+}
+
+/// Counts per value of one column, per slice, over a profiler's record
+/// batches.
+pub(super) struct ValueCounter {
+    /// Stable id to name.
+    names: Vec<String>,
+    /// Name to stable id; unused when the ids are bins.
+    ids: FastMap<String, u32>,
+    binned: bool,
+    slices: Vec<SliceCounts>,
+}
+
+impl ValueCounter {
+    /// A column whose values are named by the record batches' dictionaries.
+    pub(super) fn named() -> ValueCounter {
+        ValueCounter {
+            names: Vec::new(),
+            ids: FastMap::default(),
+            binned: false,
+            slices: Vec::new(),
+        }
+    }
+
+    /// A binned column: value `i` is bin `i`, named `names[i]`.
+    pub(super) fn binned(names: Vec<String>) -> ValueCounter {
+        ValueCounter {
+            names,
+            ids: FastMap::default(),
+            binned: true,
+            slices: Vec::new(),
+        }
+    }
+
+    /// The bins' names (empty for a named column).
+    pub(super) fn bin_names(&self) -> &[String] {
+        if self.binned { &self.names } else { &[] }
+    }
+
+    /// Add one record batch's counts: `rows` as [`super::value_counts`]
+    /// returns them, `local` the batch's value names (`None`: the values
+    /// are bins), `slot_of_class` the class slot of each of the batch's
+    /// label classes.
+    pub(super) fn add(
+        &mut self,
+        rows: &[((u32, u32, u32), u64)],
+        local: Option<&[String]>,
+        slot_of_class: &[u32],
+        nslices: usize,
+    ) {
+        if self.slices.len() < nslices {
+            self.slices.resize_with(nslices, SliceCounts::default);
+        }
+        let stable: Vec<u32> = match local {
+            None => Vec::new(),
+            Some(names) => names.iter().map(|n| self.id(n)).collect(),
+        };
+        let id_of = |v: u32| -> usize {
+            if stable.is_empty() {
+                v as usize
+            } else {
+                stable[v as usize] as usize
+            }
+        };
+        // values new to a slice in this batch, admitted in name order
+        let mut new: Vec<(u32, u32)> = Vec::new();
+        for &((s, v, _), _) in rows {
+            let id = id_of(v);
+            let slice = &mut self.slices[s as usize];
+            if slice.admitted.len() <= id {
+                slice.admitted.resize(id + 1, Admission::Unseen);
+            }
+            if slice.admitted[id] == Admission::Unseen {
+                // marked Other until admitted below, so it is listed once
+                slice.admitted[id] = Admission::Other;
+                new.push((s, id as u32));
+            }
+        }
+        if !new.is_empty() {
+            new.sort_unstable_by(|a, b| {
+                (a.0, self.names[a.1 as usize].as_str())
+                    .cmp(&(b.0, self.names[b.1 as usize].as_str()))
+            });
+            for (s, id) in new {
+                let slice = &mut self.slices[s as usize];
+                if slice.kept < MAX_SLICE_VALUES {
+                    slice.kept += 1;
+                    slice.admitted[id as usize] = Admission::Kept;
+                }
+            }
+        }
+        for &((s, v, class), c) in rows {
+            let id = id_of(v);
+            let slot = if class == u32::MAX {
+                0
+            } else {
+                slot_of_class[class as usize] as usize
+            };
+            let slice = &mut self.slices[s as usize];
+            match slice.admitted[id] {
+                Admission::Kept => slice.add(id, slot, c),
+                _ => slice.add_other(slot, c),
+            }
+        }
+    }
+
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// Slice `s`'s counts as a map by value name (empty if it counted no
+    /// row); `class_names[c]` names class slot `1 + c`.
+    pub(super) fn write(&self, s: usize, class_names: &[String]) -> BTreeMap<String, ValueLabels> {
+        let mut map: BTreeMap<String, ValueLabels> = BTreeMap::new();
+        let Some(slice) = self.slices.get(s) else {
+            return map;
+        };
+        let labels_of = |counts: &dyn Fn(usize) -> u64| -> ValueLabels {
+            let mut v = ValueLabels::default();
+            for slot in 0..slice.rows.len().max(slice.other.len()) {
+                let c = counts(slot);
+                if c == 0 {
+                    continue;
+                }
+                v.rows += c;
+                if slot > 0 {
+                    v.labels.insert(class_names[slot - 1].clone(), c);
+                }
+            }
+            v
+        };
+        for (id, a) in slice.admitted.iter().enumerate() {
+            if *a != Admission::Kept {
+                continue;
+            }
+            let v = labels_of(&|slot| {
+                slice
+                    .rows
+                    .get(slot)
+                    .and_then(|r| r.get(id))
+                    .copied()
+                    .unwrap_or(0)
+            });
+            map.entry(self.names[id].clone()).or_default().add(&v);
+        }
+        let other = labels_of(&|slot| slice.other.get(slot).copied().unwrap_or(0));
+        if other.rows > 0 {
+            map.entry(OTHER_VALUES.to_string()).or_default().add(&other);
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("v{i:05}")).collect()
+    }
+
+    #[test]
+    fn values_past_the_cap_count_as_other_values_new_ones_taken_in_name_order() {
+        let mut counter = ValueCounter::named();
+        let cap = MAX_SLICE_VALUES;
+        // batch 1: cap - 2 values in slice 0, one row each, class 0
+        let first = names(10..10 + cap - 2);
+        let rows: Vec<_> = (0..first.len() as u32).map(|v| ((0, v, 0), 1)).collect();
+        counter.add(&rows, Some(&first), &[1], 1);
+        // batch 2, its dictionary in another order: two known values and
+        // four new ones, of which the two first by name are kept
+        let second: Vec<String> = ["v99999", "v00010", "v00003", "v00001", "v00011", "v00002"]
+            .map(String::from)
+            .to_vec();
+        let rows: Vec<_> = (0..second.len() as u32)
+            .map(|v| ((0, v, u32::MAX), 2))
+            .collect();
+        counter.add(&rows, Some(&second), &[1], 1);
+        let map = counter.write(0, &["1".to_string()]);
+        assert_eq!(map.len(), cap + 1);
+        assert!(map.contains_key("v00001") && map.contains_key("v00002"));
+        assert!(!map.contains_key("v00003") && !map.contains_key("v99999"));
+        let other = &map[OTHER_VALUES];
+        assert_eq!((other.rows, other.labels.len()), (4, 0));
+        let known = &map["v00010"];
+        assert_eq!(known.rows, 3);
+        assert_eq!(known.labels.get("1"), Some(&1));
+        let total: u64 = map.values().map(|v| v.rows).sum();
+        assert_eq!(total, (cap - 2) as u64 + 12);
+    }
+
+    #[test]
+    fn bins_are_their_own_ids_and_classes_their_slots() {
+        let mut counter = ValueCounter::binned(vec!["< 1".into(), ">= 1".into()]);
+        counter.add(
+            &[((1, 1, 0), 5), ((1, 1, 1), 2), ((0, 0, u32::MAX), 1)],
+            None,
+            &[2, 1],
+            2,
+        );
+        let classes = ["1".to_string(), "0".to_string()];
+        let one = counter.write(1, &classes);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[">= 1"].rows, 7);
+        assert_eq!(one[">= 1"].labels["0"], 5);
+        assert_eq!(one[">= 1"].labels["1"], 2);
+        let zero = counter.write(0, &classes);
+        assert_eq!((zero["< 1"].rows, zero["< 1"].labels.len()), (1, 0));
+        assert!(counter.write(2, &classes).is_empty());
+    }
+}
