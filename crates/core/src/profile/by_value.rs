@@ -70,14 +70,22 @@ impl SliceCounts {
     }
 }
 
-/// Counts per value of one column, per slice, over a profiler's record
-/// batches.
+/// How a counter's values get their stable ids.
+enum Ids {
+    /// Value `i` is bin `i`.
+    Bins,
+    /// By name, as the record batches' dictionaries name them.
+    Names(FastMap<String, u32>),
+    /// By the joint cell's components' stable ids, 32 bits each.
+    Cells(FastMap<u128, u32>),
+}
+
+/// Counts per value of one column (or per joint cell of the slice
+/// columns), per slice, over a profiler's record batches.
 pub(super) struct ValueCounter {
     /// Stable id to name.
     names: Vec<String>,
-    /// Name to stable id; unused when the ids are bins.
-    ids: FastMap<String, u32>,
-    binned: bool,
+    ids: Ids,
     slices: Vec<SliceCounts>,
 }
 
@@ -86,8 +94,7 @@ impl ValueCounter {
     pub(super) fn named() -> ValueCounter {
         ValueCounter {
             names: Vec::new(),
-            ids: FastMap::default(),
-            binned: false,
+            ids: Ids::Names(FastMap::default()),
             slices: Vec::new(),
         }
     }
@@ -96,42 +103,83 @@ impl ValueCounter {
     pub(super) fn binned(names: Vec<String>) -> ValueCounter {
         ValueCounter {
             names,
-            ids: FastMap::default(),
-            binned: true,
+            ids: Ids::Bins,
+            slices: Vec::new(),
+        }
+    }
+
+    /// The joint cells of the slice columns.
+    pub(super) fn cells() -> ValueCounter {
+        ValueCounter {
+            names: Vec::new(),
+            ids: Ids::Cells(FastMap::default()),
             slices: Vec::new(),
         }
     }
 
     /// The bins' names (empty for a named column).
     pub(super) fn bin_names(&self) -> &[String] {
-        if self.binned { &self.names } else { &[] }
+        match self.ids {
+            Ids::Bins => &self.names,
+            _ => &[],
+        }
+    }
+
+    /// The name of stable id `id`.
+    pub(super) fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// The stable ids of one record batch's value names (`None` for bins,
+    /// which are their own ids).
+    pub(super) fn stable_ids(&mut self, local: &[String]) -> Option<Vec<u32>> {
+        let Ids::Names(ids) = &mut self.ids else {
+            return None;
+        };
+        let names = &mut self.names;
+        Some(
+            local
+                .iter()
+                .map(|n| match ids.get(n.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        let id = names.len() as u32;
+                        names.push(n.clone());
+                        ids.insert(n.clone(), id);
+                        id
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The stable id of the joint cell whose components' stable ids make
+    /// `key`; `name` names it the first time.
+    pub(super) fn cell_id(&mut self, key: u128, name: impl FnOnce() -> String) -> u32 {
+        let Ids::Cells(ids) = &mut self.ids else {
+            unreachable!("cell ids of a column counter");
+        };
+        *ids.entry(key).or_insert_with(|| {
+            self.names.push(name());
+            (self.names.len() - 1) as u32
+        })
     }
 
     /// Add one record batch's counts: `rows` as [`super::value_counts`]
-    /// returns them, `local` the batch's value names (`None`: the values
-    /// are bins), `slot_of_class` the class slot of each of the batch's
-    /// label classes.
+    /// returns them, `stable` the stable id of each of the batch's values
+    /// (`None`: the values are stable ids already), `slot_of_class` the
+    /// class slot of each of the batch's label classes.
     pub(super) fn add(
         &mut self,
         rows: &[((u32, u32, u32), u64)],
-        local: Option<&[String]>,
+        stable: Option<&[u32]>,
         slot_of_class: &[u32],
         nslices: usize,
     ) {
         if self.slices.len() < nslices {
             self.slices.resize_with(nslices, SliceCounts::default);
         }
-        let stable: Vec<u32> = match local {
-            None => Vec::new(),
-            Some(names) => names.iter().map(|n| self.id(n)).collect(),
-        };
-        let id_of = |v: u32| -> usize {
-            if stable.is_empty() {
-                v as usize
-            } else {
-                stable[v as usize] as usize
-            }
-        };
+        let id_of = |v: u32| -> usize { stable.map_or(v, |m| m[v as usize]) as usize };
         // values new to a slice in this batch, admitted in name order
         let mut new: Vec<(u32, u32)> = Vec::new();
         for &((s, v, _), _) in rows {
@@ -172,16 +220,6 @@ impl ValueCounter {
                 _ => slice.add_other(slot, c),
             }
         }
-    }
-
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(name.to_string());
-        self.ids.insert(name.to_string(), id);
-        id
     }
 
     /// Slice `s`'s counts as a map by value name (empty if it counted no
@@ -242,7 +280,8 @@ mod tests {
         // batch 1: cap - 2 values in slice 0, one row each, class 0
         let first = names(10..10 + cap - 2);
         let rows: Vec<_> = (0..first.len() as u32).map(|v| ((0, v, 0), 1)).collect();
-        counter.add(&rows, Some(&first), &[1], 1);
+        let ids = counter.stable_ids(&first);
+        counter.add(&rows, ids.as_deref(), &[1], 1);
         // batch 2, its dictionary in another order: two known values and
         // four new ones, of which the two first by name are kept
         let second: Vec<String> = ["v99999", "v00010", "v00003", "v00001", "v00011", "v00002"]
@@ -251,7 +290,8 @@ mod tests {
         let rows: Vec<_> = (0..second.len() as u32)
             .map(|v| ((0, v, u32::MAX), 2))
             .collect();
-        counter.add(&rows, Some(&second), &[1], 1);
+        let ids = counter.stable_ids(&second);
+        counter.add(&rows, ids.as_deref(), &[1], 1);
         let map = counter.write(0, &["1".to_string()]);
         assert_eq!(map.len(), cap + 1);
         assert!(map.contains_key("v00001") && map.contains_key("v00002"));

@@ -60,22 +60,16 @@ pub const ALL: &str = "all";
 
 type FastMap<K, V> = hashbrown::HashMap<K, V, FixedState>;
 
-/// `c` rows of label class index `class` (`u32::MAX`: no label column).
-fn counted(c: u64, class: u32, classes: Option<&(Vec<u32>, Vec<String>)>) -> ValueLabels {
-    let mut v = ValueLabels {
-        rows: c,
-        labels: BTreeMap::new(),
-    };
-    if let Some((_, names)) = classes
-        && class != u32::MAX
-    {
-        v.labels.insert(names[class as usize].clone(), c);
-    }
-    v
+/// A slice column's values in one record batch, for its joint cells: the
+/// column, each row's value as an index into the batch's values (`None`:
+/// null), the stable id of each of the batch's values (`None`: the indices
+/// are stable ids, bins) and how many values the batch has.
+struct SliceKeys {
+    column: String,
+    keys: Vec<Option<u32>>,
+    stable: Option<Vec<u32>>,
+    values: usize,
 }
-
-/// A slice column's value per row, as an index into its names (`None`: null).
-type SliceKeys = (Vec<Option<u32>>, Vec<String>);
 
 /// Profiling failed: the input does not fit the rules, or profiles do not merge.
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +248,13 @@ impl ValueLabels {
     fn add(&mut self, other: &ValueLabels) {
         self.rows += other.rows;
         for (k, v) in &other.labels {
-            *self.labels.entry(k.clone()).or_default() += v;
+            // a class is new to a value once: no key copied after that
+            match self.labels.get_mut(k) {
+                Some(n) => *n += v,
+                None => {
+                    self.labels.insert(k.clone(), *v);
+                }
+            }
         }
     }
 }
@@ -459,6 +459,9 @@ pub struct Profiler<'r> {
     /// Per slice column or label feature: its counts per value, written
     /// into the slices' `by_value` by [`Profiler::finish`].
     counters: BTreeMap<String, ValueCounter>,
+    /// Counts per joint cell of the slice columns (two or more), written
+    /// into the slices' `by_cell` by [`Profiler::finish`].
+    cells: Option<ValueCounter>,
     /// Label classes as first seen (class slot `1 + i` of the counters).
     class_names: Vec<String>,
 }
@@ -499,6 +502,7 @@ impl<'r> Profiler<'r> {
                 .iter()
                 .map(|(c, edges)| (c.clone(), ValueCounter::binned(bin_names(edges))))
                 .collect(),
+            cells: None,
             class_names: Vec::new(),
         }
     }
@@ -1008,7 +1012,12 @@ impl<'r> Profiler<'r> {
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
                     counter.add(&rows, None, &slots, nslices);
-                    Some((keys, counter.bin_names().to_vec()))
+                    Some(SliceKeys {
+                        column: column.to_string(),
+                        keys,
+                        stable: None,
+                        values: nv,
+                    })
                 } else {
                     let rows = value_counts(slice_of_row, keys, classes, nslices, nv);
                     counter.add(&rows, None, &slots, nslices);
@@ -1034,6 +1043,7 @@ impl<'r> Profiler<'r> {
                     .map(|k| values.value(k).to_string())
                     .collect();
                 let nv = names.len();
+                let stable = counter.stable_ids(&names);
                 let dkeys = dict.keys();
                 if keep {
                     let keys: Vec<Option<u32>> = dkeys
@@ -1042,8 +1052,13 @@ impl<'r> Profiler<'r> {
                         .collect();
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
-                    counter.add(&rows, Some(&names), &slots, nslices);
-                    Some((keys, names))
+                    counter.add(&rows, stable.as_deref(), &slots, nslices);
+                    Some(SliceKeys {
+                        column: column.to_string(),
+                        keys,
+                        stable,
+                        values: nv,
+                    })
                 } else {
                     let rows = if dkeys.null_count() == 0 && values.null_count() == 0 {
                         let keys = dkeys.values().iter().map(|&k| Some(k as u32));
@@ -1054,7 +1069,7 @@ impl<'r> Profiler<'r> {
                             .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32));
                         value_counts(slice_of_row, keys, classes, nslices, nv)
                     };
-                    counter.add(&rows, Some(&names), &slots, nslices);
+                    counter.add(&rows, stable.as_deref(), &slots, nslices);
                     None
                 }
             }
@@ -1088,39 +1103,51 @@ impl<'r> Profiler<'r> {
     /// indices (null is one more index per column): at most
     /// [`MAX_CELL_COLUMNS`] radices below 2³², so it fits in a `u128`.
     fn update_cells(&mut self, keyed: &[SliceKeys], classes: Option<&(Vec<u32>, Vec<String>)>) {
-        let radix: Vec<u128> = keyed.iter().map(|(_, n)| n.len() as u128 + 1).collect();
+        let radix: Vec<u128> = keyed.iter().map(|k| k.values as u128 + 1).collect();
         let mut counts: FastMap<(u32, u128, u32), u64> = FastMap::default();
         for i in 0..self.slice_of_row.len() {
             let mut cell = 0u128;
-            for ((keys, names), r) in keyed.iter().zip(&radix) {
-                let k = keys[i].unwrap_or(names.len() as u32);
-                cell = cell * r + k as u128;
+            for (k, r) in keyed.iter().zip(&radix) {
+                let v = k.keys[i].unwrap_or(k.values as u32);
+                cell = cell * r + v as u128;
             }
             let class = classes.map_or(u32::MAX, |c| c.0[i]);
             *counts
                 .entry((self.slice_of_row[i], cell, class))
                 .or_default() += 1;
         }
-        let name = |mut cell: u128| -> String {
-            let mut parts: Vec<&str> = Vec::with_capacity(keyed.len());
-            for ((_, names), r) in keyed.iter().zip(&radix).rev() {
-                let k = (cell % r) as usize;
-                cell /= r;
-                parts.push(names.get(k).map_or(NULL_VALUE, String::as_str));
-            }
-            parts.reverse();
-            parts.join(&CELL_SEPARATOR.to_string())
-        };
-        // a fixed order, so that the cell cap is applied deterministically
-        let mut rows: Vec<((u32, String, u32), u64)> = counts
-            .into_iter()
-            .map(|((s, cell, class), c)| ((s, name(cell), class), c))
-            .collect();
-        rows.sort_unstable();
-        for ((s, cell, class), c) in rows {
-            let v = counted(c, class, classes);
-            add_value(&mut self.slices[s as usize].by_cell, &cell, &v);
+        // each of the batch's cells to its stable id: its components'
+        // stable ids (null: u32::MAX), 32 bits each; named when first seen
+        let slots = self.class_slots(classes);
+        let counters = &self.counters;
+        let cells = self.cells.get_or_insert_with(ValueCounter::cells);
+        let mut ids: FastMap<u128, u32> = FastMap::default();
+        let mut rows: Vec<((u32, u32, u32), u64)> = Vec::with_capacity(counts.len());
+        for ((s, cell, class), c) in counts {
+            let id = *ids.entry(cell).or_insert_with(|| {
+                let mut rest = cell;
+                let mut parts: Vec<Option<u32>> = vec![None; keyed.len()];
+                for (at, (k, r)) in keyed.iter().zip(&radix).enumerate().rev() {
+                    let v = (rest % r) as usize;
+                    rest /= r;
+                    parts[at] =
+                        (v < k.values).then(|| k.stable.as_ref().map_or(v as u32, |m| m[v]));
+                }
+                let key = parts
+                    .iter()
+                    .fold(0u128, |key, p| (key << 32) | p.unwrap_or(u32::MAX) as u128);
+                cells.cell_id(key, || {
+                    let names: Vec<&str> = keyed
+                        .iter()
+                        .zip(&parts)
+                        .map(|(k, p)| p.map_or(NULL_VALUE, |id| counters[&k.column].name(id)))
+                        .collect();
+                    names.join(&CELL_SEPARATOR.to_string())
+                })
+            });
+            rows.push(((s, id, class), c));
         }
+        cells.add(&rows, None, &slots, self.slices.len());
     }
 
     /// Finish: the profile of everything seen.
@@ -1131,6 +1158,9 @@ impl<'r> Profiler<'r> {
                 if !map.is_empty() {
                     slice.by_value.insert(column.clone(), map);
                 }
+            }
+            if let Some(cells) = &self.cells {
+                slice.by_cell = cells.write(s, &self.class_names);
             }
             slice.canonicalize();
             self.profile.tags.insert(name, slice);
