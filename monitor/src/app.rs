@@ -16,19 +16,17 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::alert::{Alert, BatchContext};
-use crate::baseline::Baseline;
-use crate::compare::{self, Check, Finding, Severity, Verdict};
+use crate::alert::Alert;
+use crate::compare;
 use crate::config::model::{ColumnKind, Rules, SourceRule};
 use crate::decode::DecodeError;
-use crate::decode::parquet::{ProfileFileError, profile_file};
 use crate::pii::{PiiKey, PiiKeyError};
 use crate::profile::BatchProfile;
 use crate::source::parquet_drop::{DropFolder, DroppedFile};
 use crate::store::baselines::BaselineStoreError;
-use crate::store::history::{
-    BatchStatus, Checkpoint, CheckpointEntry, History, HistoryError, MANIFEST_FORMAT, Manifest,
-};
+use crate::store::history::{CheckpointEntry, History, HistoryError};
+
+pub use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
 use crate::store::lock::WriterLock;
 
 /// Why the daemon could not start or had to stop.
@@ -225,58 +223,6 @@ pub fn dataset_pii_key(rules: &Rules, access: PiiAccess<'_>) -> Result<PiiKey, P
         PiiAccess::Writer(lock) => crate::pii::load_or_create(&rules.pii_key_env, lock),
         PiiAccess::ReadOnly => crate::pii::load(&rules.pii_key_env, &rules.state_dir),
     }
-}
-
-/// Where a batch came from, as its manifest and alerts record it: a dropped
-/// file or a Kafka topic/partition/offset range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchOrigin {
-    /// The full origin (file path, or `kafka:topic/partition@first-last`).
-    pub source: String,
-    /// A short name for logs and messages (file name, or the same as `source`).
-    pub name: String,
-    /// Input bytes.
-    pub size: u64,
-}
-
-impl From<&DroppedFile> for BatchOrigin {
-    fn from(f: &DroppedFile) -> BatchOrigin {
-        BatchOrigin {
-            source: f.path.display().to_string(),
-            name: f.name.clone(),
-            size: f.size,
-        }
-    }
-}
-
-/// One dataset's worker: its rules, baseline, history and drop folder.
-pub struct Worker {
-    rules: Rules,
-    pii: PiiKey,
-    baseline_id: String,
-    baseline: Baseline,
-    /// The baseline prepared for comparisons (bins, ranges), once.
-    reference: compare::Reference,
-    /// The evidence after the last committed batch (see [`compare::evidence`]):
-    /// read from the history on open, replaced after each commit.
-    evidence: compare::EvidenceState,
-    history: History,
-    /// The drop folder's checkpoint, kept in memory and saved after each file.
-    checkpoint: Checkpoint,
-    /// The drop folder (`None` for a Kafka source, which drives the worker
-    /// itself, and when replaying recorded inputs).
-    folder: Option<DropFolder>,
-    poll: Duration,
-    opts: RunOptions,
-    pub summary: RunSummary,
-    /// Where sources are said to live in alerts and manifests: the drop
-    /// folder live, and the same folder in a replay (so that alerts match).
-    source_root: Option<PathBuf>,
-    /// A capturing sink: when set, every alert committed is also pushed here
-    /// (replay drains it after each batch).
-    pub captured: Option<Vec<Alert>>,
-    /// Alert delivery (rules with `alerts:`): enqueue before the checkpoint.
-    notifier: Option<crate::alert::deliver::Notifier>,
 }
 
 impl Worker {
@@ -548,13 +494,12 @@ impl Worker {
     }
 
     fn history_err(&self, source: HistoryError) -> AppError {
-        AppError::History {
-            dataset: self.rules.dataset.clone(),
-            source,
-        }
+        crate::pipeline::history_err(&self.rules, source)
     }
 
-    /// Handle one complete file: skip, replay, quarantine or process it.
+    /// Handle one complete file: skip, replay, quarantine or process it
+    /// ([`Worker::process`]), then acknowledge it: checkpoint it, and move
+    /// it to quarantine when it was quarantined.
     pub fn handle(&mut self, file: &DroppedFile) -> Result<(), AppError> {
         crate::ops::metrics::batch_started();
         if !self.opts.recorded_inputs
@@ -581,48 +526,54 @@ impl Worker {
                 return Ok(());
             }
         };
+        // Already committed as quarantined: a crash may have come between
+        // the commit and the move; finish the move now.
+        if self.history.contains(&id)
+            && !self.opts.recorded_inputs
+            && let Some(reason) = self.history.quarantine_reason(&id)
+        {
+            self.history
+                .quarantine(&file.path, &id, &reason)
+                .map_err(|e| self.history_err(e))?;
+            return Ok(());
+        }
         let limit = self.rules.limits.max_file_bytes;
-        if self.history.contains(&id) {
-            // Already committed. A crash may have come between the commit of
-            // a quarantined batch and the move: finish the move now.
-            if let Some(reason) = self.history.quarantine_reason(&id)
-                && !self.opts.recorded_inputs
-            {
-                self.history
-                    .quarantine(&file.path, &id, &reason)
-                    .map_err(|e| self.history_err(e))?;
-                return Ok(());
-            }
-            self.summary.skipped += 1;
-        } else if size > limit {
+        let input = if size > limit {
             let too_large = DecodeError::TooLarge {
                 path: file.path.clone(),
                 size,
                 limit,
             };
-            let reason = too_large
-                .to_string()
-                .replace(&file.path.display().to_string(), &self.source_name(file));
-            self.quarantined(file, &id, &sha, &reason)?;
-            return Ok(());
-        } else if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
-            self.replayed(&self.origin(file), &id, &sha, &original)?;
+            Input::Refused(
+                too_large
+                    .to_string()
+                    .replace(&file.path.display().to_string(), &self.source_name(file)),
+            )
         } else {
-            match profile_file(&file.path, &self.rules, &self.pii) {
-                Ok(profile) => self.processed(&self.origin(file), &id, &sha, profile)?,
-                Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {
-                    tracing::warn!(file = %file.path.display(), error = %source, "could not read a dropped file; will retry");
-                    return Ok(());
-                }
-                Err(e) => {
-                    // the reason names the file as its alerts do
-                    let reason = e
-                        .to_string()
-                        .replace(&file.path.display().to_string(), &self.source_name(file));
-                    self.quarantined(file, &id, &sha, &reason)?;
-                    return Ok(());
-                }
+            Input::File(file.path.clone())
+        };
+        let batch = Batch {
+            origin: self.origin(file),
+            id: id.clone(),
+            sha256: sha.clone(),
+            input,
+        };
+        match self.process(batch)? {
+            Outcome::Retry(error) => {
+                tracing::warn!(file = %file.path.display(), %error, "could not read a dropped file; will retry");
+                return Ok(());
             }
+            Outcome::Quarantined(reason) => {
+                if !self.opts.recorded_inputs {
+                    let moved = self
+                        .history
+                        .quarantine(&file.path, &id, &reason)
+                        .map_err(|e| self.history_err(e))?;
+                    tracing::info!(to = %moved.display(), "moved to quarantine");
+                }
+                return Ok(());
+            }
+            Outcome::Skipped | Outcome::Replayed | Outcome::Processed => {}
         }
         let Some(dir) = self
             .folder
@@ -658,238 +609,15 @@ impl Worker {
             ..file.into()
         }
     }
+}
 
-    fn context(
-        &self,
-        file: &BatchOrigin,
-        id: &str,
-        sha: &str,
-        batch_time: Option<String>,
-        rows: u64,
-    ) -> BatchContext {
-        BatchContext {
-            dataset: self.rules.dataset.clone(),
-            batch_id: id.to_string(),
-            source: file.source.clone(),
-            input_sha256: sha.to_string(),
-            baseline_id: self.baseline_id.clone(),
-            rules_hash: self.rules.rules_hash.clone(),
-            batch_time,
-            rows,
+impl From<&DroppedFile> for BatchOrigin {
+    fn from(f: &DroppedFile) -> BatchOrigin {
+        BatchOrigin {
+            source: f.path.display().to_string(),
+            name: f.name.clone(),
+            size: f.size,
         }
-    }
-
-    fn manifest(&self, ctx: &BatchContext, status: BatchStatus, size: u64) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            seq: self.history.next_seq(),
-            batch_id: ctx.batch_id.clone(),
-            dataset: ctx.dataset.clone(),
-            status,
-            source: ctx.source.clone(),
-            input_sha256: ctx.input_sha256.clone(),
-            input_bytes: size,
-            rows: ctx.rows,
-            rows_by_tag: Default::default(),
-            schema_fingerprint: None,
-            baseline_id: Some(self.baseline_id.clone()),
-            rules_hash: self.rules.rules_hash.clone(),
-            dqmon_version: env!("CARGO_PKG_VERSION").to_string(),
-            batch_time: ctx.batch_time.clone(),
-            reason: None,
-            findings: Vec::new(),
-            alerts: Vec::new(),
-            evidence: None,
-        }
-    }
-
-    fn commit(
-        &mut self,
-        mut m: Manifest,
-        findings: Vec<Finding>,
-        ctx: &BatchContext,
-        profile: Option<&BatchProfile>,
-    ) -> Result<(), AppError> {
-        m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
-        m.findings = findings;
-        let observed = crate::ops::metrics::Committed::of(&m);
-        let (seq, batch_id) = (m.seq, m.batch_id.clone());
-        let alerts = self
-            .history
-            .commit(m, profile)
-            .map_err(|e| self.history_err(e))?;
-        observed.record(&alerts);
-        self.summary.alerts += alerts.len() as u64;
-        if let Some(c) = self.captured.as_mut() {
-            c.extend(alerts.iter().cloned());
-        }
-        if let Some(n) = &self.notifier {
-            // Durable before the checkpoint; delivery happens off this thread.
-            n.enqueue(seq, &batch_id, &alerts)
-                .map_err(|source| AppError::Outbox {
-                    dataset: self.rules.dataset.clone(),
-                    source,
-                })?;
-        } else if self.opts.print_alerts {
-            for a in &alerts {
-                println!("{}", a.line());
-            }
-        }
-        Ok(())
-    }
-
-    fn processed(
-        &mut self,
-        file: &BatchOrigin,
-        id: &str,
-        sha: &str,
-        profile: BatchProfile,
-    ) -> Result<(), AppError> {
-        self.processed_with(file, id, sha, profile, Vec::new())
-    }
-
-    /// Compare a batch's profile with the baseline and commit it with its
-    /// findings (plus `extra` findings the source made, such as a malformed share).
-    pub fn processed_with(
-        &mut self,
-        file: &BatchOrigin,
-        id: &str,
-        sha: &str,
-        profile: BatchProfile,
-        extra: Vec<Finding>,
-    ) -> Result<(), AppError> {
-        let at = compare::Position {
-            prior: &self.evidence,
-            batch_id: id,
-            baseline_id: &self.baseline_id,
-        };
-        let (mut findings, evidence) =
-            compare::compare_sequential(&profile, &self.reference, &self.baseline, &self.rules, at);
-        findings.extend(extra);
-        let ctx = self.context(
-            file,
-            id,
-            sha,
-            batch_time(&profile, &self.rules),
-            profile.rows,
-        );
-        let mut m = self.manifest(&ctx, BatchStatus::Processed, file.size);
-        m.rows_by_tag = profile
-            .tags
-            .iter()
-            .map(|(t, s)| (t.clone(), s.rows))
-            .collect();
-        m.schema_fingerprint = Some(hex::encode(
-            &Sha256::digest(serde_json::to_vec(&profile.schema).expect("schema serializes"))[..8],
-        ));
-        tracing::info!(
-            dataset = %self.rules.dataset,
-            batch_id = %id,
-            source = %file.name,
-            rows = profile.rows,
-            findings = findings.len(),
-            "batch processed"
-        );
-        m.evidence = Some(evidence.clone());
-        self.commit(m, findings, &ctx, Some(&profile))?;
-        // only a committed batch moves the evidence on
-        self.evidence = evidence;
-        self.summary.processed += 1;
-        Ok(())
-    }
-
-    /// Commit a batch whose bytes are already in the history under another id.
-    pub fn replayed(
-        &mut self,
-        file: &BatchOrigin,
-        id: &str,
-        sha: &str,
-        original: &str,
-    ) -> Result<(), AppError> {
-        let ctx = self.context(file, id, sha, None, 0);
-        let mut m = self.manifest(&ctx, BatchStatus::Replayed, file.size);
-        m.reason = Some(format!("same bytes as batch {original}"));
-        let finding = Finding::batch_level(
-            Check::ReplayedBatch,
-            Verdict::DataQuality,
-            Severity::Warning,
-            format!(
-                "{} has the same bytes (SHA-256 {sha}) as batch {original}, which is already in the history; it was not processed again",
-                file.name
-            ),
-        );
-        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, original = %original, "replayed batch");
-        self.commit(m, vec![finding], &ctx, None)?;
-        self.summary.replayed += 1;
-        Ok(())
-    }
-
-    fn quarantined(
-        &mut self,
-        file: &DroppedFile,
-        id: &str,
-        sha: &str,
-        reason: &str,
-    ) -> Result<(), AppError> {
-        self.rejected(&self.origin(file), id, sha, reason)?;
-        if !self.opts.recorded_inputs {
-            let moved = self
-                .history
-                .quarantine(&file.path, id, reason)
-                .map_err(|e| self.history_err(e))?;
-            tracing::info!(to = %moved.display(), "moved to quarantine");
-        }
-        Ok(())
-    }
-
-    /// Commit a batch that could not be profiled at all (status quarantined,
-    /// with a malformed-input finding); moving its input aside is the source's job.
-    pub fn rejected(
-        &mut self,
-        file: &BatchOrigin,
-        id: &str,
-        sha: &str,
-        reason: &str,
-    ) -> Result<(), AppError> {
-        let ctx = self.context(file, id, sha, None, 0);
-        let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file.size);
-        m.reason = Some(reason.to_string());
-        let finding = Finding::batch_level(
-            Check::MalformedRecords,
-            Verdict::DataQuality,
-            Severity::Warning,
-            format!("{} was quarantined: {reason}", file.name),
-        );
-        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, reason = %reason, "input quarantined");
-        self.commit(m, vec![finding], &ctx, None)?;
-        self.summary.quarantined += 1;
-        Ok(())
-    }
-
-    /// Start from this evidence instead of the history's (a replay of a
-    /// part of the live history continues from what live had before it).
-    pub fn continue_evidence(&mut self, evidence: compare::EvidenceState) {
-        self.evidence = evidence;
-    }
-
-    /// The dataset's rules.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
-    }
-
-    /// The PII key profiles are built with.
-    pub fn pii(&self) -> &PiiKey {
-        &self.pii
-    }
-
-    /// Whether the run stops once the input present at start is handled.
-    pub fn once(&self) -> bool {
-        self.opts.once
-    }
-
-    /// The dataset's history (read-only: commits go through the worker).
-    pub fn history(&self) -> &History {
-        &self.history
     }
 }
 

@@ -23,6 +23,7 @@ pub mod escape;
 pub mod evaluate;
 pub mod ops;
 pub mod pii;
+pub mod pipeline;
 pub mod query;
 pub mod replay;
 pub mod report;

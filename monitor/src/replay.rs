@@ -3,9 +3,10 @@
 //!
 //! `replay` owns choosing and ordering the recorded inputs, the replay's
 //! state folder, the `--alerts-out` file and the progress bar. Every file
-//! goes through [`crate::app::Worker::handle`], and every Kafka batch
-//! through the Kafka source's `BatchPipeline` (decode, profile, compare,
-//! history commit) — the very code `run` uses — with a capturing sink, so
+//! goes through [`crate::app::Worker::handle`] and every Kafka window
+//! through the Kafka source's `WindowDecoder`, both into the one per-batch
+//! path ([`crate::pipeline::Worker::process`]: profile, compare, history
+//! commit) — the very code `run` uses — with a capturing sink, so
 //! replay is not a second implementation of the pipeline. It must not compute anything a live run would not: the batch id
 //! (dataset, file name, SHA-256 of the bytes), the batch time (from the
 //! data), the rules, the approved baseline and the PII key are the live
@@ -43,7 +44,7 @@ use std::time::UNIX_EPOCH;
 use crate::alert::Alert;
 use crate::app::{AppError, RunOptions, RunSummary, Worker};
 use crate::config::model::{Rules, SourceRule};
-use crate::source::kafka::BatchPipeline;
+use crate::source::kafka::WindowDecoder;
 use crate::source::kafka_range::{KafkaRange, KafkaRangeError, RangeReader, live_spans};
 use crate::source::parquet_drop::DroppedFile;
 use crate::store::lock::{LOCK_FILE, LockError, WriterLock};
@@ -546,7 +547,7 @@ pub fn replay_kafka(
     let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
     let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, None, pii)?;
     worker.captured = Some(Vec::new());
-    let pipeline = BatchPipeline::new(&worker, &cfg);
+    let pipeline = WindowDecoder::new(&worker, &cfg);
     let mut out = Outputs::create(opts)?;
     let bar = progress_bar(reader.planned_messages, opts.progress, true);
     let started = std::time::Instant::now();

@@ -7,9 +7,10 @@
 //! batch ids, the offset discipline, rebalances, and the dead-letter topic.
 //! It must not profile, compare or write state itself: decoding goes through
 //! [`crate::decode::json`] / [`crate::decode::ipc`], and every batch goes
-//! through the worker's shared commit path ([`Worker::processed_with`]).
-//! The per-batch code (decode, reject, profile, commit) is `BatchPipeline`,
-//! which `dqmon replay` runs too on the windows of a topic range
+//! through the one per-batch path, [`Worker::process`] ([`crate::pipeline`]).
+//! A closed window becomes a pipeline batch in `WindowDecoder` (decode,
+//! reject oversized and malformed messages, the malformed share), which
+//! `dqmon replay` runs too on the windows of a topic range
 //! ([`super::kafka_range`]); dead-lettering and offsets stay here, live only.
 //!
 //! ```text
@@ -47,12 +48,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 
-use crate::app::{AppError, BatchOrigin, RunSummary, Shutdown, Worker};
+use crate::app::{AppError, RunSummary, Shutdown};
 use crate::compare::{Check, Finding, Severity, Verdict};
 use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat, SecretRef, SourceRule};
 use crate::decode::ipc::IpcDecoder;
 use crate::decode::json::{Decoded, JsonDecoder, Message};
-use crate::profile::Profiler;
+use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
 
 /// The longest one dead-letter send may wait for the broker
 /// (`message.timeout.ms` of the dead-letter producer, unless the rules set
@@ -470,7 +471,7 @@ pub(crate) fn own_message(
     )
 }
 
-/// A closed window decoded and ready to commit: what [`BatchPipeline::prepare`]
+/// A closed window decoded and ready to commit: what [`WindowDecoder::prepare`]
 /// found, before the dead-letter step (live only) and the history commit.
 pub(crate) struct Prepared {
     origin: BatchOrigin,
@@ -489,24 +490,24 @@ impl Prepared {
     }
 }
 
-/// The per-batch code shared by `run` and `replay` on Kafka: decode a
-/// closed window (rejecting oversized and malformed messages), profile it,
-/// and commit it to the worker's history with its findings. It never talks
-/// to Kafka: dead-lettering and offsets are the live run's business.
-pub(crate) struct BatchPipeline {
+/// What `run` and `replay` on Kafka share: decode a closed window
+/// (rejecting oversized and malformed messages) and hand it to the
+/// pipeline ([`Worker::process`]). It never talks to Kafka: dead-lettering
+/// and offsets are the live run's business.
+pub(crate) struct WindowDecoder {
     cfg: KafkaSource,
     json: Option<JsonDecoder>,
     ipc: Option<IpcDecoder>,
 }
 
-impl BatchPipeline {
-    pub fn new(worker: &Worker, cfg: &KafkaSource) -> BatchPipeline {
+impl WindowDecoder {
+    pub fn new(worker: &Worker, cfg: &KafkaSource) -> WindowDecoder {
         let tags_fill = cfg.trust != KafkaTrust::Records;
         let (json, ipc) = match cfg.format {
             MessageFormat::ArrowIpc => (None, Some(IpcDecoder::new(worker.rules(), tags_fill))),
             f => (Some(JsonDecoder::new(worker.rules(), f, tags_fill)), None),
         };
-        BatchPipeline {
+        WindowDecoder {
             cfg: cfg.clone(),
             json,
             ipc,
@@ -568,11 +569,11 @@ impl BatchPipeline {
         })
     }
 
-    /// Profile a prepared batch, compare it and commit it to the history:
-    /// processed (with a malformed-share finding when too many messages
-    /// were bad), the same bytes as an earlier batch, or quarantined when
-    /// no message could be used.
-    pub fn commit(&self, worker: &mut Worker, p: Prepared) -> Result<(), AppError> {
+    /// Hand a prepared batch to the pipeline ([`Worker::process`]), with a
+    /// malformed-share finding when too many messages were bad: processed,
+    /// the same bytes as an earlier batch, or quarantined when no message
+    /// could be used.
+    pub fn commit(&self, worker: &mut Worker, p: Prepared) -> Result<Outcome, AppError> {
         let Prepared {
             origin,
             id,
@@ -581,45 +582,26 @@ impl BatchPipeline {
             rejected,
             messages: n,
         } = p;
-        let profile = if decoded.rows > 0 {
-            let mut p = Profiler::new(worker.rules(), worker.pii());
-            let mut failed = None;
-            for b in &decoded.batches {
-                if let Err(e) = p.update(b) {
-                    failed = Some(e.to_string());
-                    break;
-                }
-            }
-            match failed {
-                None => Ok(p.finish()),
-                Some(e) => Err(e),
-            }
-        } else {
-            Err(match rejected.first() {
-                Some((_, r)) => format!("every message of the batch was rejected; the first: {r}"),
-                None => "the batch holds no record".to_string(),
-            })
-        };
         let bad = rejected.len() as u64;
-        match profile {
-            Ok(profile) => {
-                let mut extra = Vec::new();
-                let share = bad as f64 / n as f64;
-                let threshold = worker.rules().thresholds.malformed_max_share;
-                if bad > 0 && share > threshold {
-                    extra.push(malformed_finding(
-                        &self.cfg, bad, n, share, threshold, &rejected,
-                    ));
-                }
-                if let Some(original) = worker.history().batch_with_input(&sha).map(str::to_string)
-                {
-                    worker.replayed(&origin, &id, &sha, &original)
-                } else {
-                    worker.processed_with(&origin, &id, &sha, profile, extra)
-                }
-            }
-            Err(reason) => worker.rejected(&origin, &id, &sha, &reason),
-        }
+        let share = bad as f64 / n as f64;
+        let threshold = worker.rules().thresholds.malformed_max_share;
+        let extra = if bad > 0 && share > threshold {
+            vec![malformed_finding(
+                &self.cfg, bad, n, share, threshold, &rejected,
+            )]
+        } else {
+            Vec::new()
+        };
+        worker.process(Batch {
+            origin,
+            id,
+            sha256: sha,
+            input: Input::Decoded {
+                decoded,
+                rejected,
+                extra,
+            },
+        })
     }
 }
 
@@ -630,7 +612,7 @@ struct KafkaRun {
     log: Arc<RebalanceLog>,
     producer: Option<FutureProducer>,
     batcher: Batcher,
-    pipeline: BatchPipeline,
+    pipeline: WindowDecoder,
     /// Last offset in the history, per partition.
     watermarks: HashMap<(String, i32), i64>,
     /// Next offset committed to Kafka, per partition (as far as we know).
@@ -719,7 +701,7 @@ async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary,
         ),
         None => None,
     };
-    let pipeline = BatchPipeline::new(&worker, &cfg);
+    let pipeline = WindowDecoder::new(&worker, &cfg);
     let mut watermarks = HashMap::new();
     for m in worker
         .history()

@@ -5,8 +5,8 @@
 //! RFC 3339 times), resolving them against the brokers (watermarks,
 //! `offsets_for_times`), planning the batch boundaries, and a consumer that
 //! reads the plan. It must not decode, profile or commit: windows go
-//! through `super::kafka::BatchPipeline`, the live run's own per-batch
-//! code, driven by [`crate::replay`].
+//! through `super::kafka::WindowDecoder` into the pipeline ([`crate::pipeline`]),
+//! as the live run's do, driven by [`crate::replay`].
 //!
 //! The consumer never joins or commits for the live group: it `assign`s
 //! one partition at a time at an explicit offset (never `subscribe`), under

@@ -1019,7 +1019,16 @@ impl<'r> Profiler<'r> {
                         values: nv,
                     })
                 } else {
-                    let rows = value_counts(slice_of_row, keys, classes, nslices, nv);
+                    // without nulls, the values are read straight, not as options
+                    let rows = if floats.null_count() == 0 {
+                        let keys = floats
+                            .values()
+                            .iter()
+                            .map(|&v| v.is_finite().then(|| binner.bin(v)));
+                        value_counts(slice_of_row, keys, classes, nslices, nv)
+                    } else {
+                        value_counts(slice_of_row, keys, classes, nslices, nv)
+                    };
                     counter.add(&rows, None, &slots, nslices);
                     None
                 }

@@ -1,0 +1,416 @@
+//! The one per-batch path: every source, and replay, hands its batches here.
+//!
+//! ```text
+//!   drop folder file ─┐
+//!   Kafka window ─────┼─▶ Batch { origin, id, sha256, input } ─▶ Worker::process
+//!   replay ───────────┘
+//!        already in the history ───────────────────────────────▶ Skipped
+//!        refused unread (oversized) ─────────────── commit ─────▶ Quarantined
+//!        the same bytes as a committed batch ────── commit ─────▶ Replayed
+//!        decode + profile (pure core) ─ unreadable now ─────────▶ Retry
+//!                                     └ unusable ── commit ─────▶ Quarantined
+//!        compare (pure, with the evidence after the last commit)
+//!        commit: manifest, profile, alerts into the history;
+//!                alerts into the outbox                ─────────▶ Processed
+//! ```
+//!
+//! The source acknowledges what [`Outcome`] says, after the commit: a drop
+//! folder checkpoints the file (and moves a quarantined one aside), Kafka
+//! commits the window's offsets. Nothing here knows where a batch came
+//! from beyond its [`BatchOrigin`], so a live run and a replay of the same
+//! inputs commit the same manifests and alerts. The decisions are the pure
+//! core's ([`crate::profile`], [`crate::compare`]); this module owns their
+//! order and the commit, and the evidence that moves on only with a commit.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::alert::{Alert, BatchContext};
+use crate::app::{AppError, RunOptions, RunSummary, batch_time};
+use crate::baseline::Baseline;
+use crate::compare::{self, Check, Finding, Severity, Verdict};
+use crate::config::model::Rules;
+use crate::decode::DecodeError;
+use crate::decode::json::Decoded;
+use crate::decode::parquet::{ProfileFileError, profile_file};
+use crate::pii::PiiKey;
+use crate::profile::{BatchProfile, Profiler};
+use crate::source::parquet_drop::DropFolder;
+use crate::store::history::{
+    BatchStatus, Checkpoint, History, HistoryError, MANIFEST_FORMAT, Manifest,
+};
+use std::time::Duration;
+
+/// Where a batch came from, as its manifest and alerts record it: a dropped
+/// file or a Kafka topic/partition/offset range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOrigin {
+    /// The full origin (file path, or `kafka:topic/partition@first-last`).
+    pub source: String,
+    /// A short name for logs and messages (file name, or the same as `source`).
+    pub name: String,
+    /// Input bytes.
+    pub size: u64,
+}
+
+/// One dataset's worker: its rules, baseline, history and evidence (the
+/// per-batch state of the pipeline), and its drop folder when it has one.
+pub struct Worker {
+    pub(crate) rules: Rules,
+    pub(crate) pii: PiiKey,
+    pub(crate) baseline_id: String,
+    pub(crate) baseline: Baseline,
+    /// The baseline prepared for comparisons (bins, ranges), once.
+    pub(crate) reference: compare::Reference,
+    /// The evidence after the last committed batch (see [`compare::evidence`]):
+    /// read from the history on open, replaced after each commit.
+    pub(crate) evidence: compare::EvidenceState,
+    pub(crate) history: History,
+    /// The drop folder's checkpoint, kept in memory and saved after each file.
+    pub(crate) checkpoint: Checkpoint,
+    /// The drop folder (`None` for a Kafka source, which drives the worker
+    /// itself, and when replaying recorded inputs).
+    pub(crate) folder: Option<DropFolder>,
+    pub(crate) poll: Duration,
+    pub(crate) opts: RunOptions,
+    pub summary: RunSummary,
+    /// Where sources are said to live in alerts and manifests: the drop
+    /// folder live, and the same folder in a replay (so that alerts match).
+    pub(crate) source_root: Option<PathBuf>,
+    /// A capturing sink: when set, every alert committed is also pushed here
+    /// (replay drains it after each batch).
+    pub captured: Option<Vec<Alert>>,
+    /// Alert delivery (rules with `alerts:`): enqueue before the checkpoint.
+    pub(crate) notifier: Option<crate::alert::deliver::Notifier>,
+}
+
+/// One batch as a source hands it over.
+pub struct Batch {
+    pub origin: BatchOrigin,
+    /// The batch id (dataset, origin, SHA-256 of the bytes; see [`crate::app::batch_id`]).
+    pub id: String,
+    /// SHA-256 of the input bytes, hex.
+    pub sha256: String,
+    pub input: Input,
+}
+
+/// What a batch holds, as far as its source read it.
+pub enum Input {
+    /// A Parquet file, read and profiled here (row groups in parallel).
+    File(PathBuf),
+    /// Record batches a message source decoded. `rejected`: the messages
+    /// it could not use (index, reason); `extra`: findings the source made
+    /// (a malformed share), added when the batch is processed.
+    Decoded {
+        decoded: Decoded,
+        rejected: Vec<(usize, String)>,
+        extra: Vec<Finding>,
+    },
+    /// Refused before a byte was read (an oversized file): why.
+    Refused(String),
+}
+
+/// What [`Worker::process`] did with a batch, for its source to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already in the history: nothing done.
+    Skipped,
+    /// Committed as the same bytes as an earlier batch.
+    Replayed,
+    /// Profiled, compared and committed with its findings.
+    Processed,
+    /// Committed as quarantined, for this reason (a file source moves the
+    /// file aside).
+    Quarantined(String),
+    /// Could not be read now (an I/O error, given): nothing committed; the
+    /// source tries again later.
+    Retry(String),
+}
+
+pub(crate) fn history_err(rules: &Rules, source: HistoryError) -> AppError {
+    AppError::History {
+        dataset: rules.dataset.clone(),
+        source,
+    }
+}
+
+impl Worker {
+    /// The one per-batch path (see the module's diagram).
+    pub fn process(&mut self, batch: Batch) -> Result<Outcome, AppError> {
+        let Batch {
+            origin,
+            id,
+            sha256: sha,
+            input,
+        } = batch;
+        if self.history.contains(&id) {
+            self.summary.skipped += 1;
+            return Ok(Outcome::Skipped);
+        }
+        if let Input::Refused(reason) = &input {
+            self.rejected(&origin, &id, &sha, reason)?;
+            return Ok(Outcome::Quarantined(reason.clone()));
+        }
+        if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
+            self.replayed(&origin, &id, &sha, &original)?;
+            return Ok(Outcome::Replayed);
+        }
+        let (profile, extra) = match input {
+            Input::Refused(_) => unreachable!("handled above"),
+            Input::File(path) => match profile_file(&path, &self.rules, &self.pii) {
+                Ok(profile) => (Ok(profile), Vec::new()),
+                Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {
+                    return Ok(Outcome::Retry(source.to_string()));
+                }
+                // the reason names the file as its alerts do
+                Err(e) => (
+                    Err(e
+                        .to_string()
+                        .replace(&path.display().to_string(), &origin.source)),
+                    Vec::new(),
+                ),
+            },
+            Input::Decoded {
+                decoded,
+                rejected,
+                extra,
+            } => (self.profile_decoded(&decoded, &rejected), extra),
+        };
+        match profile {
+            Ok(profile) => {
+                self.processed_with(&origin, &id, &sha, profile, extra)?;
+                Ok(Outcome::Processed)
+            }
+            Err(reason) => {
+                self.rejected(&origin, &id, &sha, &reason)?;
+                Ok(Outcome::Quarantined(reason))
+            }
+        }
+    }
+
+    /// Profile a message source's decoded record batches; an error when
+    /// none could be used.
+    fn profile_decoded(
+        &self,
+        decoded: &Decoded,
+        rejected: &[(usize, String)],
+    ) -> Result<BatchProfile, String> {
+        if decoded.rows == 0 {
+            return Err(match rejected.first() {
+                Some((_, r)) => format!("every message of the batch was rejected; the first: {r}"),
+                None => "the batch holds no record".to_string(),
+            });
+        }
+        let mut p = Profiler::new(&self.rules, &self.pii);
+        for b in &decoded.batches {
+            p.update(b).map_err(|e| e.to_string())?;
+        }
+        Ok(p.finish())
+    }
+
+    fn context(
+        &self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        batch_time: Option<String>,
+        rows: u64,
+    ) -> BatchContext {
+        BatchContext {
+            dataset: self.rules.dataset.clone(),
+            batch_id: id.to_string(),
+            source: file.source.clone(),
+            input_sha256: sha.to_string(),
+            baseline_id: self.baseline_id.clone(),
+            rules_hash: self.rules.rules_hash.clone(),
+            batch_time,
+            rows,
+        }
+    }
+
+    fn manifest(&self, ctx: &BatchContext, status: BatchStatus, size: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            seq: self.history.next_seq(),
+            batch_id: ctx.batch_id.clone(),
+            dataset: ctx.dataset.clone(),
+            status,
+            source: ctx.source.clone(),
+            input_sha256: ctx.input_sha256.clone(),
+            input_bytes: size,
+            rows: ctx.rows,
+            rows_by_tag: Default::default(),
+            schema_fingerprint: None,
+            baseline_id: Some(self.baseline_id.clone()),
+            rules_hash: self.rules.rules_hash.clone(),
+            dqmon_version: env!("CARGO_PKG_VERSION").to_string(),
+            batch_time: ctx.batch_time.clone(),
+            reason: None,
+            findings: Vec::new(),
+            alerts: Vec::new(),
+            evidence: None,
+        }
+    }
+
+    fn commit(
+        &mut self,
+        mut m: Manifest,
+        findings: Vec<Finding>,
+        ctx: &BatchContext,
+        profile: Option<&BatchProfile>,
+    ) -> Result<(), AppError> {
+        m.alerts = findings.iter().map(|f| Alert::new(ctx, f)).collect();
+        m.findings = findings;
+        let observed = crate::ops::metrics::Committed::of(&m);
+        let (seq, batch_id) = (m.seq, m.batch_id.clone());
+        let alerts = self
+            .history
+            .commit(m, profile)
+            .map_err(|e| history_err(&self.rules, e))?;
+        observed.record(&alerts);
+        self.summary.alerts += alerts.len() as u64;
+        if let Some(c) = self.captured.as_mut() {
+            c.extend(alerts.iter().cloned());
+        }
+        if let Some(n) = &self.notifier {
+            // Durable before the checkpoint; delivery happens off this thread.
+            n.enqueue(seq, &batch_id, &alerts)
+                .map_err(|source| AppError::Outbox {
+                    dataset: self.rules.dataset.clone(),
+                    source,
+                })?;
+        } else if self.opts.print_alerts {
+            for a in &alerts {
+                println!("{}", a.line());
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare a batch's profile with the baseline and commit it with its
+    /// findings (plus `extra` findings the source made, such as a malformed share).
+    fn processed_with(
+        &mut self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        profile: BatchProfile,
+        extra: Vec<Finding>,
+    ) -> Result<(), AppError> {
+        let at = compare::Position {
+            prior: &self.evidence,
+            batch_id: id,
+            baseline_id: &self.baseline_id,
+        };
+        let (mut findings, evidence) =
+            compare::compare_sequential(&profile, &self.reference, &self.baseline, &self.rules, at);
+        findings.extend(extra);
+        let ctx = self.context(
+            file,
+            id,
+            sha,
+            batch_time(&profile, &self.rules),
+            profile.rows,
+        );
+        let mut m = self.manifest(&ctx, BatchStatus::Processed, file.size);
+        m.rows_by_tag = profile
+            .tags
+            .iter()
+            .map(|(t, s)| (t.clone(), s.rows))
+            .collect();
+        m.schema_fingerprint = Some(hex::encode(
+            &Sha256::digest(serde_json::to_vec(&profile.schema).expect("schema serializes"))[..8],
+        ));
+        tracing::info!(
+            dataset = %self.rules.dataset,
+            batch_id = %id,
+            source = %file.name,
+            rows = profile.rows,
+            findings = findings.len(),
+            "batch processed"
+        );
+        m.evidence = Some(evidence.clone());
+        self.commit(m, findings, &ctx, Some(&profile))?;
+        // only a committed batch moves the evidence on
+        self.evidence = evidence;
+        self.summary.processed += 1;
+        Ok(())
+    }
+
+    /// Commit a batch whose bytes are already in the history under another id.
+    fn replayed(
+        &mut self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        original: &str,
+    ) -> Result<(), AppError> {
+        let ctx = self.context(file, id, sha, None, 0);
+        let mut m = self.manifest(&ctx, BatchStatus::Replayed, file.size);
+        m.reason = Some(format!("same bytes as batch {original}"));
+        let finding = Finding::batch_level(
+            Check::ReplayedBatch,
+            Verdict::DataQuality,
+            Severity::Warning,
+            format!(
+                "{} has the same bytes (SHA-256 {sha}) as batch {original}, which is already in the history; it was not processed again",
+                file.name
+            ),
+        );
+        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, original = %original, "replayed batch");
+        self.commit(m, vec![finding], &ctx, None)?;
+        self.summary.replayed += 1;
+        Ok(())
+    }
+
+    /// Commit a batch that could not be profiled at all (status quarantined,
+    /// with a malformed-input finding); moving its input aside is the source's job.
+    fn rejected(
+        &mut self,
+        file: &BatchOrigin,
+        id: &str,
+        sha: &str,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        let ctx = self.context(file, id, sha, None, 0);
+        let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file.size);
+        m.reason = Some(reason.to_string());
+        let finding = Finding::batch_level(
+            Check::MalformedRecords,
+            Verdict::DataQuality,
+            Severity::Warning,
+            format!("{} was quarantined: {reason}", file.name),
+        );
+        tracing::warn!(dataset = %self.rules.dataset, batch_id = %id, source = %file.name, reason = %reason, "input quarantined");
+        self.commit(m, vec![finding], &ctx, None)?;
+        self.summary.quarantined += 1;
+        Ok(())
+    }
+
+    /// Start from this evidence instead of the history's (a replay of a
+    /// part of the live history continues from what live had before it).
+    pub fn continue_evidence(&mut self, evidence: compare::EvidenceState) {
+        self.evidence = evidence;
+    }
+
+    /// The dataset's rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The PII key profiles are built with.
+    pub fn pii(&self) -> &PiiKey {
+        &self.pii
+    }
+
+    /// Whether the run stops once the input present at start is handled.
+    pub fn once(&self) -> bool {
+        self.opts.once
+    }
+
+    /// The dataset's history (read-only: commits go through the worker).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}
