@@ -1,0 +1,48 @@
+//! `dqmon audit ...`: verify and show the audit chain.
+
+use super::*;
+
+pub(super) fn audit(action: AuditCommand) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditCommand::Verify { config, dataset } => {
+            let cfg = config::load(&config)?;
+            let datasets: Vec<&Rules> =
+                match &dataset {
+                    Some(name) => vec![cfg.dataset(name).with_context(|| {
+                        format!("dataset `{name}` is not in {}", config.display())
+                    })?],
+                    None => cfg.datasets.iter().collect(),
+                };
+            let mut bad = 0;
+            for r in datasets {
+                let v = crate::store::audit::verify(&r.state_dir)?;
+                let path = r.state_dir.join(crate::store::audit::AUDIT_FILE);
+                match &v.tampered {
+                    None => println!(
+                        "ok        {}: {} entries in {}, head {}",
+                        r.dataset,
+                        v.good_entries,
+                        path.display(),
+                        v.head_hash
+                    ),
+                    Some(t) => {
+                        bad += 1;
+                        println!(
+                            "TAMPERED  {}: first bad entry {} (line {} of {}): {}",
+                            r.dataset,
+                            t.seq,
+                            t.line,
+                            path.display(),
+                            t.reason
+                        );
+                    }
+                }
+            }
+            Ok(if bad > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
