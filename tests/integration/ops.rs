@@ -567,11 +567,19 @@ fn a_refused_baseline_pages_and_stops_only_its_own_dataset() {
     let ready = loop {
         let (status, body) = svc.get("/readyz");
         let ready: Value = serde_json::from_str(&body).unwrap();
-        if ready["datasets"]["events"]["ready"] == true {
+        // both datasets past starting: events ready, payments stopped (the
+        // two workers start in no fixed order)
+        let stopped = ready["datasets"]["payments"]["baseline"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("STOPPED"));
+        if ready["datasets"]["events"]["ready"] == true && stopped {
             assert_eq!(status, 503, "one dataset is stopped: {body}");
             break ready;
         }
-        assert!(start.elapsed() < WAIT, "events never ready: {body}");
+        assert!(
+            start.elapsed() < WAIT,
+            "events never ready, or payments never stopped: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(ready["ready"], false);
