@@ -23,6 +23,7 @@
 //! order and the commit, and the evidence that moves on only with a commit.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -40,7 +41,6 @@ use crate::source::parquet_drop::DropFolder;
 use crate::store::history::{
     BatchStatus, Checkpoint, History, HistoryError, MANIFEST_FORMAT, Manifest,
 };
-use std::time::Duration;
 
 /// Where a batch came from, as its manifest and alerts record it: a dropped
 /// file or a Kafka topic/partition/offset range.
