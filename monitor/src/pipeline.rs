@@ -148,16 +148,19 @@ impl Worker {
             self.summary.skipped += 1;
             return Ok(Outcome::Skipped);
         }
-        if let Input::Refused(reason) = &input {
-            self.rejected(&origin, &id, &sha, reason)?;
-            return Ok(Outcome::Quarantined(reason.clone()));
-        }
+        let input = match input {
+            Input::Refused(reason) => {
+                self.rejected(&origin, &id, &sha, &reason)?;
+                return Ok(Outcome::Quarantined(reason));
+            }
+            read => read,
+        };
         if let Some(original) = self.history.batch_with_input(&sha).map(str::to_string) {
             self.replayed(&origin, &id, &sha, &original)?;
             return Ok(Outcome::Replayed);
         }
         let (profile, extra) = match input {
-            Input::Refused(_) => unreachable!("handled above"),
+            Input::Refused(_) => unreachable!("refused inputs are committed above"),
             Input::File(path) => match profile_file(&path, &self.rules, &self.pii) {
                 Ok(profile) => (Ok(profile), Vec::new()),
                 Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {

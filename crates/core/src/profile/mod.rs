@@ -614,19 +614,27 @@ impl<'r> Profiler<'r> {
                         kind: ColumnKind::Categorical,
                         reason,
                     })?;
+            // this record batch's label classes as the counters number them
+            let slots = self.class_slots(classes.as_ref());
             let mut keyed = Vec::with_capacity(rules.slices.len());
             for column in valued {
                 if let Some(array) = batch.column_by_name(column) {
                     let already = read.iter().find(|(c, _)| *c == column).map(|(_, r)| r);
                     let cell = rules.slices.iter().any(|s| s == column);
-                    let keys =
-                        self.update_by_value(column, array, already, classes.as_ref(), cell)?;
+                    let keys = self.update_by_value(
+                        column,
+                        array,
+                        already,
+                        classes.as_ref(),
+                        &slots,
+                        cell,
+                    )?;
                     keyed.extend(keys);
                 }
             }
             if rules.slices.len() >= 2 && keyed.len() == rules.slices.len() {
                 keyed.truncate(MAX_CELL_COLUMNS);
-                self.update_cells(&keyed, classes.as_ref());
+                self.update_cells(&keyed, classes.as_ref(), &slots);
             }
         }
         for (i, &h) in self.row_hash.iter().enumerate() {
@@ -980,10 +988,10 @@ impl<'r> Profiler<'r> {
         array: &ArrayRef,
         read: Option<&Read>,
         classes: Option<&(Vec<u32>, Vec<String>)>,
+        slots: &[u32],
         keep: bool,
     ) -> Result<Option<SliceKeys>, ProfileError> {
         let nslices = self.slices.len();
-        let slots = self.class_slots(classes);
         let slice_of_row = &self.slice_of_row;
         let counter = self
             .counters
@@ -1011,7 +1019,7 @@ impl<'r> Profiler<'r> {
                     let keys: Vec<Option<u32>> = keys.collect();
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
-                    counter.add(&rows, None, &slots, nslices);
+                    counter.add(&rows, None, slots, nslices);
                     Some(SliceKeys {
                         column: column.to_string(),
                         keys,
@@ -1029,7 +1037,7 @@ impl<'r> Profiler<'r> {
                     } else {
                         value_counts(slice_of_row, keys, classes, nslices, nv)
                     };
-                    counter.add(&rows, None, &slots, nslices);
+                    counter.add(&rows, None, slots, nslices);
                     None
                 }
             }
@@ -1061,7 +1069,7 @@ impl<'r> Profiler<'r> {
                         .collect();
                     let rows =
                         value_counts(slice_of_row, keys.iter().copied(), classes, nslices, nv);
-                    counter.add(&rows, stable.as_deref(), &slots, nslices);
+                    counter.add(&rows, stable.as_deref(), slots, nslices);
                     Some(SliceKeys {
                         column: column.to_string(),
                         keys,
@@ -1078,7 +1086,7 @@ impl<'r> Profiler<'r> {
                             .map(|k| k.filter(|k| !values.is_null(*k as usize)).map(|k| k as u32));
                         value_counts(slice_of_row, keys, classes, nslices, nv)
                     };
-                    counter.add(&rows, stable.as_deref(), &slots, nslices);
+                    counter.add(&rows, stable.as_deref(), slots, nslices);
                     None
                 }
             }
@@ -1111,7 +1119,12 @@ impl<'r> Profiler<'r> {
     /// slice. A row's cell is one mixed-radix number over the columns'
     /// indices (null is one more index per column): at most
     /// [`MAX_CELL_COLUMNS`] radices below 2³², so it fits in a `u128`.
-    fn update_cells(&mut self, keyed: &[SliceKeys], classes: Option<&(Vec<u32>, Vec<String>)>) {
+    fn update_cells(
+        &mut self,
+        keyed: &[SliceKeys],
+        classes: Option<&(Vec<u32>, Vec<String>)>,
+        slots: &[u32],
+    ) {
         let radix: Vec<u128> = keyed.iter().map(|k| k.values as u128 + 1).collect();
         let mut counts: FastMap<(u32, u128, u32), u64> = FastMap::default();
         for i in 0..self.slice_of_row.len() {
@@ -1127,7 +1140,6 @@ impl<'r> Profiler<'r> {
         }
         // each of the batch's cells to its stable id: its components'
         // stable ids (null: u32::MAX), 32 bits each; named when first seen
-        let slots = self.class_slots(classes);
         let counters = &self.counters;
         let cells = self.cells.get_or_insert_with(ValueCounter::cells);
         let mut ids: FastMap<u128, u32> = FastMap::default();
@@ -1156,7 +1168,7 @@ impl<'r> Profiler<'r> {
             });
             rows.push(((s, id, class), c));
         }
-        cells.add(&rows, None, &slots, self.slices.len());
+        cells.add(&rows, None, slots, self.slices.len());
     }
 
     /// Finish: the profile of everything seen.
