@@ -16,6 +16,9 @@
 //!         └─ row group 2 ─ decode ─ profile ─┘  ──► the file's profile
 //! ```
 //!
+//! The parts are [`ProfilePart`]s: their counts per value (label features,
+//! slice columns) merge as counters and are written as maps once.
+//!
 //! How the file is cut depends on the file alone, never on the number of
 //! threads, so the profile's bytes are the same on one core or on many.
 
@@ -37,7 +40,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use rayon::prelude::*;
 
 use crate::config::model::{ColumnKind, Limits, Rules, TrustSource};
-use crate::profile::Profiler;
+use crate::profile::{ProfilePart, Profiler};
 
 /// Rows per decoded record batch.
 pub const BATCH_ROWS: usize = 65_536;
@@ -425,10 +428,10 @@ pub fn profile_file(
     let input = ParquetInput::open(path, rules)?;
     let groups = input.row_groups();
     if groups <= 1 {
-        return profile_groups(&input, None, rules, pii);
+        return Ok(profile_groups(&input, None, rules, pii)?.finish());
     }
     let order: Vec<usize> = (0..groups).collect();
-    let mut whole: Option<crate::profile::BatchProfile> = None;
+    let mut whole: Option<ProfilePart> = None;
     for wave in order.chunks(rayon::current_num_threads().max(1)) {
         let parts: Vec<_> = wave
             .par_iter()
@@ -443,7 +446,7 @@ pub fn profile_file(
             }
         }
     }
-    let mut whole = whole.expect("a file of two or more row groups");
+    let mut whole = whole.expect("a file of two or more row groups").finish();
     // one file is one batch, however many parts it was profiled in
     whole.batches = 1;
     for slice in whole.tags.values_mut() {
@@ -452,19 +455,20 @@ pub fn profile_file(
     Ok(whole)
 }
 
-/// The profile of some row groups of a file (`None`: all of them).
+/// The profile of some row groups of a file (`None`: all of them), its
+/// counts per value not yet written, so the parts merge counter by counter.
 fn profile_groups(
     input: &ParquetInput,
     groups: Option<Vec<usize>>,
     rules: &Rules,
     pii: &crate::pii::PiiKey,
-) -> Result<crate::profile::BatchProfile, ProfileFileError> {
+) -> Result<ProfilePart, ProfileFileError> {
     let mut profiler = Profiler::new(rules, pii);
     profiler.observe_schema(&input.file_schema);
     for batch in input.batches(groups)? {
         profiler.update(&batch?)?;
     }
-    Ok(profiler.finish())
+    Ok(profiler.finish_part())
 }
 
 /// Decoding or profiling a file failed.

@@ -60,7 +60,12 @@ impl Binner {
         let v = v + 0.0;
         let t = (order_key(v) >> (64 - TABLE_BITS)) as usize;
         let (lo, hi) = (self.below[t] as usize, self.below[t + 1] as usize);
-        (lo + self.edges[lo..hi].partition_point(|e| *e <= v)) as u32
+        match hi - lo {
+            0 => lo as u32,
+            // the default cuts: at most one inside a bucket
+            1 => lo as u32 + (self.edges[lo] <= v) as u32,
+            _ => (lo + self.edges[lo..hi].partition_point(|e| *e <= v)) as u32,
+        }
     }
 }
 

@@ -117,6 +117,15 @@ impl ValueCounter {
         }
     }
 
+    /// A counter of the same kind with no counts.
+    pub(super) fn empty_like(&self) -> ValueCounter {
+        match self.ids {
+            Ids::Bins => ValueCounter::binned(self.names.clone()),
+            Ids::Names(_) => ValueCounter::named(),
+            Ids::Cells(_) => ValueCounter::cells(),
+        }
+    }
+
     /// The bins' names (empty for a named column).
     pub(super) fn bin_names(&self) -> &[String] {
         match self.ids {
@@ -222,6 +231,93 @@ impl ValueCounter {
         }
     }
 
+    /// Add another profiler's counts of the same column (a later part of
+    /// the same file): `slice_of[s]` is this counter's slice for the
+    /// other's slice `s`, `slot_of[k]` this counter's class slot for the
+    /// other's slot `k`. Values are matched by name. Per slice, the
+    /// other's kept values that are new here are admitted in name order
+    /// while fewer than [`MAX_SLICE_VALUES`] are kept, as a record batch's
+    /// are; the rest, and the other's rows past its own cap, count under
+    /// [`OTHER_VALUES`]. Below the cap, the result is the sum of the two.
+    ///
+    /// A merged counter is keyed by name: it is written, or merged again,
+    /// never updated with a record batch.
+    pub(super) fn merge(&mut self, other: &ValueCounter, slice_of: &[usize], slot_of: &[usize]) {
+        if let Ids::Cells(_) = self.ids {
+            let mut by_name = FastMap::default();
+            for (id, n) in self.names.iter().enumerate() {
+                by_name.entry(n.clone()).or_insert(id as u32);
+            }
+            self.ids = Ids::Names(by_name);
+        }
+        let id_of: Vec<u32> = match &mut self.ids {
+            Ids::Bins => (0..other.names.len() as u32).collect(),
+            Ids::Names(ids) => {
+                let names = &mut self.names;
+                other
+                    .names
+                    .iter()
+                    .map(|n| match ids.get(n.as_str()) {
+                        Some(&id) => id,
+                        None => {
+                            let id = names.len() as u32;
+                            names.push(n.clone());
+                            ids.insert(n.clone(), id);
+                            id
+                        }
+                    })
+                    .collect()
+            }
+            Ids::Cells(_) => unreachable!("turned into names above"),
+        };
+        for (s, theirs) in other.slices.iter().enumerate() {
+            let at = slice_of[s];
+            if self.slices.len() <= at {
+                self.slices.resize_with(at + 1, SliceCounts::default);
+            }
+            let mine = &mut self.slices[at];
+            let mut new: Vec<u32> = Vec::new();
+            for (id, a) in theirs.admitted.iter().enumerate() {
+                if *a != Admission::Kept {
+                    continue;
+                }
+                let id = id_of[id] as usize;
+                if mine.admitted.len() <= id {
+                    mine.admitted.resize(id + 1, Admission::Unseen);
+                }
+                if mine.admitted[id] == Admission::Unseen {
+                    mine.admitted[id] = Admission::Other;
+                    new.push(id as u32);
+                }
+            }
+            new.sort_unstable_by(|a, b| self.names[*a as usize].cmp(&self.names[*b as usize]));
+            for id in new {
+                if mine.kept < MAX_SLICE_VALUES {
+                    mine.kept += 1;
+                    mine.admitted[id as usize] = Admission::Kept;
+                }
+            }
+            for (slot, row) in theirs.rows.iter().enumerate() {
+                let to = slot_of[slot];
+                for (id, &c) in row.iter().enumerate() {
+                    if c == 0 {
+                        continue;
+                    }
+                    let id = id_of[id] as usize;
+                    match mine.admitted[id] {
+                        Admission::Kept => mine.add(id, to, c),
+                        _ => mine.add_other(to, c),
+                    }
+                }
+            }
+            for (slot, &c) in theirs.other.iter().enumerate() {
+                if c > 0 {
+                    mine.add_other(slot_of[slot], c);
+                }
+            }
+        }
+    }
+
     /// Slice `s`'s counts as a map by value name (empty if it counted no
     /// row); `class_names[c]` names class slot `1 + c`.
     pub(super) fn write(&self, s: usize, class_names: &[String]) -> BTreeMap<String, ValueLabels> {
@@ -323,5 +419,41 @@ mod tests {
         let zero = counter.write(0, &classes);
         assert_eq!((zero["< 1"].rows, zero["< 1"].labels.len()), (1, 0));
         assert!(counter.write(2, &classes).is_empty());
+    }
+
+    #[test]
+    fn a_merge_admits_new_values_in_name_order_up_to_the_cap_and_keeps_every_row() {
+        let cap = MAX_SLICE_VALUES;
+        let part = |values: Vec<String>, class: u32| {
+            let mut c = ValueCounter::named();
+            let rows: Vec<_> = (0..values.len() as u32).map(|v| ((0, v, 0), 1)).collect();
+            let ids = c.stable_ids(&values);
+            c.add(&rows, ids.as_deref(), &[class], 1);
+            c
+        };
+        // part one: cap - 1 values, class "a"; part two, its first slice
+        // being part one's slice 0: one known value and three new ones,
+        // of which the first by name is kept, class "b"
+        let mut one = part(names(100..100 + cap - 1), 1);
+        let two = part(
+            ["v99999", "v00100", "v00002", "v00001"]
+                .map(String::from)
+                .to_vec(),
+            1,
+        );
+        one.merge(&two, &[0], &[0, 2]);
+        let map = one.write(0, &["a".to_string(), "b".to_string()]);
+        assert_eq!(map.len(), cap + 1);
+        assert!(map.contains_key("v00001"));
+        assert!(!map.contains_key("v00002") && !map.contains_key("v99999"));
+        assert_eq!(map[OTHER_VALUES].rows, 2);
+        assert_eq!(map[OTHER_VALUES].labels["b"], 2);
+        let known = &map["v00100"];
+        assert_eq!(
+            (known.rows, known.labels["a"], known.labels["b"]),
+            (2, 1, 1)
+        );
+        let total: u64 = map.values().map(|v| v.rows).sum();
+        assert_eq!(total, (cap - 1) as u64 + 4);
     }
 }

@@ -472,21 +472,35 @@ proptest! {
         labelled in any::<bool>(),
     ) {
         let slice_of_row: Vec<u32> = rows.iter().map(|r| r.0).collect();
-        let keys: Vec<Option<u32>> = rows.iter().map(|r| r.1).collect();
+        // value 7 stands for none
+        let keys: Vec<u32> = rows.iter().map(|r| r.1.unwrap_or(7)).collect();
         // class 3 stands for a null label
         let classes = (
             rows.iter().map(|r| if r.2 == 3 { u32::MAX } else { r.2 }).collect::<Vec<u32>>(),
             vec!["a".to_string(), "b".to_string(), "c".to_string()],
         );
         let classes = labelled.then_some(&classes);
-        // 3 slices x 7 values x 4 classes is within the dense bound
-        let mut dense = value_counts(&slice_of_row, keys.iter().copied(), classes, 3, 7);
-        let mut hashed = count_hashed(&slice_of_row, keys.iter().copied(), classes);
+        let codes = RowCodes::new(&slice_of_row, classes, 3);
+        // 3 slices x 8 values x 4 classes is within the dense bound
+        let mut dense = value_counts(&codes, &keys, 7);
+        let mut hashed = count_hashed(&codes, &keys, 7);
         dense.sort_unstable();
         hashed.sort_unstable();
         prop_assert_eq!(&dense, &hashed);
+        // and both agree with counting row by row
+        let mut naive: Vec<((u32, u32, u32), u64)> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let Some(v) = r.1 else { continue };
+            let class = classes.map_or(u32::MAX, |c| c.0[i]);
+            match naive.iter_mut().find(|(k, _)| *k == (r.0, v, class)) {
+                Some((_, n)) => *n += 1,
+                None => naive.push(((r.0, v, class), 1)),
+            }
+        }
+        naive.sort_unstable();
+        prop_assert_eq!(&dense, &naive);
         let total: u64 = dense.iter().map(|(_, c)| c).sum();
-        prop_assert_eq!(total as usize, keys.iter().filter(|k| k.is_some()).count());
+        prop_assert_eq!(total as usize, keys.iter().filter(|k| **k != 7).count());
     }
 }
 
@@ -514,5 +528,50 @@ proptest! {
             let finite = s.columns.get("x").and_then(|c| c.numeric.as_ref()).map_or(0, |n| n.n);
             prop_assert_eq!(xs, finite);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Parts of an input merged as counters ([`ProfilePart`]) give exactly
+    /// the bytes of the parts' written profiles merged, slice columns,
+    /// their joint cells and label features included (below the value
+    /// cap), whatever order each part first saw its tags and classes in.
+    #[test]
+    fn parts_merged_as_counters_equal_profiles_merged(
+        rows in proptest::collection::vec(row(), 1..240),
+        cuts in (0usize..240, 0usize..240),
+    ) {
+        let mut r = rules();
+        r.slices = vec!["cat".into(), "x".into()];
+        r.label_features = vec!["n".into()];
+        r.slice_bins = BTreeMap::from([
+            ("x".to_string(), vec![0.0, 50.0]),
+            ("n".to_string(), crate::rules::default_feature_bins()),
+        ]);
+        let pii = key();
+        let (a, b) = (cuts.0.min(cuts.1).min(rows.len()), cuts.0.max(cuts.1).min(rows.len()));
+        let parts = [&rows[..a], &rows[a..b], &rows[b..]];
+        let part = |rows: &[Row]| {
+            let mut p = Profiler::new(&r, &pii);
+            p.update(&batch(rows)).unwrap();
+            p
+        };
+        let mut written = part(parts[0]).finish();
+        let mut counted = part(parts[0]).finish_part();
+        for rows in &parts[1..] {
+            written.merge(&part(rows).finish()).unwrap();
+            counted.merge(&part(rows).finish_part()).unwrap();
+        }
+        let counted = counted.finish();
+        // the joint cells are exercised whenever a row has both slice values
+        if rows.iter().any(|r| r.x.is_some() && r.cat.is_some()) {
+            prop_assert!(counted.tags.values().any(|s| !s.by_cell.is_empty()));
+        }
+        prop_assert_eq!(
+            serde_json::to_string(&counted).unwrap(),
+            serde_json::to_string(&written).unwrap()
+        );
     }
 }
