@@ -13,8 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use dqmon::decode::parquet::profile_file;
-use dqmon::fixtures::{BatchSpec, Scenario, generate, write_parquet};
 use dqmon::pii::PiiKey;
+use dqmon_fixtures::{BatchSpec, Scenario, generate, write_parquet};
 
 fn rules(dir: &Path) -> dqmon::config::model::Rules {
     let text = std::fs::read_to_string(concat!(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peak memory of `dqmon replay` at two sizes (about 1M and 10M rows).
 #
-# Generates the deterministic synthetic suite (`dqmon fixtures`) twice, with
+# Generates the deterministic synthetic suite (`dqmon-eval fixtures`) twice, with
 # 10x more rows per batch the second time, builds and approves a baseline
 # from the first suite's clean batches, replays every file of each suite
 # with that baseline, and prints the peak RSS (`/usr/bin/time -v`) of both
@@ -9,7 +9,8 @@
 # size, not by rows: the two numbers should be close.
 #
 # Usage: monitor/benches/replay_memory.sh [ROWS_PER_BATCH_SMALL] [WORK_DIR]
-#   DQMON=/path/to/dqmon to use a built binary (default: cargo build --release).
+#   DQMON=/path/to/dqmon and DQMON_EVAL=/path/to/dqmon-eval to use built
+#   binaries (default: cargo build --release of both).
 # Not a test: it takes minutes and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,9 +18,10 @@ small=${1:-17500}
 large=$((small * 10))
 work=${2:-$(mktemp -d)}
 mkdir -p "$work"
-if [ -z "${DQMON:-}" ]; then
-  cargo build --release -p dqmon >&2
-  DQMON="${CARGO_TARGET_DIR:-target}/release/dqmon"
+if [ -z "${DQMON:-}" ] || [ -z "${DQMON_EVAL:-}" ]; then
+  cargo build --release -p dqmon -p dqmon-eval >&2
+  DQMON=${DQMON:-"${CARGO_TARGET_DIR:-target}/release/dqmon"}
+  DQMON_EVAL=${DQMON_EVAL:-"${CARGO_TARGET_DIR:-target}/release/dqmon-eval"}
 fi
 [ -x /usr/bin/time ] || { echo "needs GNU time at /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
@@ -28,7 +30,7 @@ cp rules/fixtures.yaml "$rules"      # state lands in $work/state
 export DQMON_PII_KEY=replay-memory-bench-key
 
 for rows in "$small" "$large"; do
-  [ -d "$work/suite-$rows" ] || "$DQMON" fixtures --out "$work/suite-$rows" --rows "$rows" >&2
+  [ -d "$work/suite-$rows" ] || "$DQMON_EVAL" fixtures --out "$work/suite-$rows" --rows "$rows" >&2
 done
 # the baseline: the small suite's 20 baseline batches
 clean="$work/suite-$small/baseline"

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dqmon::config::model::MessageFormat;
 use dqmon::decode::json::{JsonDecoder, Message as JsonMessage};
-use dqmon::fixtures::{BatchSpec, Scenario};
+use dqmon_fixtures::{BatchSpec, Scenario};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -85,7 +85,7 @@ baseline_dir: baselines
 ";
 
 fn json_rows(index: u64, rows: usize) -> Result<Vec<Vec<u8>>> {
-    let batch = dqmon::fixtures::generate(&BatchSpec {
+    let batch = dqmon_fixtures::generate(&BatchSpec {
         rows,
         seed: 7,
         batch_index: index,

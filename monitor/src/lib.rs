@@ -20,7 +20,6 @@ pub mod baseline_history;
 pub mod cli;
 pub mod decode;
 pub mod escape;
-pub mod evaluate;
 pub mod ops;
 pub mod pii;
 pub mod pipeline;
@@ -31,10 +30,10 @@ pub mod security;
 pub mod source;
 pub mod store;
 
-// The pure stages live in `dqmon-core`, the rules loader in `dqmon-config`
-// and the synthetic generator in `dqmon-fixtures`; they are re-exported
-// under their old paths, so `dqmon::profile`, `dqmon::config` and the rest
-// keep naming the same things.
+// The pure stages live in `dqmon-core` and the rules loader in
+// `dqmon-config`; they are re-exported under their old paths, so
+// `dqmon::profile`, `dqmon::config` and the rest keep naming the same
+// things. The synthetic generator (`dqmon-fixtures`) and the detection
+// measurement (`dqmon-eval`) are not part of this crate or its binary.
 pub use dqmon_config as config;
 pub use dqmon_core::{baseline, compare, profile};
-pub use dqmon_fixtures as fixtures;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 
 use crate::common::*;
 

@@ -65,19 +65,14 @@ pub fn fixture_rules(dir: &Path) -> PathBuf {
 }
 
 /// Write one generated batch as Parquet.
-pub fn write_batch(
-    path: &Path,
-    rows: usize,
-    batch_index: u64,
-    scenario: dqmon::fixtures::Scenario,
-) {
-    let batch = dqmon::fixtures::generate(&dqmon::fixtures::BatchSpec {
+pub fn write_batch(path: &Path, rows: usize, batch_index: u64, scenario: dqmon_fixtures::Scenario) {
+    let batch = dqmon_fixtures::generate(&dqmon_fixtures::BatchSpec {
         rows,
         seed: 7,
         batch_index,
         scenario,
     });
-    dqmon::fixtures::write_parquet(&batch, path).unwrap();
+    dqmon_fixtures::write_parquet(&batch, path).unwrap();
 }
 
 /// [`write_batch`] in row groups of `group_rows` rows (the fixture writer's
@@ -87,10 +82,10 @@ pub fn write_batch_in_row_groups(
     path: &Path,
     rows: usize,
     batch_index: u64,
-    scenario: dqmon::fixtures::Scenario,
+    scenario: dqmon_fixtures::Scenario,
     group_rows: usize,
 ) {
-    let batch = dqmon::fixtures::generate(&dqmon::fixtures::BatchSpec {
+    let batch = dqmon_fixtures::generate(&dqmon_fixtures::BatchSpec {
         rows,
         seed: 7,
         batch_index,

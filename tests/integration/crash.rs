@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 
 use super::daemon::{Setup, unsafe_kill};
 

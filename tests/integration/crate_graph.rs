@@ -1,6 +1,7 @@
 //! The crate graph the README draws, checked: `dqmon-core` (profile,
 //! compare, baselines, rules) does no I/O, and the pipeline's crates depend
-//! one way (core ← config ← dqmon).
+//! one way (core ← config ← dqmon ← eval), the generator out of the
+//! production binary.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,18 @@ fn config_depends_on_core_and_not_on_the_daemon() {
     assert!(deps.contains("dqmon-core"));
     for c in ["dqmon", "tokio", "rdkafka", "datafusion", "parquet"] {
         assert!(!deps.contains(c), "dqmon-config depends on {c}");
+    }
+}
+
+#[test]
+fn the_production_binary_carries_no_generator_or_evaluation() {
+    let deps = normal_dependencies("dqmon");
+    assert!(deps.contains("dqmon-core"), "the tree was read: {deps:?}");
+    for c in ["dqmon-fixtures", "dqmon-eval", "rand_distr"] {
+        assert!(
+            !deps.contains(c),
+            "dqmon depends on {c}: the synthetic suite and its evaluation live in crates/fixtures and crates/eval, dev-dependencies of the monitor"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
 use crate::common::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
 use crate::alerts::wait_for;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dqmon::evaluate::{EvalRow, FindingKey, evaluate};
+use dqmon_eval::{EvalRow, FindingKey, evaluate};
 use serde::{Deserialize, Serialize};
 
 use crate::common::repo_root;
@@ -124,7 +124,7 @@ const README_END: &str = "<!-- detection-streams:end -->";
 /// the promise of the budget and the campaigns must be found.
 #[test]
 fn detection_over_streams_of_small_batches() {
-    use dqmon::evaluate::streams::{StreamSuite, evaluate_streams};
+    use dqmon_eval::streams::{StreamSuite, evaluate_streams};
     let rules = dqmon::config::load(&repo_root().join("rules/fixtures.yaml"))
         .unwrap()
         .datasets

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use dqmon::config::model::MessageFormat;
 use dqmon::decode::json::{JsonDecoder, Message};
-use dqmon::fixtures::{BatchSpec, Scenario};
+use dqmon_fixtures::{BatchSpec, Scenario};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -168,7 +168,7 @@ fn json_rows(batch: &RecordBatch) -> Vec<Vec<u8>> {
 }
 
 pub fn rows_of(index: u64, scenario: Scenario) -> Vec<Vec<u8>> {
-    json_rows(&dqmon::fixtures::generate(&BatchSpec {
+    json_rows(&dqmon_fixtures::generate(&BatchSpec {
         rows: ROWS,
         seed: 7,
         batch_index: index,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
 use crate::common::*;

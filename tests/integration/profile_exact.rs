@@ -7,7 +7,7 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
 use crate::common::*;

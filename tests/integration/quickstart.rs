@@ -7,9 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use dqmon::baseline::{Baseline, BatchRef};
-use dqmon::fixtures::{BatchSpec, Scenario, generate, write_parquet};
 use dqmon::pii::PiiKey;
 use dqmon::store::baselines::BaselineStore;
+use dqmon_fixtures::{BatchSpec, Scenario, generate, write_parquet};
 
 use crate::common::*;
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 
 use crate::common::*;
 use crate::daemon::Setup;

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dqmon::fixtures::Scenario;
+use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
 use crate::common::*;

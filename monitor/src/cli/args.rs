@@ -90,33 +90,6 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Measure detection: write the synthetic suite, build a baseline from its
-    /// clean batches, compare every attack, drift and clean control, print a table.
-    Evaluate {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long)]
-        dataset: Option<String>,
-        /// Folder for the generated suite (default: a temporary folder).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 20_000)]
-        rows: usize,
-        #[arg(long, default_value_t = 20_240_611)]
-        seed: u64,
-        /// Print JSON instead of a Markdown table.
-        #[arg(long)]
-        json: bool,
-        /// Measure over streams of small batches instead: campaigns of
-        /// attacked batches with evidence carried across batches, a long
-        /// clean stream, and the budget trade-off (`--rows` is then the
-        /// batch size, 2,000 unless given).
-        #[arg(long)]
-        streams: bool,
-        /// Campaigns per attack and strength (with `--streams`).
-        #[arg(long, default_value_t = 20)]
-        campaigns: u64,
-    },
     /// Verify the hash-chained audit log.
     Audit {
         #[command(subcommand)]
@@ -126,17 +99,6 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: outbox::OutboxCommand,
-    },
-    /// Write a deterministic evaluation suite of synthetic batches (clean, drift, attacks).
-    Fixtures {
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// Rows per clean batch.
-        #[arg(long, default_value_t = 20_000)]
-        rows: usize,
-        #[arg(long, default_value_t = 20_240_611)]
-        seed: u64,
     },
     /// Replay recorded Parquet files, or a range of a Kafka dataset's
     /// topics, through the daemon's pipeline into a separate state folder;

@@ -68,7 +68,8 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-fn load_rules(config: &Path, dataset: Option<&str>) -> anyhow::Result<Rules> {
+/// The rules of `dataset` in `config`, or of its only dataset.
+pub fn load_rules(config: &Path, dataset: Option<&str>) -> anyhow::Result<Rules> {
     let cfg = config::load(config)?;
     match dataset {
         Some(name) => cfg
@@ -325,50 +326,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     print_findings(&mut out, &file, &findings)?;
                 }
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Evaluate {
-            config,
-            dataset,
-            out,
-            rows,
-            seed,
-            json,
-            streams,
-            campaigns,
-        } => {
-            let rules = load_rules(&config, dataset.as_deref())?;
-            if streams {
-                let mut suite = crate::evaluate::streams::StreamSuite {
-                    campaigns,
-                    ..Default::default()
-                };
-                if rows != 20_000 {
-                    suite.rows = rows;
-                }
-                let report = crate::evaluate::streams::evaluate_streams(&rules, suite)?;
-                print!("{}", report.table(&rules));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let tmp;
-            let dir = match out {
-                Some(d) => d,
-                None => {
-                    tmp = tempfile::tempdir()?;
-                    tmp.path().to_path_buf()
-                }
-            };
-            let eval = crate::evaluate::evaluate(&rules, &dir, rows, seed)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&eval)?);
-            } else {
-                print!("{}", eval.table());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Fixtures { out, rows, seed } => {
-            let files = crate::fixtures::write_suite(&out, rows, seed)?;
-            println!("wrote {} files under {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Query {

@@ -14,7 +14,7 @@
 //! Bonferroni holds under any dependence between the tests (tags share rows
 //! with `all`, windows share batches), so the realised false-alarm rate is
 //! at most the budget; the clean-stream simulations in the tests and in
-//! `dqmon evaluate` measure how far below it lands. Families keep the label
+//! `dqmon-eval evaluate` measure how far below it lands. Families keep the label
 //! and unseen-value tests (few, and the ones that matter against poisoning)
 //! from being drowned by a hundred distribution and missing-value tests.
 //!

@@ -3,7 +3,7 @@
 //! What a user meets, measured the way they meet it: batches of about 2,000
 //! rows over four trust tags, compared one after the other with the
 //! evidence of the previous batches carried along, exactly as the daemon
-//! does ([`crate::compare::compare_sequential`]).
+//! does ([`dqmon::compare::compare_sequential`]).
 //!
 //! - **Clean stream**: hundreds of clean batches in a row: how many raise
 //!   any finding (the false-alarm rate the budget promises to bound).
@@ -21,12 +21,12 @@
 
 use std::fmt::Write as _;
 
-use crate::baseline::{Baseline, BatchRef};
-use crate::compare::{self, EvidenceState, Finding, Position, Reference};
-use crate::config::model::Rules;
-use crate::fixtures::{BatchSpec, Scenario, generate};
-use crate::pii::PiiKey;
-use crate::profile::{BatchProfile, ProfileError, profile_batches};
+use dqmon::baseline::{Baseline, BatchRef};
+use dqmon::compare::{self, EvidenceState, Finding, Position, Reference};
+use dqmon::config::model::Rules;
+use dqmon::pii::PiiKey;
+use dqmon::profile::{BatchProfile, ProfileError, profile_batches};
+use dqmon_fixtures::{BatchSpec, Scenario, generate};
 
 use super::{FindingKey, detected, expected};
 
@@ -188,7 +188,7 @@ pub enum StreamError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error(transparent)]
-    Baseline(#[from] crate::baseline::BaselineError),
+    Baseline(#[from] dqmon::baseline::BaselineError),
 }
 
 const BASELINE_START: u64 = 0;
@@ -446,10 +446,10 @@ impl StreamReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::{Check, Verdict};
+    use dqmon::compare::{Check, Verdict};
 
     fn fixture_rules() -> Rules {
-        crate::config::load(std::path::Path::new("../rules/fixtures.yaml"))
+        dqmon::config::load(std::path::Path::new("../../rules/fixtures.yaml"))
             .unwrap()
             .datasets
             .remove(0)

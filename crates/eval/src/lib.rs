@@ -1,6 +1,6 @@
 //! Detection quality on the synthetic suite: how many attacks and drifts are
 //! found (with the right check, column, trust tag and verdict) and how many
-//! findings the clean controls raise. Used by `dqmon evaluate`, by the golden
+//! findings the clean controls raise. Used by `dqmon-eval evaluate`, by the golden
 //! tests; [`streams`] measures the same over streams of small batches
 //! (campaigns, long clean runs).
 
@@ -10,13 +10,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{Baseline, BatchRef};
-use crate::compare::{self, Check, Finding, Verdict};
-use crate::config::model::Rules;
-use crate::decode::parquet::{ProfileFileError, profile_file};
-use crate::fixtures::{self, Scenario, SuiteFile};
-use crate::pii::PiiKey;
-use crate::profile::ALL;
+use dqmon::baseline::{Baseline, BatchRef};
+use dqmon::compare::{self, Check, Finding, Verdict};
+use dqmon::config::model::Rules;
+use dqmon::decode::parquet::{ProfileFileError, profile_file};
+use dqmon::pii::PiiKey;
+use dqmon::profile::ALL;
+use dqmon_fixtures::{self as fixtures, Scenario, SuiteFile};
 
 /// The identity of a finding, as golden files record it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,7 +176,7 @@ pub enum EvalError {
     #[error(transparent)]
     Profile(#[from] ProfileFileError),
     #[error(transparent)]
-    Baseline(#[from] crate::baseline::BaselineError),
+    Baseline(#[from] dqmon::baseline::BaselineError),
 }
 
 /// Natural-drift findings may come from any column: match on check, tag and verdict only.
