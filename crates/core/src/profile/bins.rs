@@ -69,6 +69,21 @@ impl Binner {
     }
 }
 
+/// Names of the bins that cut points make: `< a`, `[a, b)`, …, `>= z`.
+pub fn bin_names(edges: &[f64]) -> Vec<String> {
+    let mut out = Vec::with_capacity(edges.len() + 1);
+    if let Some(first) = edges.first() {
+        out.push(format!("< {first}"));
+    }
+    for w in edges.windows(2) {
+        out.push(format!("[{}, {})", w[0], w[1]));
+    }
+    if let Some(last) = edges.last() {
+        out.push(format!(">= {last}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use arrow::array::{ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, S
 use arrow::datatypes::{DataType, Field, Schema};
 use proptest::prelude::*;
 
+use super::labels::{RowCodes, count_hashed, value_counts};
 use super::*;
 use crate::rules::{ColumnKind, ColumnRule, Rules};
 

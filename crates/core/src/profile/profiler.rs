@@ -1,0 +1,558 @@
+//! The [`Profiler`]'s main path: each record batch's rows assigned to
+//! their trust-tag slices, then every monitored column profiled per slice
+//! with typed loops (numeric: moments, declared-range violations, the
+//! quantile sketch; categorical and text: distinct count and heavy
+//! hitters), and each row's hash for duplicates. Counting per value and
+//! label class is in [`super::labels`]; reading arrays in [`super::arrays`].
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Int32Type};
+use foldhash::fast::FixedState;
+
+use super::arrays::{hash_column, to_dictionary, to_f64};
+use super::bins::{Binner, order_key};
+use super::by_value::ValueCounter;
+use super::labels::{ProfilePart, RowCodes, label_classes};
+use super::{
+    BatchProfile, ColumnProfile, Distinct, FastMap, MAX_CELL_COLUMNS, NumScratch, NumericProfile,
+    PROFILE_FORMAT, ProfileError, Profiler, Quantiles, Read, SliceProfile, TopValues, UNTAGGED,
+    ValuesProfile, bin_names, logical_type,
+};
+use crate::pii::PiiKey;
+use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
+
+impl<'r> Profiler<'r> {
+    pub fn new(rules: &'r Rules, pii: &'r PiiKey) -> Self {
+        Profiler {
+            rules,
+            pii,
+            profile: BatchProfile {
+                format: PROFILE_FORMAT,
+                dataset: rules.dataset.clone(),
+                shape: rules.profile_shape(),
+                batches: 1,
+                rows: 0,
+                schema: BTreeMap::new(),
+                tags: BTreeMap::new(),
+            },
+            slice_names: Vec::new(),
+            slices: Vec::new(),
+            slice_of_row: Vec::new(),
+            row_hash: Vec::new(),
+            num_scratch: Vec::new(),
+            binners: rules
+                .slice_bins
+                .iter()
+                .map(|(c, edges)| (c.clone(), Binner::new(edges)))
+                .collect(),
+            counters: rules
+                .slice_bins
+                .iter()
+                .map(|(c, edges)| (c.clone(), ValueCounter::binned(bin_names(edges))))
+                .collect(),
+            cells: None,
+            class_names: Vec::new(),
+        }
+    }
+
+    fn slice_index(&mut self, tag: &str) -> u32 {
+        if let Some(i) = self.slice_names.iter().position(|n| n == tag) {
+            return i as u32;
+        }
+        self.slice_names.push(tag.to_string());
+        self.slices.push(SliceProfile::empty(self.rules));
+        (self.slice_names.len() - 1) as u32
+    }
+
+    /// The columns (by name) that profiling reads: monitored columns, the
+    /// trust-tag column and the label column. Readers may project to these.
+    pub fn needed_columns(rules: &Rules) -> Vec<String> {
+        let mut names: Vec<String> = rules.columns.iter().map(|c| c.name.clone()).collect();
+        if let TrustSource::Column(c) = &rules.trust.source {
+            names.push(c.clone());
+        }
+        if let Some(l) = &rules.label {
+            names.push(l.column.clone());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Record the full schema of the input (including unread columns).
+    pub fn observe_schema(&mut self, schema: &arrow::datatypes::Schema) {
+        for f in schema.fields() {
+            self.profile
+                .schema
+                .entry(f.name().clone())
+                .or_insert_with(|| logical_type(f.data_type()));
+        }
+    }
+
+    /// Profile one record batch.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<(), ProfileError> {
+        let n = batch.num_rows();
+        if n == 0 {
+            self.observe_schema(batch.schema().as_ref());
+            return Ok(());
+        }
+        self.observe_schema(batch.schema().as_ref());
+        self.profile.rows += n as u64;
+        self.assign_slices(batch)?;
+        let nslices = self.slices.len();
+        let mut counts = vec![0u64; nslices];
+        for &s in &self.slice_of_row {
+            counts[s as usize] += 1;
+        }
+        for (s, c) in counts.iter().enumerate() {
+            self.slices[s].rows += c;
+        }
+
+        self.row_hash.clear();
+        self.row_hash.resize(n, 0x9E37_79B9_7F4A_7C15);
+
+        let rules = self.rules;
+        let valued = rules.valued_columns();
+        let mut read: Vec<(&str, Read)> = Vec::with_capacity(valued.len());
+        for rule in &rules.columns {
+            let Some(array) = batch.column_by_name(&rule.name) else {
+                continue;
+            };
+            hash_column(array, &mut self.row_hash);
+            let as_read = if rule.kind.is_numeric_like() {
+                Some(Read::Floats(self.update_numeric(rule, array)?))
+            } else {
+                self.update_values(rule, array)?.map(Read::Dictionary)
+            };
+            if let Some(r) = as_read
+                && valued.contains(&rule.name.as_str())
+            {
+                read.push((&rule.name, r));
+            }
+        }
+        // every row's label class, read once: for the label counts and
+        // for the counters per value
+        let mut classes = None;
+        if let Some(label) = &rules.label
+            && let Some(array) = batch.column_by_name(&label.column)
+        {
+            if rules.column(&label.column).is_none() {
+                hash_column(array, &mut self.row_hash);
+            }
+            let read = label_classes(array).map_err(|reason| ProfileError::Column {
+                column: label.column.clone(),
+                kind: ColumnKind::Categorical,
+                reason,
+            })?;
+            self.update_labels(&read);
+            classes = Some(read);
+        }
+        if let TrustSource::Column(c) = &rules.trust.source
+            && rules.column(c).is_none()
+            && let Some(array) = batch.column_by_name(c)
+        {
+            hash_column(array, &mut self.row_hash);
+        }
+        if !valued.is_empty() {
+            let codes = RowCodes::new(&self.slice_of_row, classes.as_ref(), nslices);
+            // this record batch's label classes as the counters number them
+            let slots = self.class_slots(classes.as_ref());
+            let mut keyed = Vec::with_capacity(rules.slices.len());
+            for column in valued {
+                if let Some(array) = batch.column_by_name(column) {
+                    let already = read.iter().find(|(c, _)| *c == column).map(|(_, r)| r);
+                    let cell = rules.slices.iter().any(|s| s == column);
+                    let keys =
+                        self.update_by_value(column, array, already, &codes, &slots, cell)?;
+                    keyed.extend(keys);
+                }
+            }
+            if rules.slices.len() >= 2 && keyed.len() == rules.slices.len() {
+                keyed.truncate(MAX_CELL_COLUMNS);
+                self.update_cells(&keyed, classes.as_ref(), &slots);
+            }
+        }
+        for (i, &h) in self.row_hash.iter().enumerate() {
+            self.slices[self.slice_of_row[i] as usize]
+                .distinct_rows
+                .update_u64(h);
+        }
+        Ok(())
+    }
+
+    /// Fill `slice_of_row` with the slice index of every row.
+    fn assign_slices(&mut self, batch: &RecordBatch) -> Result<(), ProfileError> {
+        let n = batch.num_rows();
+        self.slice_of_row.clear();
+        let column = match &self.rules.trust.source {
+            TrustSource::Fixed(tag) => {
+                let tag = tag.clone();
+                let s = self.slice_index(&tag);
+                self.slice_of_row.resize(n, s);
+                return Ok(());
+            }
+            TrustSource::Column(c) => c.clone(),
+        };
+        let Some(array) = batch.column_by_name(&column) else {
+            let s = self.slice_index(UNTAGGED);
+            self.slice_of_row.resize(n, s);
+            return Ok(());
+        };
+        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+            column: column.clone(),
+            kind: ColumnKind::Categorical,
+            reason,
+        })?;
+        let values = dict.values().as_string::<i32>();
+        let mut map: Vec<u32> = Vec::with_capacity(values.len() + 1);
+        for k in 0..values.len() {
+            let idx = if values.is_null(k) {
+                self.slice_index(UNTAGGED)
+            } else {
+                self.slice_index(values.value(k))
+            };
+            map.push(idx);
+        }
+        let keys = dict.keys();
+        if keys.null_count() == 0 {
+            self.slice_of_row
+                .extend(keys.values().iter().map(|&k| map[k as usize]));
+        } else {
+            let untagged = self.slice_index(UNTAGGED);
+            self.slice_of_row.extend(
+                keys.iter()
+                    .map(|k| k.map(|k| map[k as usize]).unwrap_or(untagged)),
+            );
+        }
+        Ok(())
+    }
+
+    /// The column's values as floats, as read, for a caller that bins them.
+    fn update_numeric(
+        &mut self,
+        rule: &ColumnRule,
+        array: &ArrayRef,
+    ) -> Result<Float64Array, ProfileError> {
+        let floats = to_f64(array).map_err(|reason| ProfileError::Column {
+            column: rule.name.clone(),
+            kind: rule.kind,
+            reason,
+        })?;
+        let nslices = self.slices.len();
+        if self.num_scratch.len() < nslices {
+            self.num_scratch.resize_with(nslices, NumScratch::default);
+        }
+        for s in &mut self.num_scratch {
+            s.values.clear();
+            s.nulls = 0;
+        }
+        let values = floats.values();
+        match floats.nulls() {
+            None => {
+                for (i, &v) in values.iter().enumerate() {
+                    self.num_scratch[self.slice_of_row[i] as usize]
+                        .values
+                        .push(v);
+                }
+            }
+            Some(nulls) => {
+                for (i, &v) in values.iter().enumerate() {
+                    let s = &mut self.num_scratch[self.slice_of_row[i] as usize];
+                    if nulls.is_valid(i) {
+                        s.values.push(v);
+                    } else {
+                        s.nulls += 1;
+                    }
+                }
+            }
+        }
+        let sketch = &self.rules.sketch;
+        for (s, scratch) in self.num_scratch.iter().enumerate().take(nslices) {
+            let col = self.slices[s]
+                .columns
+                .entry(rule.name.clone())
+                .or_insert_with(|| ColumnProfile {
+                    count: 0,
+                    nulls: 0,
+                    numeric: None,
+                    values: None,
+                });
+            col.nulls += scratch.nulls;
+            if scratch.values.is_empty() {
+                continue;
+            }
+            col.count += scratch.values.len() as u64;
+            let part = numeric_part(&scratch.values, rule.range, sketch.tdigest_k);
+            match &mut col.numeric {
+                Some(existing) => existing.merge(&part)?,
+                None => col.numeric = Some(part),
+            }
+        }
+        Ok(floats)
+    }
+
+    /// The column as a dictionary, when it was read as one (plain text is
+    /// not), for a caller that counts it per value.
+    fn update_values(
+        &mut self,
+        rule: &ColumnRule,
+        array: &ArrayRef,
+    ) -> Result<Option<DictionaryArray<Int32Type>>, ProfileError> {
+        // Free text rarely repeats: interning it would hash and copy every
+        // value for nothing, so plain text goes straight into the sketches.
+        if rule.kind == ColumnKind::Text {
+            match array.data_type() {
+                DataType::Utf8 => {
+                    self.update_text(rule, array.as_string::<i32>().iter());
+                    return Ok(None);
+                }
+                DataType::LargeUtf8 => {
+                    self.update_text(rule, array.as_string::<i64>().iter());
+                    return Ok(None);
+                }
+                DataType::Utf8View => {
+                    self.update_text(rule, array.as_string_view().iter());
+                    return Ok(None);
+                }
+                _ => {}
+            }
+        }
+        let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
+            column: rule.name.clone(),
+            kind: rule.kind,
+            reason,
+        })?;
+        let nslices = self.slices.len();
+        let values = dict.values().as_string::<i32>();
+        let nd = values.len();
+        let mut counts = vec![0u64; nslices * nd];
+        let mut nulls = vec![0u64; nslices];
+        let keys = dict.keys();
+        match keys.nulls() {
+            None => {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    counts[self.slice_of_row[i] as usize * nd + k as usize] += 1;
+                }
+            }
+            Some(valid) => {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    let s = self.slice_of_row[i] as usize;
+                    if valid.is_valid(i) {
+                        counts[s * nd + k as usize] += 1;
+                    } else {
+                        nulls[s] += 1;
+                    }
+                }
+            }
+        }
+        let sketch = &self.rules.sketch;
+        for s in 0..nslices {
+            let col = self.slices[s]
+                .columns
+                .entry(rule.name.clone())
+                .or_insert_with(|| ColumnProfile {
+                    count: 0,
+                    nulls: 0,
+                    numeric: None,
+                    values: None,
+                });
+            col.nulls += nulls[s];
+            let vp = col.values.get_or_insert_with(|| ValuesProfile {
+                distinct: Distinct::new(sketch.hll_lg_k),
+                top: TopValues::new(sketch.frequent_items_map),
+            });
+            let row = &counts[s * nd..(s + 1) * nd];
+            for (k, &c) in row.iter().enumerate() {
+                if c == 0 {
+                    continue;
+                }
+                if values.is_null(k) {
+                    col.nulls += c;
+                    continue;
+                }
+                col.count += c;
+                let v = values.value(k);
+                if rule.pii {
+                    vp.distinct.update_u64(self.pii.hash64(v));
+                    vp.top.update_with_count(&self.pii.hash(v), c);
+                } else {
+                    vp.distinct.update_str(v);
+                    vp.top.update_with_count(v, c);
+                }
+            }
+        }
+        Ok(Some(dict))
+    }
+
+    /// Value statistics of a text column. Values are counted per record
+    /// batch in a hash map (no copy, no dictionary); each distinct value then
+    /// updates the distinct-count sketch once. When a record batch holds more
+    /// distinct values than the top-values sketch keeps exactly, only values
+    /// seen at least twice update that sketch: a value seen once in
+    /// a record batch of `decode::parquet::BATCH_ROWS` (the `dqmon` crate) rows can never
+    /// reach a top share, so skipping it changes a count by at most one per
+    /// record batch while sparing a heap copy per unique string. Raw values of
+    /// pii columns reach no sketch: the distinct count takes their keyed
+    /// 64-bit hash, the top values their keyed text hash.
+    fn update_text<'a>(
+        &mut self,
+        rule: &ColumnRule,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) {
+        let nslices = self.slices.len();
+        let sketch = &self.rules.sketch;
+        let (rows, _) = values.size_hint();
+        let mut counts: Vec<FastMap<&'a str, u64>> = (0..nslices)
+            .map(|_| {
+                FastMap::with_capacity_and_hasher(rows / nslices.max(1) + 16, FixedState::default())
+            })
+            .collect();
+        let mut tallies = vec![(0u64, 0u64); nslices];
+        for (i, v) in values.enumerate() {
+            let s = self.slice_of_row[i] as usize;
+            match v {
+                Some(v) => {
+                    tallies[s].0 += 1;
+                    *counts[s].entry(v).or_default() += 1;
+                }
+                None => tallies[s].1 += 1,
+            }
+        }
+        let parts: Vec<(u64, u64, ValuesProfile)> = counts
+            .into_iter()
+            .zip(tallies)
+            .map(|(map, (count, nulls))| {
+                let mut part = ValuesProfile {
+                    distinct: Distinct::new(sketch.hll_lg_k),
+                    top: TopValues::new(sketch.frequent_items_map),
+                };
+                // few distinct values: the top-values sketch stays exact, feed it all
+                let all = map.len() * 4 <= sketch.frequent_items_map * 3;
+                for (v, c) in map {
+                    if rule.pii {
+                        part.distinct.update_u64(self.pii.hash64(v));
+                    } else {
+                        part.distinct.update_str(v);
+                    }
+                    if all || c >= 2 {
+                        part.top.update_with_count(v, c);
+                    }
+                }
+                (count, nulls, part)
+            })
+            .collect();
+        for (s, (count, nulls, mut part)) in parts.into_iter().enumerate() {
+            let col = self.slices[s]
+                .columns
+                .entry(rule.name.clone())
+                .or_insert_with(|| ColumnProfile {
+                    count: 0,
+                    nulls: 0,
+                    numeric: None,
+                    values: None,
+                });
+            col.count += count;
+            col.nulls += nulls;
+            if rule.pii {
+                part.top = part.top.map_values(|v| self.pii.hash(v));
+            }
+            match &mut col.values {
+                Some(existing) => {
+                    existing
+                        .distinct
+                        .merge(&part.distinct)
+                        .expect("same sketch parameters");
+                    existing
+                        .top
+                        .merge(&part.top)
+                        .expect("same sketch parameters");
+                }
+                None => col.values = Some(part),
+            }
+        }
+    }
+}
+
+impl<'r> Profiler<'r> {
+    /// Finish: the profile of everything seen.
+    pub fn finish(self) -> BatchProfile {
+        self.finish_part().finish()
+    }
+
+    /// Finish as one part of a larger input (a row group of a file), to be
+    /// merged with the other parts before its counts per value are written
+    /// (see [`ProfilePart`]).
+    pub fn finish_part(mut self) -> ProfilePart {
+        for (name, mut slice) in self.slice_names.iter().cloned().zip(self.slices) {
+            slice.canonicalize();
+            self.profile.tags.insert(name, slice);
+        }
+        ProfilePart {
+            profile: self.profile,
+            slice_names: self.slice_names,
+            counters: self.counters,
+            cells: self.cells,
+            class_names: self.class_names,
+        }
+    }
+}
+/// Numeric statistics of a slice's non-null values (non-finite ones only counted).
+fn numeric_part(values: &[f64], range: Option<(f64, f64)>, k: u16) -> NumericProfile {
+    let mut n = 0u64;
+    let mut sum = 0.0f64;
+    let mut min = f64::INFINITY;
+    let mut max = f64::NEG_INFINITY;
+    for &v in values {
+        if v.is_finite() {
+            n += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+    }
+    let non_finite = values.len() as u64 - n;
+    let mean = if n == 0 { 0.0 } else { sum / n as f64 };
+    let mut m2 = 0.0;
+    let mut quantiles = Quantiles::new(k);
+    let (mut below, mut above) = (0u64, 0u64);
+    let (lo, hi) = range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+    // Sorting the values first (as order-preserving integer keys, which sort
+    // fast) lets the t-digest merge its buffer as sorted runs instead of
+    // sorting it: the same digest, a fraction of the work.
+    let mut keys: Vec<u64> = Vec::with_capacity(n as usize);
+    for &v in values {
+        if v.is_finite() {
+            let d = v - mean;
+            m2 += d * d;
+            below += (v < lo) as u64;
+            above += (v > hi) as u64;
+            keys.push(order_key(v));
+        }
+    }
+    keys.sort_unstable();
+    for key in keys {
+        quantiles.update(from_order_key(key));
+    }
+    if n == 0 {
+        (min, max) = (0.0, 0.0);
+    }
+    quantiles.canonicalize();
+    NumericProfile {
+        n,
+        min,
+        max,
+        mean,
+        m2,
+        below_range: below,
+        above_range: above,
+        non_finite,
+        quantiles,
+    }
+}
+
+#[inline]
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
