@@ -1,7 +1,10 @@
 //! Cutting a partition's messages into windows (batch-id header, records,
 //! bytes, time), on an injectable clock.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 /// One consumed message, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]

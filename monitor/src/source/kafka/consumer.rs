@@ -1,7 +1,29 @@
 //! The live consumer loop: poll, cut windows, dead-letter bad messages,
 //! hand each window to the pipeline, commit offsets after the commit.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::app::{AppError, RunSummary, Shutdown};
+use crate::config::model::{KafkaSource, SourceRule};
+use crate::pipeline::Worker;
+
+use super::{Batcher, OwnedMsg, Prepared, Window, WindowDecoder, WindowLimits, own_message};
+use super::{
+    DLQ_DATASET, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, KafkaSourceError, client_config,
+    consumer_config, parse_origin,
+};
 
 /// A topic and partition.
 type Tp = (String, i32);

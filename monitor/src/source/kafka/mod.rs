@@ -37,29 +37,11 @@
 //! replay), `consumer.rs` (the live loop: rebalances, dead letters,
 //! offsets after the commit).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use rdkafka::ClientConfig;
-use rdkafka::ClientContext;
-use rdkafka::Message as _;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::error::KafkaError;
 use sha2::{Digest, Sha256};
 
-use crate::app::{AppError, RunSummary, Shutdown};
-use crate::compare::{Check, Finding, Severity, Verdict};
-use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat, SecretRef, SourceRule};
-use crate::decode::ipc::IpcDecoder;
-use crate::decode::json::{Decoded, JsonDecoder, Message};
-use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
+use crate::config::model::{KafkaSource, SecretRef};
 
 mod batcher;
 mod consumer;
@@ -189,6 +171,11 @@ pub fn parse_origin(s: &str) -> Option<(String, i32, i64, i64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use crate::config::model::{KafkaTrust, MessageFormat};
+
     use super::*;
 
     fn msg(offset: i64, key: Option<&str>) -> OwnedMsg {

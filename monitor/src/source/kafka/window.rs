@@ -1,7 +1,18 @@
 //! A closed window into a pipeline batch: decode, reject oversized and
 //! malformed messages, the malformed share. Shared by `run` and `replay`.
 
-use super::*;
+use rdkafka::Message as _;
+use rdkafka::message::Headers;
+
+use crate::app::AppError;
+use crate::compare::{Check, Finding, Severity, Verdict};
+use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat};
+use crate::decode::ipc::IpcDecoder;
+use crate::decode::json::{Decoded, JsonDecoder, Message};
+use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
+
+use super::{OwnedMsg, Window};
+use super::{batch_id, origin_label};
 
 /// A consumed message, owned, with its trust tag and batch-id header read
 /// as the rules say (live runs and replays read messages the same way).
