@@ -174,7 +174,7 @@ impl ValueCounter {
         })
     }
 
-    /// Add one record batch's counts: `rows` as [`super::value_counts`]
+    /// Add one record batch's counts: `rows` as [`super::labels::value_counts`]
     /// returns them, `stable` the stable id of each of the batch's values
     /// (`None`: the values are stable ids already), `slot_of_class` the
     /// class slot of each of the batch's label classes.

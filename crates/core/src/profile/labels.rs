@@ -173,7 +173,7 @@ impl<'r> Profiler<'r> {
     /// Rows and label classes per joint cell of the slice columns, per
     /// slice. A row's cell is one mixed-radix number over the columns'
     /// indices (null is one more index per column): at most
-    /// [`MAX_CELL_COLUMNS`] radices below 2³², so it fits in a `u128`.
+    /// [`MAX_CELL_COLUMNS`](super::MAX_CELL_COLUMNS) radices below 2³², so it fits in a `u128`.
     pub(super) fn update_cells(
         &mut self,
         keyed: &[SliceKeys],

@@ -7,7 +7,7 @@
 //! batch ids, the offset discipline, rebalances, and the dead-letter topic.
 //! It must not profile, compare or write state itself: decoding goes through
 //! [`crate::decode::json`] / [`crate::decode::ipc`], and every batch goes
-//! through the one per-batch path, [`Worker::process`] ([`crate::pipeline`]).
+//! through the one per-batch path, [`Worker::process`](crate::pipeline::Worker::process) ([`crate::pipeline`]).
 //! A closed window becomes a pipeline batch in `WindowDecoder` (decode,
 //! reject oversized and malformed messages, the malformed share), which
 //! `dqmon replay` runs too on the windows of a topic range
