@@ -1,0 +1,163 @@
+//! `dqmon audit verify`: the chain read back from the first line, every
+//! link and hash recomputed, the head compared, and each committed batch's
+//! manifest compared with the hash its entry recorded.
+
+use std::fs;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{AUDIT_FILE, AuditEntry, AuditError, AuditKind, GENESIS, HEAD_FILE, Head, io};
+
+/// The first problem [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tampered {
+    /// 1-based line of the log where it shows.
+    pub line: usize,
+    /// The sequence number of the first bad entry.
+    pub seq: u64,
+    /// A sentence saying what is wrong.
+    pub reason: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Entries that chain correctly, from the start.
+    pub good_entries: u64,
+    /// Hash of the last good entry (copy it elsewhere to anchor the log).
+    pub head_hash: String,
+    /// `None` when the whole log is intact.
+    pub tampered: Option<Tampered>,
+}
+
+/// Check the whole chain of a dataset's audit log, read-only, and name the
+/// first entry that was edited, removed or moved. Also checks that every
+/// committed batch's manifest still has the bytes whose hash was logged.
+pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
+    let path = state_dir.join(AUDIT_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let head: Option<Head> = match fs::read(state_dir.join(HEAD_FILE)) {
+        Ok(b) => serde_json::from_slice(&b).ok(),
+        Err(_) => None,
+    };
+    let mut prev = GENESIS.to_string();
+    let mut expected = 0u64;
+    let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
+    let mut tampered = None;
+    let mut line_no = 0;
+    for raw in bytes.split_inclusive(|&b| b == b'\n') {
+        line_no += 1;
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let e: AuditEntry = match serde_json::from_slice(line) {
+            Ok(e) => e,
+            Err(err) => {
+                tampered = Some(bad(
+                    line_no,
+                    expected,
+                    format!(
+                        "line {line_no}, where entry {expected} should be, is not a valid audit entry ({err}): it was edited or cut"
+                    ),
+                ));
+                break;
+            }
+        };
+        if e.seq != expected {
+            let what = if e.seq > expected {
+                format!(
+                    "entry {expected} is missing: line {line_no} holds entry {} instead; entries were removed or reordered",
+                    e.seq
+                )
+            } else {
+                format!(
+                    "line {line_no} holds entry {} where entry {expected} was expected; entries were reordered or copied",
+                    e.seq
+                )
+            };
+            tampered = Some(bad(line_no, expected, what));
+            break;
+        }
+        if e.prev != prev {
+            let before = expected.saturating_sub(1);
+            tampered = Some(bad(
+                line_no,
+                before,
+                format!(
+                    "entry {expected} (line {line_no}) does not chain to the entry before it: entry {before} was changed (its hash is no longer {}) or replaced",
+                    e.prev
+                ),
+            ));
+            break;
+        }
+        let computed = e.computed_hash();
+        if computed != e.hash {
+            tampered = Some(bad(
+                line_no,
+                expected,
+                format!(
+                    "entry {expected} (line {line_no}, {}) was edited: its content hashes to {computed}, not to its recorded hash {}",
+                    e.kind, e.hash
+                ),
+            ));
+            break;
+        }
+        if let Some(reason) = manifest_changed(state_dir, &e) {
+            tampered = Some(bad(line_no, expected, reason));
+            break;
+        }
+        prev = e.hash;
+        expected += 1;
+    }
+    if tampered.is_none()
+        && let Some(h) = &head
+        && h.entries > expected
+    {
+        tampered = Some(bad(
+            line_no + 1,
+            expected,
+            format!(
+                "the log ends after entry {} but {HEAD_FILE} records {} entries: entries were removed from the end",
+                expected as i64 - 1,
+                h.entries
+            ),
+        ));
+    }
+    Ok(Verification {
+        good_entries: expected,
+        head_hash: prev,
+        tampered,
+    })
+}
+
+/// For a batch entry: whether the manifest file still hashes as logged.
+fn manifest_changed(state_dir: &Path, e: &AuditEntry) -> Option<String> {
+    if e.kind != AuditKind::BatchCommitted.as_str() {
+        return None;
+    }
+    let batch = e.key.as_deref()?;
+    let logged = e.payload.get("manifest_sha256")?.as_str()?;
+    let path = state_dir
+        .join("history/batches")
+        .join(format!("{batch}.json"));
+    match fs::read(&path) {
+        Ok(b) => {
+            let actual = hex::encode(Sha256::digest(&b));
+            (actual != logged).then(|| {
+                format!(
+                    "the manifest of batch {batch} ({}) was changed after entry {} logged it: it hashes to {actual}, not {logged}",
+                    path.display(),
+                    e.seq
+                )
+            })
+        }
+        Err(_) => Some(format!(
+            "the manifest of batch {batch} ({}), logged by entry {}, was removed",
+            path.display(),
+            e.seq
+        )),
+    }
+}
