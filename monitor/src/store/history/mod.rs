@@ -34,15 +34,17 @@
 //! is repaired on open: committed batches missing from the audit log are
 //! appended in commit order, each exactly once (keyed by batch id).
 
+mod checkpoint;
+mod metrics;
+
+pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
+pub use metrics::metric_rows;
+use metrics::metrics_parquet;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::audit::{AuditError, AuditKind, AuditLog};
@@ -50,7 +52,7 @@ use super::fsutil;
 use super::lock::{LockError, WriterLock};
 use crate::alert::Alert;
 use crate::compare::Finding;
-use crate::profile::{ALL, BatchProfile, SliceProfile};
+use crate::profile::BatchProfile;
 
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -123,42 +125,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A file of the drop folder already handled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointEntry {
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub input_sha256: String,
-    pub batch_id: String,
-}
-
-/// The drop folder's checkpoint: file name to what was handled.
-///
-/// Stored as a snapshot (`checkpoint.json`) and the entries recorded since
-/// (`checkpoint.log`, one line per handled file, appended and synced), so
-/// recording a file costs one short append however many files the folder
-/// has seen. When the log has grown past the snapshot (and
-/// [`CHECKPOINT_COMPACT_MIN`] lines), the files no longer in the folder
-/// are dropped (one listing) and a new snapshot replaces both: amortized,
-/// a constant cost per file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub files: BTreeMap<String, CheckpointEntry>,
-    /// Lines in `checkpoint.log` (not stored).
-    #[serde(skip)]
-    pub logged: u64,
-}
-
-/// The fewest log lines that make a new checkpoint snapshot.
-pub const CHECKPOINT_COMPACT_MIN: u64 = 1024;
-
-/// One line of `checkpoint.log`.
-#[derive(Serialize, Deserialize)]
-struct CheckpointLine {
-    name: String,
-    entry: CheckpointEntry,
 }
 
 /// The history of one dataset.
@@ -442,141 +408,6 @@ impl History {
         self.append_alerts(&missing)?;
         Ok(missing)
     }
-
-    /// Read the checkpoint: the snapshot, then the lines logged since (a
-    /// torn last line, from a crash during its append, is cut).
-    pub fn checkpoint(&self) -> Result<Checkpoint, HistoryError> {
-        let path = self.root.join("checkpoint.json");
-        let mut c: Checkpoint = match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| HistoryError::Corrupt {
-                path,
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        let log = self.root.join("checkpoint.log");
-        let bytes = match fs::read(&log) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(c),
-            Err(e) => return Err(io(&log)(e)),
-        };
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for (i, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let l: CheckpointLine =
-                serde_json::from_slice(line).map_err(|e| HistoryError::Corrupt {
-                    path: log.clone(),
-                    reason: format!("line {}: {e}", i + 1),
-                })?;
-            c.files.insert(l.name, l.entry);
-            c.logged += 1;
-        }
-        if complete < bytes.len() {
-            tracing::warn!(path = %log.display(), bytes = bytes.len() - complete, "cutting an unfinished checkpoint line left by a crash");
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&log)
-                .map_err(io(&log))?;
-            f.set_len(complete as u64).map_err(io(&log))?;
-            f.sync_all().map_err(io(&log))?;
-        }
-        Ok(c)
-    }
-
-    /// Record that the drop folder's file `name` was handled: in `c`, and
-    /// durably (one appended line). Compacts when the log has outgrown the
-    /// snapshot: the files no longer in `folder` are forgotten.
-    pub fn record_checkpoint(
-        &self,
-        c: &mut Checkpoint,
-        folder: &Path,
-        name: &str,
-        entry: CheckpointEntry,
-    ) -> Result<(), HistoryError> {
-        let log = self.root.join("checkpoint.log");
-        let line = serde_json::to_vec(&CheckpointLine {
-            name: name.to_string(),
-            entry: entry.clone(),
-        })
-        .expect("checkpoint lines serialize");
-        fsutil::append_line(&log, &line).map_err(io(&log))?;
-        c.files.insert(name.to_string(), entry);
-        c.logged += 1;
-        if c.logged >= CHECKPOINT_COMPACT_MIN.max(c.files.len() as u64) {
-            self.compact_checkpoint(c, folder)?;
-        }
-        Ok(())
-    }
-
-    /// A new snapshot of `c` without the files gone from `folder`, then an
-    /// empty log. A crash in between only replays lines already in the
-    /// snapshot.
-    fn compact_checkpoint(&self, c: &mut Checkpoint, folder: &Path) -> Result<(), HistoryError> {
-        let present: HashSet<String> = fs::read_dir(folder)
-            .map_err(io(folder))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        c.files.retain(|name, _| present.contains(name));
-        let path = self.root.join("checkpoint.json");
-        fsutil::write_atomic(
-            &path,
-            &serde_json::to_vec(c).expect("checkpoints serialize"),
-        )
-        .map_err(io(&path))?;
-        let log = self.root.join("checkpoint.log");
-        match fs::OpenOptions::new().write(true).open(&log) {
-            Ok(f) => {
-                f.set_len(0).map_err(io(&log))?;
-                f.sync_all().map_err(io(&log))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&log)(e)),
-        }
-        c.logged = 0;
-        Ok(())
-    }
-
-    /// Move a bad input into quarantine with a `.reason` file beside it.
-    /// Idempotent: a file already moved is left alone.
-    pub fn quarantine(
-        &self,
-        file: &Path,
-        batch_id: &str,
-        reason: &str,
-    ) -> Result<PathBuf, HistoryError> {
-        let dir = self.root.join("quarantine");
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut target = dir.join(&name);
-        if target.exists() {
-            target = dir.join(format!("{}-{name}", &batch_id[..12.min(batch_id.len())]));
-        }
-        let reason_path = PathBuf::from(format!("{}.reason", target.display()));
-        fsutil::write_atomic(&reason_path, format!("{reason}\n").as_bytes())
-            .map_err(io(&reason_path))?;
-        if file.exists() {
-            if fs::rename(file, &target).is_err() {
-                // another filesystem: copy, sync, then remove
-                fs::copy(file, &target).map_err(io(&target))?;
-                fs::File::open(&target)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io(&target))?;
-                fs::remove_file(file).map_err(io(file))?;
-            }
-            // both folders: the file's new name and its old one's removal
-            fsutil::sync_dir(&dir).map_err(io(&dir))?;
-            if let Some(from) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fsutil::sync_dir(from).map_err(io(from))?;
-            }
-        }
-        Ok(target)
-    }
 }
 
 /// Every manifest of a state folder, in commit order, read without opening
@@ -626,204 +457,5 @@ pub fn manifest_audit_payload(m: &Manifest, manifest_bytes: &[u8]) -> serde_json
     })
 }
 
-/// The long-format metrics of a batch as Parquet bytes.
-fn metrics_parquet(m: &Manifest, p: &BatchProfile) -> Result<Vec<u8>, HistoryError> {
-    let rows = metric_rows(p);
-    let n = rows.len();
-    let time = m
-        .batch_time
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.timestamp_micros());
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("dataset", DataType::Utf8, false),
-        Field::new("batch_id", DataType::Utf8, false),
-        Field::new(
-            "batch_time",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("slice", DataType::Utf8, false),
-        Field::new("column", DataType::Utf8, true),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![m.dataset.as_str(); n])),
-        Arc::new(StringArray::from(vec![m.batch_id.as_str(); n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![time; n]).with_timezone("UTC")),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.0.as_str()),
-        )),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.as_deref()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), cols)
-        .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
-    let props = WriterProperties::builder()
-        .set_created_by("dqmon".into())
-        .build();
-    let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
-    w.write(&batch)?;
-    w.close()?;
-    Ok(buf)
-}
-
-type MetricRow = (String, Option<String>, &'static str, f64);
-
-/// Metrics of every slice and column, long format.
-pub fn metric_rows(p: &BatchProfile) -> Vec<MetricRow> {
-    let mut out = Vec::new();
-    let all = p.all();
-    let total = all.rows.max(1) as f64;
-    let mut slices: Vec<(&str, &SliceProfile)> = vec![(ALL, &all)];
-    slices.extend(p.tags.iter().map(|(k, v)| (k.as_str(), v)));
-    for (name, s) in slices {
-        let mut push = |col: Option<&str>, metric: &'static str, v: f64| {
-            if v.is_finite() {
-                out.push((name.to_string(), col.map(str::to_string), metric, v));
-            }
-        };
-        push(None, "rows", s.rows as f64);
-        push(None, "tag_share", s.rows as f64 / total);
-        push(None, "duplicate_share", s.duplicate_share());
-        let labelled = s.labelled();
-        for (class, c) in &s.labels {
-            if labelled > 0 {
-                let metric: &'static str = "label_rate";
-                out.push((
-                    name.to_string(),
-                    Some(format!("label={class}")),
-                    metric,
-                    *c as f64 / labelled as f64,
-                ));
-            }
-        }
-        for (col, c) in &s.columns {
-            let mut push = |metric: &'static str, v: f64| {
-                if v.is_finite() {
-                    out.push((name.to_string(), Some(col.clone()), metric, v));
-                }
-            };
-            push("count", c.count as f64);
-            push("nulls", c.nulls as f64);
-            push("missing_rate", c.missing_rate());
-            if let Some(n) = c.numeric.as_ref().filter(|n| n.n > 0) {
-                push("min", n.min);
-                push("max", n.max);
-                push("mean", n.mean);
-                push("stddev", n.variance().sqrt());
-                if let Some(q) = n.quantiles.quantiles(&[0.01, 0.5, 0.99]) {
-                    push("p01", q[0]);
-                    push("p50", q[1]);
-                    push("p99", q[2]);
-                }
-                push("out_of_range", (n.below_range + n.above_range) as f64);
-            }
-            if let Some(n) = &c.numeric {
-                push("non_finite", n.non_finite as f64);
-            }
-            if let Some(v) = &c.values {
-                push("distinct_estimate", v.distinct.estimate().round());
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn entry(i: u64) -> CheckpointEntry {
-        CheckpointEntry {
-            size: i,
-            mtime_ns: i as i128 * 1_000,
-            input_sha256: format!("{i:064x}"),
-            batch_id: format!("{i:032x}"),
-        }
-    }
-
-    #[test]
-    fn the_checkpoint_survives_a_reopen_and_a_torn_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("drop");
-        fs::create_dir_all(&folder).unwrap();
-        let state = dir.path().join("state");
-        let h = History::open(&state).unwrap();
-        let mut c = h.checkpoint().unwrap();
-        for i in 0..5 {
-            h.record_checkpoint(&mut c, &folder, &format!("f{i}.parquet"), entry(i))
-                .unwrap();
-        }
-        let again = h.checkpoint().unwrap();
-        assert_eq!(again, c);
-        assert_eq!(again.logged, 5);
-        // a crash in the middle of an append: the torn line is cut
-        let log = state.join("checkpoint.log");
-        let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-        f.write_all(b"{\"name\":\"f9.parq").unwrap();
-        drop(f);
-        assert_eq!(h.checkpoint().unwrap(), c);
-        assert!(fs::read(&log).unwrap().ends_with(b"\n"));
-        h.record_checkpoint(&mut c, &folder, "f5.parquet", entry(5))
-            .unwrap();
-        assert_eq!(h.checkpoint().unwrap().files.len(), 6);
-    }
-
-    /// Recording one more file appends one line, whatever the checkpoint
-    /// holds: with 100,000 entries it writes as many bytes as with 10 (the
-    /// full rewrite it replaced wrote every entry for every file), and the
-    /// snapshot is rewritten only when the log has outgrown it, forgetting
-    /// the files gone from the folder.
-    #[test]
-    fn recording_a_file_costs_the_same_with_100_000_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("drop");
-        fs::create_dir_all(&folder).unwrap();
-        let state = dir.path().join("state");
-        let h = History::open(&state).unwrap();
-        let snapshot = state.join("checkpoint.json");
-        let log = state.join("checkpoint.log");
-        let mut written = Vec::new();
-        for n in [10u64, 100_000] {
-            let mut c = Checkpoint {
-                files: (0..n)
-                    .map(|i| (format!("old{i}.parquet"), entry(i)))
-                    .collect(),
-                logged: 0,
-            };
-            fs::write(&snapshot, serde_json::to_vec(&c).unwrap()).unwrap();
-            let _ = fs::remove_file(&log);
-            let before = fs::metadata(&snapshot).unwrap().len();
-            h.record_checkpoint(&mut c, &folder, "new.parquet", entry(7))
-                .unwrap();
-            assert_eq!(fs::metadata(&snapshot).unwrap().len(), before, "no rewrite");
-            written.push(fs::metadata(&log).unwrap().len());
-        }
-        assert_eq!(written[0], written[1], "one line either way: {written:?}");
-        assert!(written[1] < 300, "{written:?}");
-
-        // compaction: past max(CHECKPOINT_COMPACT_MIN, entries) lines, a
-        // snapshot of the files still present, and an empty log
-        let mut c = Checkpoint::default();
-        fs::write(folder.join("kept.parquet"), b"x").unwrap();
-        h.record_checkpoint(&mut c, &folder, "kept.parquet", entry(1))
-            .unwrap();
-        for i in 1..CHECKPOINT_COMPACT_MIN {
-            h.record_checkpoint(&mut c, &folder, &format!("gone{i}.parquet"), entry(i))
-                .unwrap();
-        }
-        assert_eq!(c.logged, 0, "compacted");
-        assert_eq!(fs::metadata(&log).unwrap().len(), 0);
-        assert_eq!(
-            c.files.keys().collect::<Vec<_>>(),
-            vec!["kept.parquet"],
-            "files gone from the folder are forgotten"
-        );
-        assert_eq!(h.checkpoint().unwrap(), c);
-    }
-}
+mod tests;
