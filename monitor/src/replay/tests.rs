@@ -1,4 +1,5 @@
-//! Replay inputs (files, folders, globs), progress output, and the guard on the replay state folder.
+//! Replay inputs (files, folders, globs), progress output, and the guard on
+//! the replay state folder.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Delivery from the outbox on a paused clock: lifecycle, retries and backoff, a record that fails after sending, recovery after a crash, digests.
+//! Delivery from the outbox on a paused clock: lifecycle, retries and
+//! backoff, a record that fails after sending, recovery after a crash, digests.
 
 use std::time::Instant;
 
