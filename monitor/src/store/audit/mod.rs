@@ -19,7 +19,7 @@
 //! in the order above), and `prev` is the `hash` of the entry before (64
 //! zeros for the first). Changing any byte of an entry changes its hash;
 //! removing or reordering entries breaks `seq` and `prev`; removing entries
-//! from the end is caught by `audit.head`. [`verify`] names the first bad
+//! from the end is caught by `audit.head`. [`verify()`] names the first bad
 //! entry. This is tamper-*evidence* against edits that do not recompute the
 //! chain: someone who can rewrite the whole folder can rebuild a consistent
 //! chain, which is why `dqmon audit verify` prints the head hash for
@@ -310,7 +310,7 @@ impl AuditLog {
         self.locked(|file, head| keys_of(file, head.len, &path, kind))
     }
 
-    /// Every entry, in order (does not verify the chain: see [`verify`]).
+    /// Every entry, in order (does not verify the chain: see [`verify()`]).
     pub fn entries(&self) -> Result<Vec<AuditEntry>, AuditError> {
         let path = self.path();
         self.locked(|file, head| {
