@@ -1,0 +1,417 @@
+//! The daemon: wires source → decode → profile → compare → alert → store for
+//! every dataset of a config, and owns shutdown.
+//!
+//! Each dataset has one worker thread that handles its drop folder's files
+//! one at a time, oldest first. A file is acknowledged (checkpointed) only
+//! after its manifest, profile, metrics and alerts are durably in the
+//! history; a crash at any point means the file is looked at again, and its
+//! batch id (dataset, file name, SHA-256 of the bytes) makes that idempotent.
+//! Shutdown (SIGINT/SIGTERM) lets the file in hand finish, then stops.
+//!
+//! Files: `open.rs` opens a worker (live or replay), `drop_folder.rs` drives
+//! the drop folder; this one holds the run options, errors, batch ids, the
+//! PII key's access and the loop over datasets.
+
+mod drop_folder;
+mod open;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::alert::Alert;
+use crate::config::model::{ColumnKind, Rules, SourceRule};
+use crate::pii::{PiiKey, PiiKeyError};
+use crate::profile::BatchProfile;
+use crate::store::baselines::BaselineStoreError;
+use crate::store::history::{History, HistoryError};
+
+pub use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
+use crate::store::lock::WriterLock;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("dataset `{dataset}`: {source}")]
+    Baseline {
+        dataset: String,
+        #[source]
+        source: BaselineStoreError,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    History {
+        dataset: String,
+        #[source]
+        source: HistoryError,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    PiiKey {
+        dataset: String,
+        #[source]
+        source: PiiKeyError,
+    },
+    #[error(
+        "dataset `{dataset}` has no source to watch; add `source: {{ parquet_drop: {{ path: DIR }} }}` to its rules"
+    )]
+    NoSource { dataset: String },
+    #[error("dataset `{dataset}`: the drop folder {path} cannot be used: {reason}")]
+    DropFolder {
+        dataset: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    Kafka {
+        dataset: String,
+        #[source]
+        source: Box<crate::source::kafka::KafkaSourceError>,
+    },
+    // The inner error is in the message, not chained as a source, so that
+    // `{:#}` reports do not print it twice.
+    #[error("dataset `{dataset}`: {error}")]
+    ApprovedBaseline {
+        dataset: String,
+        error: Box<crate::security::ApprovedBaselineError>,
+    },
+    /// The approved baseline was refused (see [`crate::store::refusal`]):
+    /// audited, alerted (`alert`), and the dataset is not monitored.
+    #[error("dataset `{dataset}`: {error}")]
+    BaselineRefused {
+        dataset: String,
+        error: Box<crate::security::ApprovedBaselineError>,
+        alert: Box<Alert>,
+    },
+    #[error("dataset `{dataset}`: could not record in the audit log: {error}")]
+    Audit {
+        dataset: String,
+        error: crate::store::audit::AuditError,
+    },
+    #[error("dataset `{dataset}`: {source}")]
+    Outbox {
+        dataset: String,
+        #[source]
+        source: crate::alert::outbox::OutboxError,
+    },
+}
+
+/// How `run` behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Handle the files present at start, then exit (instead of watching).
+    pub once: bool,
+    /// How long a file's size and mtime must stay unchanged before it is read.
+    pub settle: Duration,
+    /// Print alerts to stdout.
+    pub print_alerts: bool,
+    /// Set by `replay` (see [`Worker::open_replay`]): inputs are recorded
+    /// files, not a drop folder's. They are never moved to quarantine and no
+    /// drop-folder checkpoint is kept.
+    pub recorded_inputs: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            once: false,
+            settle: Duration::from_millis(500),
+            print_alerts: true,
+            recorded_inputs: false,
+        }
+    }
+}
+
+/// What a run did, per dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: u64,
+    pub quarantined: u64,
+    pub replayed: u64,
+    pub skipped: u64,
+    pub alerts: u64,
+    /// Set when the dataset was not monitored: why (its approved baseline
+    /// was refused). The other datasets of the config ran.
+    pub stopped: Option<String>,
+}
+
+/// A handle to stop a running daemon.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    wakers: Arc<std::sync::Mutex<Vec<mpsc::Sender<()>>>>,
+}
+
+impl Shutdown {
+    /// Ask every worker to finish the file in hand and stop.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        for w in self.wakers.lock().expect("wakers lock").iter() {
+            let _ = w.send(());
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    fn register(&self, tx: mpsc::Sender<()>) {
+        self.wakers.lock().expect("wakers lock").push(tx);
+    }
+
+    /// Block until [`trigger`](Shutdown::trigger) is called.
+    pub fn wait(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.register(tx);
+        while !self.is_triggered() {
+            let _ = rx.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The batch id of a dropped file.
+pub fn batch_id(dataset: &str, name: &str, input_sha256: &str) -> String {
+    let key = format!("{dataset}\u{1f}{name}\u{1f}{input_sha256}");
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+}
+
+/// What a manifest and its alerts say for the SHA-256 of an input that was
+/// refused by its size: its bytes were never read.
+pub const UNHASHED: &str = "unhashed";
+
+/// The input hash and batch id of a file of `size` bytes (from its
+/// metadata). The size is checked first: a file over
+/// `limits.max_file_bytes` is refused without a byte of it read (hashing
+/// 2 GiB takes seconds), so its hash is [`UNHASHED`] and its batch id comes
+/// from its name and size. Otherwise the id comes from the SHA-256 of the
+/// bytes, as always.
+pub fn identify(
+    rules: &Rules,
+    name: &str,
+    path: &Path,
+    size: u64,
+) -> std::io::Result<(String, String)> {
+    if size > rules.limits.max_file_bytes {
+        let id = batch_id(&rules.dataset, name, &format!("{UNHASHED}:{size}"));
+        return Ok((UNHASHED.to_string(), id));
+    }
+    let sha = crate::store::sha256_file(path)?;
+    let id = batch_id(&rules.dataset, name, &sha);
+    Ok((sha, id))
+}
+
+/// How a command may come by a dataset's PII key.
+#[derive(Debug, Clone, Copy)]
+pub enum PiiAccess<'a> {
+    /// Only read it (`profile`, `compare`, `replay`): never create it.
+    ReadOnly,
+    /// Create it when it is missing, holding the dataset's writer lock.
+    Writer(&'a WriterLock),
+}
+
+/// The PII key a dataset's profiles are built with: from `pii_key_env` or
+/// the state folder's `pii.key`. Rules without a `pii` column hash nothing,
+/// so without a key they get one that is stored nowhere. With a `pii`
+/// column and no key, only a writer creates one; a reader fails with a
+/// message that says how to make it.
+pub fn dataset_pii_key(rules: &Rules, access: PiiAccess<'_>) -> Result<PiiKey, PiiKeyError> {
+    if let Some(key) = crate::pii::load_existing(&rules.pii_key_env, &rules.state_dir)? {
+        return Ok(key);
+    }
+    if !rules.columns.iter().any(|c| c.pii) {
+        return crate::pii::unstored();
+    }
+    match access {
+        PiiAccess::Writer(lock) => crate::pii::load_or_create(&rules.pii_key_env, lock),
+        PiiAccess::ReadOnly => crate::pii::load(&rules.pii_key_env, &rules.state_dir),
+    }
+}
+
+/// What a dataset reads from, for logs.
+fn source_label(source: &SourceRule) -> String {
+    match source {
+        SourceRule::ParquetDrop { path, .. } => format!("drop folder {}", path.display()),
+        SourceRule::Kafka(k) => format!("kafka topics {} at {}", k.topics.join(","), k.brokers),
+        SourceRule::None => "none".to_string(),
+    }
+}
+
+/// The latest event time of a batch (max over its timestamp columns), RFC 3339.
+pub fn batch_time(profile: &BatchProfile, rules: &Rules) -> Option<String> {
+    let all = profile.all();
+    rules
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Timestamp)
+        .filter_map(|c| {
+            all.columns
+                .get(&c.name)?
+                .numeric
+                .as_ref()
+                .filter(|n| n.n > 0)
+                .map(|n| n.max)
+        })
+        .reduce(f64::max)
+        .and_then(|us| chrono::DateTime::from_timestamp_micros(us as i64))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// Run every dataset of a config until `shutdown` is triggered (or, with
+/// `once`, until the files present have been handled).
+///
+/// A dataset whose approved baseline is refused does not stop the others:
+/// its refusal is audited and alerted (and paged through its outbox when
+/// the rules have receivers), it is reported stopped on `/readyz` and in
+/// `dqmon_dataset_stopped`, and its summary says why
+/// ([`RunSummary::stopped`]). Any other error opening a dataset is a setup
+/// problem and stops the run before a file is touched.
+pub fn run_datasets(
+    datasets: Vec<Rules>,
+    opts: RunOptions,
+    shutdown: Shutdown,
+) -> Result<Vec<(String, RunSummary)>, AppError> {
+    let mut workers = Vec::new();
+    let mut stopped = Vec::new();
+    for rules in datasets {
+        match Worker::open(rules.clone(), opts.clone()) {
+            Ok(w) => workers.push(w),
+            Err(e @ AppError::BaselineRefused { .. }) => stopped.push(Stopped::start(rules, e)?),
+            Err(e) => return Err(e),
+        }
+    }
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            let name = w.rules.dataset.clone();
+            let s = shutdown.clone();
+            (name, std::thread::spawn(move || w.run(s)))
+        })
+        .collect();
+    if handles.is_empty() && !opts.once {
+        // Nothing to monitor, but the refusals' pages are being delivered
+        // and /readyz says why: wait for a reload or a stop.
+        shutdown.wait();
+    }
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for (name, h) in handles {
+        match h.join().expect("worker thread does not panic") {
+            Ok(s) => out.push((name, s)),
+            Err(e) => {
+                shutdown.trigger();
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for s in stopped {
+        out.push(s.finish());
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A dataset not monitored because its approved baseline was refused: its
+/// refusal alert is paged through its outbox (when the rules have
+/// receivers), which keeps delivering until the run ends.
+struct Stopped {
+    dataset: String,
+    reason: String,
+    notifier: Option<crate::alert::deliver::Notifier>,
+}
+
+impl Stopped {
+    fn start(rules: Rules, refused: AppError) -> Result<Stopped, AppError> {
+        let AppError::BaselineRefused { alert, .. } = &refused else {
+            unreachable!("only refusals stop a dataset");
+        };
+        let dataset = rules.dataset.clone();
+        let reason = refused.to_string();
+        tracing::error!(dataset = %dataset, "monitoring of this dataset is stopped; the other datasets keep running: {reason}");
+        crate::ops::dataset_stopped(&rules, &reason);
+        let notifier = match &rules.alerts {
+            Some(a) => {
+                let outbox_err = |source| AppError::Outbox {
+                    dataset: dataset.clone(),
+                    source,
+                };
+                // The dataset's history, for the batches committed but not
+                // yet notified before the stop (under the writer lock).
+                let history =
+                    History::open(&rules.state_dir).map_err(|source| AppError::History {
+                        dataset: dataset.clone(),
+                        source,
+                    })?;
+                let manifests = history.manifests().map_err(|source| AppError::History {
+                    dataset: dataset.clone(),
+                    source,
+                })?;
+                let n = crate::alert::deliver::Notifier::start(
+                    &dataset,
+                    &rules.state_dir,
+                    a.clone(),
+                    &manifests,
+                    Arc::new(crate::alert::clock::SystemClock),
+                )
+                .map_err(outbox_err)?;
+                n.page(alert).map_err(outbox_err)?;
+                Some(n)
+            }
+            None => None,
+        };
+        Ok(Stopped {
+            dataset,
+            reason,
+            notifier,
+        })
+    }
+
+    /// The run ends: one last delivery attempt (what is not delivered stays
+    /// pending in the outbox for the next start).
+    fn finish(self) -> (String, RunSummary) {
+        if let Some(n) = self.notifier {
+            n.stop();
+        }
+        (
+            self.dataset,
+            RunSummary {
+                stopped: Some(self.reason),
+                ..RunSummary::default()
+            },
+        )
+    }
+}
+
+/// Where a dataset's alerts file is.
+pub fn alerts_file(rules: &Rules) -> PathBuf {
+    rules.state_dir.join("alerts.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_input_is_identified_without_being_opened() {
+        let mut rules = Rules::for_tests("d", Vec::new());
+        rules.limits.max_file_bytes = 1000;
+        // the path does not exist: any read of it would fail
+        let nowhere = Path::new("/nonexistent/dqmon/huge.parquet");
+        let (sha, id) = identify(&rules, "huge.parquet", nowhere, 1001).unwrap();
+        assert_eq!(sha, UNHASHED);
+        assert_eq!(id, batch_id("d", "huge.parquet", "unhashed:1001"));
+        assert!(
+            identify(&rules, "huge.parquet", nowhere, 1000).is_err(),
+            "within the limit it is read"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.parquet");
+        std::fs::write(&small, b"bytes").unwrap();
+        let (sha, id) = identify(&rules, "small.parquet", &small, 5).unwrap();
+        assert_eq!(sha, crate::store::sha256_file(&small).unwrap());
+        assert_eq!(id, batch_id("d", "small.parquet", &sha));
+    }
+}
