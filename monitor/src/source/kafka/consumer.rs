@@ -1,6 +1,10 @@
 //! The live consumer loop: poll, cut windows, dead-letter bad messages,
 //! hand each window to the pipeline, commit offsets after the commit.
 
+mod dead_letter;
+
+use dead_letter::{Parked, dlq_send_timeout_ms};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +15,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::app::{AppError, RunSummary, Shutdown};
@@ -27,29 +30,6 @@ use super::{
 
 /// A topic and partition.
 type Tp = (String, i32);
-
-/// The longest one dead-letter send may wait for the broker
-/// (`message.timeout.ms` of the dead-letter producer, unless the rules set
-/// it); never more than a third of the group's `max.poll.interval.ms`
-/// (300 s by default), so an outage of the dead-letter topic never keeps
-/// the consumer from polling long enough to be evicted.
-const DLQ_SEND_TIMEOUT_MS: u64 = 10_000;
-
-/// `message.timeout.ms` of the dead-letter producer (see [`DLQ_SEND_TIMEOUT_MS`]).
-fn dlq_send_timeout_ms(k: &KafkaSource) -> u64 {
-    let poll = k
-        .properties
-        .get("max.poll.interval.ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(300_000);
-    DLQ_SEND_TIMEOUT_MS.min(poll / 3).max(1)
-}
-
-/// The retry schedule of a parked window's dead letters.
-const DLQ_BACKOFF: crate::backoff::Backoff = crate::backoff::Backoff {
-    initial: Duration::from_millis(500),
-    max: Duration::from_secs(30),
-};
 
 /// Rebalance events seen inside `recv` (assigned?, partitions), handled by
 /// the loop after it returns.
@@ -150,22 +130,6 @@ struct KafkaRun {
     /// Windows waiting for the dead-letter topic, their partitions paused.
     parked: BTreeMap<(String, i32), Parked>,
     rng: rand::rngs::SmallRng,
-}
-
-/// A closed window whose rejected messages could not all be written to the
-/// dead-letter topic. Its partition is paused (the consumer keeps polling,
-/// so the group keeps it and no other replica takes the batch), nothing of
-/// it is committed, and the dead-letter step is tried again on
-/// [`DLQ_BACKOFF`]; when it succeeds the batch is committed, the partition
-/// resumed, and reading goes on right after the window (messages that were
-/// fetched meanwhile are read again, never skipped).
-struct Parked {
-    window: Window,
-    prepared: Prepared,
-    /// Rejected messages already written, in order.
-    sent: usize,
-    attempts: u32,
-    next_try: Instant,
 }
 
 fn kerr(dataset: &str, e: KafkaSourceError) -> AppError {
@@ -522,148 +486,10 @@ impl KafkaRun {
         Ok(true)
     }
 
-    /// Set a window aside until the dead-letter topic takes its rejected
-    /// messages, pausing its partition (see [`Parked`]).
-    fn park(&mut self, dataset: &str, w: Window, prepared: Prepared, sent: usize) {
-        let key = (w.topic.clone(), w.partition);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&w.topic, w.partition);
-        if let Err(e) = self.consumer.pause(&tpl) {
-            tracing::warn!(dataset, topic = %w.topic, partition = w.partition, error = %e, "could not pause the partition; its messages are set aside until the batch is committed");
-        }
-        // what was read after the window is read again after the resume
-        self.batcher.drop_partition(&w.topic, w.partition);
-        let wait = DLQ_BACKOFF.delay(1, &mut self.rng);
-        tracing::warn!(dataset, topic = %w.topic, partition = w.partition, first_offset = w.first(), last_offset = w.last(), dead_letters_left = prepared.rejected.len() - sent, retry_in_ms = wait.as_millis() as u64, "the dead-letter topic does not take the batch's rejected messages: the partition is paused and the batch waits, uncommitted (the consumer keeps polling, so the group keeps the partition)");
-        self.parked.insert(
-            key,
-            Parked {
-                window: w,
-                prepared,
-                sent,
-                attempts: 1,
-                next_try: Instant::now() + wait,
-            },
-        );
-    }
-
-    /// Try the dead-letter step of every parked window that is due again;
-    /// commit and resume those that get through.
-    async fn retry_parked(
-        &mut self,
-        worker: &mut Worker,
-        shutdown: &Shutdown,
-    ) -> Result<(), AppError> {
-        let now = Instant::now();
-        let due: Vec<(String, i32)> = self
-            .parked
-            .iter()
-            .filter(|(_, p)| p.next_try <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let dataset = worker.rules().dataset.clone();
-        for key in due {
-            if shutdown.is_triggered() {
-                return Ok(());
-            }
-            let Some(mut p) = self.parked.remove(&key) else {
-                continue;
-            };
-            p.sent = self
-                .dead_letter(&dataset, &p.window, &p.prepared.rejected, p.sent)
-                .await;
-            if p.sent < p.prepared.rejected.len() {
-                p.attempts += 1;
-                let wait = DLQ_BACKOFF.delay(p.attempts, &mut self.rng);
-                p.next_try = Instant::now() + wait;
-                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, attempts = p.attempts, retry_in_ms = wait.as_millis() as u64, "the dead-letter topic is still unavailable; the partition stays paused");
-                self.parked.insert(key, p);
-                continue;
-            }
-            let Parked {
-                window, prepared, ..
-            } = p;
-            self.commit_window(worker, &window, prepared)?;
-            // read on right after the window, then resume
-            let next = Offset::Offset(window.last() + 1);
-            if let Err(e) = self
-                .consumer
-                .seek(&key.0, key.1, next, Duration::from_secs(5))
-            {
-                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not seek after the committed batch; the group's committed offset is used instead");
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&key.0, key.1);
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not resume the partition");
-            }
-            tracing::info!(dataset = %dataset, topic = %key.0, partition = key.1, "the dead-letter topic took the batch's rejected messages: batch committed, partition resumed");
-        }
-        Ok(())
-    }
-
     fn done(&mut self, topic: &str, partition: i32, last: i64) {
         let key = (topic.to_string(), partition);
         let wm = self.watermarks.entry(key).or_insert(last);
         *wm = (*wm).max(last);
         self.commit_offset(topic, partition, last);
-    }
-
-    /// Produce the rejected messages from `from` on to the dead-letter
-    /// topic, each waiting at most [`dlq_send_timeout_ms`] for the broker;
-    /// stops at the first that fails. Returns how many of `rejected` are
-    /// written (all of them when there is no dead-letter topic: they are
-    /// logged by offset and counted).
-    async fn dead_letter(
-        &self,
-        dataset: &str,
-        w: &Window,
-        rejected: &[(usize, String)],
-        from: usize,
-    ) -> usize {
-        let (Some(producer), Some(dlq)) = (&self.producer, &self.cfg.dead_letter_topic) else {
-            for (i, reason) in rejected {
-                tracing::warn!(dataset, topic = %w.topic, partition = w.partition, offset = w.msgs[*i].offset, reason = %reason, "bad message skipped (no dead_letter_topic configured)");
-            }
-            return rejected.len();
-        };
-        for (n, (i, reason)) in rejected.iter().enumerate().skip(from) {
-            let m = &w.msgs[*i];
-            let partition = w.partition.to_string();
-            let offset = m.offset.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: DLQ_REASON,
-                    value: Some(reason.as_str()),
-                })
-                .insert(Header {
-                    key: DLQ_TOPIC,
-                    value: Some(w.topic.as_str()),
-                })
-                .insert(Header {
-                    key: DLQ_PARTITION,
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: DLQ_OFFSET,
-                    value: Some(offset.as_str()),
-                })
-                .insert(Header {
-                    key: DLQ_DATASET,
-                    value: Some(dataset),
-                });
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq)
-                .payload(m.payload.as_slice())
-                .headers(headers);
-            if let Some(k) = &m.key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Err((e, _)) = producer.send(rec, Duration::from_secs(1)).await {
-                tracing::warn!(dataset, topic = %dlq, error = %e, "could not write to the dead-letter topic (the batch is not committed until it succeeds)");
-                return n;
-            }
-            tracing::info!(dataset, topic = %w.topic, partition = w.partition, offset = m.offset, dead_letter_topic = %dlq, reason = %reason, "bad message sent to the dead-letter topic");
-        }
-        rejected.len()
     }
 }
