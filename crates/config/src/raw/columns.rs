@@ -1,6 +1,14 @@
 //! Walking `trust:`, `label:`, `columns:`, `slices:` and `label_features:`.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_yaml::Value;
+
+use super::{
+    Bound, COLUMN_KEYS, ColumnKind, ColumnOut, ColumnRule, Fields, KINDS, LABEL_KEYS, LabelRule,
+    SLICE_KEYS, Section, TRUST_KEYS, TrustRules, TrustSource, Walker, default_feature_bins, found,
+    index_path, key_path, kind_name, suggest, suggestion_suffix,
+};
 
 impl Walker {
     pub(super) fn trust(&mut self, path: &str, v: &Value) -> Section<TrustRules> {

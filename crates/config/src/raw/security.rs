@@ -1,6 +1,13 @@
 //! Walking `security:`: signed approvals and trusted keys.
 
-use super::*;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use super::{
+    Fields, PublicKeySource, SECURITY_KEYS, SecurityRules, TRUSTED_KEY_KEYS, TrustedKey, Walker,
+    index_path, key_path, resolve,
+};
 
 impl Walker {
     /// `security:`: the approval policy and the trusted approvers' public keys.

@@ -1,6 +1,11 @@
 //! Walking `thresholds:`, `sketch:` and `limits:`.
 
-use super::*;
+use serde_yaml::Value;
+
+use super::{
+    Bound, Fields, LIMIT_KEYS, Limits, SKETCH_KEYS, SketchParams, THRESHOLD_KEYS, Thresholds,
+    Walker,
+};
 
 impl Walker {
     pub(super) fn thresholds(&mut self, path: &str, v: &Value) -> Thresholds {
