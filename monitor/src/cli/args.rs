@@ -1,6 +1,10 @@
 //! The command line as clap parses it: commands, flags, their help.
 
-use super::*;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::outbox;
 
 /// dqmon: per-trust-tag data-quality monitoring of ML ingestion batches.
 #[derive(Debug, Parser)]

@@ -1,6 +1,11 @@
 //! `dqmon audit ...`: verify and show the audit chain.
 
-use super::*;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::AuditCommand;
+use crate::config::{self, model::Rules};
 
 pub(super) fn audit(action: AuditCommand) -> anyhow::Result<ExitCode> {
     match action {

@@ -1,6 +1,12 @@
 //! `dqmon baseline ...`: build, approve, list, show, verify baselines.
 
-use super::*;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::{BaselineCommand, baseline_pii_key, expand_paths, load_rules, profile_paths};
+use crate::baseline::{Baseline, BatchRef};
+use crate::store::baselines::BaselineStore;
 
 pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
     match action {

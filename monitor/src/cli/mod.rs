@@ -13,17 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use clap::Parser;
 
-use crate::baseline::{Baseline, BatchRef};
-use crate::compare::{self, Finding};
+use crate::compare::{self};
 use crate::config::{self, model::Rules};
 use crate::decode::parquet::profile_file;
-use crate::escape::escape;
 use crate::pii::PiiKey;
-use crate::profile::{ALL, BatchProfile, ProfileSummary};
-use crate::store::baselines::BaselineStore;
+use crate::profile::BatchProfile;
 
 mod args;
 mod audit;

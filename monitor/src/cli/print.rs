@@ -1,6 +1,14 @@
 //! Tables and findings as `profile` and `check` print them.
 
-use super::*;
+use std::io::Write;
+use std::path::Path;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::compare::Finding;
+use crate::config::model::Rules;
+use crate::escape::escape;
+use crate::profile::{ALL, ProfileSummary};
 
 fn fmt_num(v: Option<f64>) -> String {
     match v {
