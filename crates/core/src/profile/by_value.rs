@@ -250,26 +250,10 @@ impl ValueCounter {
             }
             self.ids = Ids::Names(by_name);
         }
-        let id_of: Vec<u32> = match &mut self.ids {
-            Ids::Bins => (0..other.names.len() as u32).collect(),
-            Ids::Names(ids) => {
-                let names = &mut self.names;
-                other
-                    .names
-                    .iter()
-                    .map(|n| match ids.get(n.as_str()) {
-                        Some(&id) => id,
-                        None => {
-                            let id = names.len() as u32;
-                            names.push(n.clone());
-                            ids.insert(n.clone(), id);
-                            id
-                        }
-                    })
-                    .collect()
-            }
-            Ids::Cells(_) => unreachable!("turned into names above"),
-        };
+        // bins are their own ids; names get this counter's stable ids
+        let id_of: Vec<u32> = self
+            .stable_ids(&other.names)
+            .unwrap_or_else(|| (0..other.names.len() as u32).collect());
         for (s, theirs) in other.slices.iter().enumerate() {
             let at = slice_of[s];
             if self.slices.len() <= at {
