@@ -10,6 +10,8 @@
 //!
 //! This module owns sketch state only; it does no I/O and reads no clock.
 
+use std::sync::OnceLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
@@ -291,9 +293,23 @@ impl<'de> Deserialize<'de> for Distinct {
 
 /// Heavy-hitters sketch over string values. Counts are exact while fewer
 /// than 3/4 of `map_size` distinct values were seen.
+///
+/// Its hash table's order is the one thing a stored copy does not keep, and
+/// only a purge (dropping the smallest counts once the table is full) looks
+/// at it: which counts a purge samples depends on where they sit. So the
+/// sketch is brought to its stored order ([`TopValues::canonicalize`])
+/// before any update or merge that may purge, and after one that did; a
+/// merge that cannot purge (the two tables together fit) leaves the same
+/// values, counts and error in any order and skips the round trip. Answers
+/// and bytes are the same as with a round trip after every merge.
 #[derive(Clone, Debug)]
 pub struct TopValues {
     sketch: FrequentItemsSketch<String>,
+    /// False after a merge that skipped the round trip to the stored order.
+    canonical: bool,
+    /// [`TopValues::all`], computed on first use and dropped by any change:
+    /// a baseline's sketches answer every batch's checks from it.
+    sorted: OnceLock<Vec<ValueCount>>,
 }
 
 /// One value of a [`TopValues`] sketch with its estimated count.
@@ -308,12 +324,18 @@ impl TopValues {
         TopValues {
             sketch: FrequentItemsSketch::new(map_size.next_power_of_two().max(8))
                 .expect("power of two >= 8"),
+            canonical: true,
+            sorted: OnceLock::new(),
         }
     }
 
     #[inline]
     pub fn update_with_count(&mut self, value: &str, count: u64) {
         if count > 0 {
+            if !self.canonical {
+                self.canonicalize();
+            }
+            self.sorted.take();
             self.sketch.update_with_count_ref(value, count);
         }
     }
@@ -337,25 +359,26 @@ impl TopValues {
     }
 
     /// Every tracked value, most frequent first, ties by value: deterministic.
-    pub fn all(&self) -> Vec<ValueCount> {
-        let mut rows: Vec<ValueCount> = self
-            .sketch
-            .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
-            .into_iter()
-            .map(|r| ValueCount {
-                value: r.item().clone(),
-                count: r.estimate(),
-            })
-            .collect();
-        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-        rows
+    pub fn all(&self) -> &[ValueCount] {
+        self.sorted.get_or_init(|| {
+            let mut rows: Vec<ValueCount> = self
+                .sketch
+                .frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0)
+                .into_iter()
+                .map(|r| ValueCount {
+                    value: r.item().clone(),
+                    count: r.estimate(),
+                })
+                .collect();
+            rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            rows
+        })
     }
 
     /// The `k` most frequent values.
-    pub fn top(&self, k: usize) -> Vec<ValueCount> {
-        let mut all = self.all();
-        all.truncate(k);
-        all
+    pub fn top(&self, k: usize) -> &[ValueCount] {
+        let all = self.all();
+        &all[..k.min(all.len())]
     }
 
     pub fn merge(&mut self, other: &TopValues) -> Result<(), SketchError> {
@@ -366,7 +389,26 @@ impl TopValues {
                 right: format!("map_size={}", other.map_size()),
             });
         }
-        self.sketch.merge(&other.sketch);
+        let may_purge = self.sketch.num_active_items() + other.sketch.num_active_items()
+            > self.sketch.maximum_map_capacity();
+        self.sorted.take();
+        if !may_purge {
+            self.sketch.merge(&other.sketch);
+            self.canonical = false;
+            return Ok(());
+        }
+        // the merge inserts the other's values in its table order, and a
+        // purge part-way depends on both orders: use the stored ones
+        if !self.canonical {
+            self.canonicalize();
+        }
+        if other.canonical {
+            self.sketch.merge(&other.sketch);
+        } else {
+            let mut other = other.clone();
+            other.canonicalize();
+            self.sketch.merge(&other.sketch);
+        }
         self.canonicalize();
         Ok(())
     }
@@ -375,6 +417,7 @@ impl TopValues {
     pub fn canonicalize(&mut self) {
         self.sketch = FrequentItemsSketch::deserialize(&self.to_bytes())
             .expect("a frequent-items sketch reads back its own bytes");
+        self.canonical = true;
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -412,7 +455,11 @@ impl<'de> Deserialize<'de> for TopValues {
                 reason: e.to_string(),
             })
         })?;
-        Ok(TopValues { sketch })
+        Ok(TopValues {
+            sketch,
+            canonical: true,
+            sorted: OnceLock::new(),
+        })
     }
 }
 
@@ -459,6 +506,54 @@ mod tests {
         assert!((a.estimate() - 8_000.0).abs() < 8_000.0 * 0.05);
         let back: Distinct = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a);
+    }
+
+    /// The merge that skips its round trip when no purge can happen gives
+    /// the same bytes and answers as a round trip after every merge, also
+    /// along chains of merges where later ones purge (tiny tables, skewed
+    /// and spread values, so both kinds of merge occur).
+    #[test]
+    fn lazy_merge_equals_round_trip_after_every_merge() {
+        use rand::{Rng, SeedableRng, rngs::SmallRng};
+        let mut purged = 0;
+        for seed in 0..300u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let map_size = [8usize, 16, 32][rng.random_range(0..3)];
+            let parts: Vec<TopValues> = (0..rng.random_range(2..7))
+                .map(|_| {
+                    let mut t = TopValues::new(map_size);
+                    let spread = rng.random_range(1..40u32);
+                    for _ in 0..rng.random_range(0..30) {
+                        let v = format!("v{}", rng.random_range(0..spread));
+                        t.update_with_count(&v, rng.random_range(1..20));
+                    }
+                    t.canonicalize();
+                    t
+                })
+                .collect();
+            let mut lazy = parts[0].clone();
+            let mut eager = parts[0].clone();
+            for p in &parts[1..] {
+                lazy.merge(p).unwrap();
+                eager.sketch.merge(&p.sketch);
+                eager.canonicalize();
+            }
+            assert_eq!(lazy.to_bytes(), eager.to_bytes(), "seed {seed}");
+            assert_eq!(lazy.all(), eager.all(), "seed {seed}");
+            assert_eq!(lazy.max_error(), eager.max_error(), "seed {seed}");
+            // an update after lazy merges purges as the eager sketch does
+            for i in 0..map_size {
+                lazy.update_with_count(&format!("late{i}"), 1);
+                eager.update_with_count(&format!("late{i}"), 1);
+            }
+            assert_eq!(
+                lazy.to_bytes(),
+                eager.to_bytes(),
+                "seed {seed}, late updates"
+            );
+            purged += usize::from(eager.max_error() > 0);
+        }
+        assert!(purged > 50, "only {purged} of 300 chains purged");
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn slice_summary(s: &SliceProfile, top_k: usize) -> SliceSummary {
                     median: num.and_then(|n| n.quantiles.quantile(0.5)),
                     out_of_range: c.numeric.as_ref().map(|n| n.below_range + n.above_range),
                     distinct_estimate: vals.map(|v| v.distinct.estimate().round()),
-                    top: vals.map(|v| v.top.top(top_k)),
+                    top: vals.map(|v| v.top.top(top_k).to_vec()),
                 },
             )
         })

@@ -33,10 +33,10 @@ pub(super) fn js(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Test>) {
         return;
     };
     let k = ctx.rules.thresholds.top_k.max(1) * 2;
-    let mut cats: Vec<String> = b.top.top(k).into_iter().map(|v| v.value).collect();
+    let mut cats: Vec<&str> = b.top.top(k).iter().map(|v| v.value.as_str()).collect();
     for v in o.top.top(k) {
-        if !cats.contains(&v.value) {
-            cats.push(v.value);
+        if !cats.contains(&v.value.as_str()) {
+            cats.push(&v.value);
         }
     }
     let (on, bn) = (oc.count as f64, bc.count as f64);
@@ -165,20 +165,20 @@ pub(super) fn unseen_values(ctx: &Ctx, slice: &str, name: &str, out: &mut Vec<Te
     if ctx.bands.is_some() && band.is_none() {
         return;
     }
-    let mut unseen: Vec<(u64, String)> = o
+    let mut unseen: Vec<(u64, &str)> = o
         .top
         .all()
-        .into_iter()
+        .iter()
         .filter(|v| b.top.estimate(&v.value) == 0)
-        .map(|v| (v.count, v.value))
+        .map(|v| (v.count, v.value.as_str()))
         .collect();
-    unseen.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    unseen.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let x: u64 = unseen.iter().map(|u| u.0).sum();
     let mut t = blank(key.0, key.1, slice, Unit::Share, Family::Values);
     let x_base = band.map(|b| b.mean).unwrap_or(0.0) * bc.count as f64;
     let null = ctx.rate_null(key, x_base, bc.count as f64);
     count_test(&mut t, x, oc.count, null, Direction::Up);
-    t.value = unseen.first().map(|u| u.1.clone());
+    t.value = unseen.first().map(|u| u.1.to_string());
     t.threshold = ctx.rules.thresholds.unseen_min_share;
     let (wo, _) = ctx.weights(slice);
     t.contribution = wo * t.observed;
