@@ -19,7 +19,6 @@ pub mod backoff;
 pub mod baseline_history;
 pub mod cli;
 pub mod decode;
-pub mod escape;
 pub mod ops;
 pub mod pii;
 pub mod pipeline;
@@ -36,4 +35,4 @@ pub mod store;
 // things. The synthetic generator (`dqmon-fixtures`) and the detection
 // measurement (`dqmon-eval`) are not part of this crate or its binary.
 pub use dqmon_config as config;
-pub use dqmon_core::{baseline, compare, profile};
+pub use dqmon_core::{baseline, compare, escape, profile};

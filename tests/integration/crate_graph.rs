@@ -1,7 +1,7 @@
 //! The crate graph the README draws, checked: `dqmon-core` (profile,
 //! compare, baselines, rules) does no I/O, and the pipeline's crates depend
-//! one way (core ← config ← dqmon ← eval), the generator out of the
-//! production binary.
+//! one way (core ← config, core ← store, both ← dqmon ← eval), the
+//! generator out of the production binary.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -82,6 +82,27 @@ fn config_depends_on_core_and_not_on_the_daemon() {
     assert!(deps.contains("dqmon-core"));
     for c in ["dqmon", "tokio", "rdkafka", "datafusion", "parquet"] {
         assert!(!deps.contains(c), "dqmon-config depends on {c}");
+    }
+}
+
+#[test]
+fn store_depends_on_core_and_on_no_engine_of_the_daemon() {
+    let deps = normal_dependencies("dqmon-store");
+    assert!(deps.contains("dqmon-core"), "the tree was read: {deps:?}");
+    for c in [
+        "dqmon",
+        "dqmon-config",
+        "tokio",
+        "rdkafka",
+        "datafusion",
+        "lettre",
+        "ureq",
+        "axum",
+    ] {
+        assert!(
+            !deps.contains(c),
+            "dqmon-store depends on {c}: the store writes state; sources, sinks and queries live in the daemon"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! Write faults, not only kills: the real binary (built with the
-//! `fault-injection` feature, see `monitor/src/store/fault.rs`) meets a full
+//! `fault-injection` feature, see `crates/store/src/fault.rs`) meets a full
 //! disk, a failing device and a read-only state folder at each step of a
 //! commit. After each fault the run stops (or, in the delivery thread,
 //! retries) with an error that names the path and the cause; once the fault

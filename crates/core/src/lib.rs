@@ -4,7 +4,7 @@
 //!  source ──► decode ──► profile ──► compare ──► alert ──► outbox ──► sinks
 //!  (dqmon)    (dqmon)   ┌──────── dqmon-core ────────┐   (dqmon)
 //!                       │ profile   compare  baseline │
-//!                       │ rules     pii (keyed hash)  │
+//!                       │ rules  alert  pii  escape   │
 //!                       └─────────────────────────────┘
 //! ```
 //!
@@ -18,7 +18,10 @@
 //! - [`compare`]: profile + baseline + the evidence of earlier batches →
 //!   findings + the evidence after this batch, with the statistics and the
 //!   false-alarm budget behind every decision;
-//! - [`pii`]: the keyed hash that replaces raw values of `pii` columns.
+//! - [`alert`]: a finding of a batch → an alert with its fingerprint and
+//!   id (delivery is the daemon's);
+//! - [`pii`]: the keyed hash that replaces raw values of `pii` columns;
+//! - [`escape`]: untrusted text made safe for one line of output.
 //!
 //! What it must not do: I/O of any kind (files, network, environment),
 //! read a clock, or spawn threads. Every function here is a function of its
@@ -26,8 +29,10 @@
 //! checked by a test (`tests/integration/crate_graph.rs`): adding tokio,
 //! rdkafka, datafusion or parquet here fails it.
 
+pub mod alert;
 pub mod baseline;
 pub mod compare;
+pub mod escape;
 pub mod pii;
 pub mod profile;
 pub mod rules;

@@ -143,7 +143,11 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                 bail!(crate::security::Refusal::Unsigned { approver: by });
             }
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let a = store.approve_signed(&id, &by, &now, &note, key.as_ref())?;
+            let a = store.approve_with(&id, &by, &now, &note, |a| {
+                if let Some(k) = &key {
+                    crate::security::sign_approval(a, k);
+                }
+            })?;
             crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
                 crate::store::audit::AuditKind::BaselineApproved,
                 Some(&a.baseline_id),

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use crate::profile::{ALL, BatchProfile, SliceProfile};
+use dqmon_core::profile::{ALL, BatchProfile, SliceProfile};
 
 use super::{HistoryError, Manifest};
 

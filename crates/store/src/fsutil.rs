@@ -15,22 +15,58 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Like [`write_atomic`], with Unix permissions `mode` for a new file.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, tmp) = write_temp(path, bytes, mode)?;
+    fs::rename(&tmp, path)?;
+    sync_dir(&dir)
+}
+
+/// Write `bytes` to `path` only if no file is there, atomically and
+/// durably: returns `false`, changing nothing, when one is. Of several
+/// writers racing for one path, exactly one gets `true` (a hard link of a
+/// complete temporary file, which the file system refuses over an existing
+/// name). The create-if-absent of [`crate::backend::Backend::put_if_absent`].
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let (dir, tmp) = write_temp(path, bytes, 0o644)?;
+    let linked = fs::hard_link(&tmp, path);
+    let removed = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            removed?;
+            sync_dir(&dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            removed?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A complete, synced temporary file beside `path` holding `bytes`; returns
+/// its folder and its name. Its name has the shape [`temp_target`] knows,
+/// unique within the process (a counter after the pid), so that writers in
+/// several threads never share one.
+fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(PathBuf, PathBuf)> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    fs::create_dir_all(&dir)?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    {
+    loop {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.{}{seq:04}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -38,7 +74,12 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         }
         #[cfg(not(unix))]
         let _ = mode;
-        let mut f = opts.open(&tmp)?;
+        let mut f = match opts.open(&tmp) {
+            Ok(f) => f,
+            // a file of a killed writer with the same name: take the next
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
         let written = write_all_faultable(&mut f, path, bytes).and_then(|_| f.sync_all());
         if let Err(e) = written {
             // a full disk or a failing device: leave no half file behind
@@ -46,9 +87,8 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        return Ok((dir, tmp));
     }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
 }
 
 /// The file a temporary name of [`write_atomic`] stands for:
@@ -167,6 +207,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn write_new_writes_once_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("batch.json");
+        assert!(write_new(&p, b"first").unwrap());
+        assert!(!write_new(&p, b"second").unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["batch.json"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::fsutil;
+use crate::fsutil;
 
 use super::{History, HistoryError, io};
 

@@ -14,9 +14,12 @@
 //! quarantine/<file> + <file>.reason   bad inputs and why
 //! ```
 //!
-//! A batch is in the history when its manifest exists; the manifest is
-//! written last (temp file, fsync, rename), so a crash leaves either nothing
-//! or a complete batch. Alerts are appended after the manifest; on open,
+//! The batch files (manifest, profile, metrics) are objects of a
+//! [`Backend`] (the state folder itself, by default). A batch is in the
+//! history when its manifest exists; the manifest is written last, and only
+//! if absent ([`Backend::put_if_absent`]), so a crash leaves either nothing
+//! or a complete batch, and of two writers committing one batch the first
+//! wins and the second leaves the history as it was. Alerts are appended after the manifest; on open,
 //! alerts of committed batches that are missing from the alerts file (a
 //! crash in between) are appended, and a torn last line is cut: each alert
 //! id appears exactly once.
@@ -48,11 +51,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{AuditError, AuditKind, AuditLog};
+use super::backend::{Backend, LocalBackend, Put};
 use super::fsutil;
 use super::lock::{LockError, WriterLock};
-use crate::alert::Alert;
-use crate::compare::Finding;
-use crate::profile::BatchProfile;
+use dqmon_core::alert::Alert;
+use dqmon_core::compare::Finding;
+use dqmon_core::profile::BatchProfile;
 
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -96,7 +100,7 @@ pub struct Manifest {
     /// The accumulated evidence after this batch (processed batches only):
     /// what the next batch continues from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<crate::compare::EvidenceState>,
+    pub evidence: Option<dqmon_core::compare::EvidenceState>,
 }
 
 /// History I/O failed.
@@ -130,6 +134,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
 /// The history of one dataset.
 pub struct History {
     root: PathBuf,
+    /// Manifests, profiles and metrics (keys under `history/`).
+    objects: Box<dyn Backend>,
     by_sha: HashMap<String, String>,
     ids: HashSet<String>,
     /// Why each quarantined batch was quarantined.
@@ -137,7 +143,7 @@ pub struct History {
     next_seq: u64,
     audit: AuditLog,
     /// The evidence after the last processed batch (what the next continues from).
-    evidence: Option<crate::compare::EvidenceState>,
+    evidence: Option<dqmon_core::compare::EvidenceState>,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -165,6 +171,7 @@ impl History {
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
         let mut h = History {
+            objects: Box::new(LocalBackend::new(&root)),
             root,
             by_sha: HashMap::new(),
             ids: HashSet::new(),
@@ -218,8 +225,13 @@ impl History {
     fn repair_audit(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
         let logged = self.audit.keys(AuditKind::BatchCommitted)?;
         for m in manifests.iter().filter(|m| !logged.contains(&m.batch_id)) {
-            let path = self.manifest_path(&m.batch_id);
-            let bytes = fs::read(&path).map_err(io(&path))?;
+            let key = manifest_key(&m.batch_id);
+            let path = self.objects.locate(&key);
+            let bytes = self
+                .objects
+                .get(&key)
+                .map_err(io(&path))?
+                .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?;
             tracing::info!(batch_id = %m.batch_id, "recording a committed batch missing from the audit log");
             self.audit.append(
                 AuditKind::BatchCommitted,
@@ -232,20 +244,27 @@ impl History {
 
     /// Profiles and metrics written by a batch that crashed before its
     /// manifest: not in the history, so not visible to queries either.
+    /// (Temporary files of their interrupted writes went with the lock's
+    /// clean-up, before.)
     fn remove_orphans(&self) -> Result<(), HistoryError> {
-        for (dir, ext) in [("history/profiles", "json"), ("history/metrics", "parquet")] {
-            let d = self.root.join(dir);
-            for entry in fs::read_dir(&d).map_err(io(&d))? {
-                let path = entry.map_err(io(&d))?.path();
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-                let is_tmp = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'));
-                let orphan = path.extension().and_then(|e| e.to_str()) == Some(ext)
-                    && !self.ids.contains(stem);
-                if is_tmp || orphan {
-                    fs::remove_file(&path).map_err(io(&path))?;
+        for (dir, ext) in [
+            ("history/profiles", ".json"),
+            ("history/metrics", ".parquet"),
+        ] {
+            let keys = self
+                .objects
+                .list(dir)
+                .map_err(io(&self.objects.locate(dir)))?;
+            for key in keys {
+                let orphan = key
+                    .strip_prefix(dir)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .and_then(|name| name.strip_suffix(ext))
+                    .is_some_and(|id| !self.ids.contains(id));
+                if orphan {
+                    self.objects
+                        .delete(&key)
+                        .map_err(io(&self.objects.locate(&key)))?;
                 }
             }
         }
@@ -260,15 +279,9 @@ impl History {
         self.root.join("alerts.jsonl")
     }
 
-    fn manifest_path(&self, batch_id: &str) -> PathBuf {
-        self.root
-            .join("history/batches")
-            .join(format!("{batch_id}.json"))
-    }
-
     /// Every manifest, in commit order.
     pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
-        read_manifests(&self.root)
+        manifests_of(self.objects.as_ref())
     }
 
     /// Whether a batch is in the history.
@@ -287,7 +300,7 @@ impl History {
     }
 
     /// The evidence after the last processed batch (empty when none).
-    pub fn last_evidence(&self) -> crate::compare::EvidenceState {
+    pub fn last_evidence(&self) -> dqmon_core::compare::EvidenceState {
         self.evidence.clone().unwrap_or_default()
     }
 
@@ -306,23 +319,36 @@ impl History {
         if self.contains(&manifest.batch_id) {
             return Ok(Vec::new());
         }
+        let put = |key: String, bytes: &[u8]| {
+            self.objects
+                .put(&key, bytes)
+                .map_err(io(&self.objects.locate(&key)))
+        };
         if let Some(p) = profile {
-            let path = self
-                .root
-                .join("history/profiles")
-                .join(format!("{}.json", manifest.batch_id));
-            fsutil::write_atomic(&path, &serde_json::to_vec(p).expect("profiles serialize"))
-                .map_err(io(&path))?;
-            let path = self
-                .root
-                .join("history/metrics")
-                .join(format!("{}.parquet", manifest.batch_id));
+            let bytes = serde_json::to_vec(p).expect("profiles serialize");
+            put(
+                format!("history/profiles/{}.json", manifest.batch_id),
+                &bytes,
+            )?;
             let bytes = metrics_parquet(&manifest, p)?;
-            fsutil::write_atomic(&path, &bytes).map_err(io(&path))?;
+            put(
+                format!("history/metrics/{}.parquet", manifest.batch_id),
+                &bytes,
+            )?;
         }
-        let path = self.manifest_path(&manifest.batch_id);
+        let key = manifest_key(&manifest.batch_id);
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        fsutil::write_atomic(&path, &manifest_bytes).map_err(io(&path))?;
+        let outcome = self
+            .objects
+            .put_if_absent(&key, &manifest_bytes)
+            .map_err(io(&self.objects.locate(&key)))?;
+        if outcome == Put::Existed {
+            // another writer committed this batch between our look and our
+            // write: its commit stands, with its alerts and audit entry
+            tracing::info!(batch_id = %manifest.batch_id, "batch already committed by another writer; skipped");
+            self.ids.insert(manifest.batch_id.clone());
+            return Ok(Vec::new());
+        }
         self.ids.insert(manifest.batch_id.clone());
         if manifest.status == BatchStatus::Quarantined {
             self.quarantined.insert(
@@ -414,17 +440,26 @@ impl History {
 /// the history (nothing is repaired or written: safe on a live daemon's
 /// folder). A folder without a history has none.
 pub fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, HistoryError> {
-    let dir = state_dir.join("history/batches");
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
+    manifests_of(&LocalBackend::new(state_dir))
+}
+
+/// The key of a batch's manifest.
+fn manifest_key(batch_id: &str) -> String {
+    format!("history/batches/{batch_id}.json")
+}
+
+/// Every manifest among a backend's objects, in commit order.
+fn manifests_of(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
+    let dir = "history/batches";
+    let keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
     let mut out = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-        let path = entry.map_err(io(&dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+    for key in keys.iter().filter(|k| k.ends_with(".json")) {
+        let path = objects.locate(key);
+        // listed a moment ago; manifests are never removed, but a reader
+        // of a live folder must not fail on one that is
+        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
             continue;
-        }
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        };
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),

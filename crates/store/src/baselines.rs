@@ -6,14 +6,13 @@
 //! changes a baseline's bytes. Loading always recomputes the hash: a file
 //! whose bytes do not match its id is refused, whoever approved it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fsutil;
-use crate::baseline::{BASELINE_FORMAT, Baseline};
+use crate::backend::{Backend, LocalBackend};
+use dqmon_core::baseline::{BASELINE_FORMAT, Baseline};
 
 /// Why a baseline could not be stored, found or trusted.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +66,7 @@ pub struct Approval {
     #[serde(default)]
     pub note: String,
     /// Ed25519 signature (base64) over the id, dataset, approver, time and
-    /// note (see [`crate::security::approval_message`]), when signed.
+    /// note (see `dqmon::security::approval_message`), when signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// The signer's public key (base64), for information: trust comes from
@@ -86,9 +85,11 @@ pub struct Verified {
     pub approved: bool,
 }
 
-/// The baselines of one folder.
+/// The baselines of one folder: `<id>.json` (the id is the SHA-256 of the
+/// bytes) and `approvals/<id>.json`, objects of a [`Backend`].
 pub struct BaselineStore {
     dir: PathBuf,
+    objects: Box<dyn Backend>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -104,7 +105,11 @@ fn valid_id(id: &str) -> bool {
 
 impl BaselineStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        BaselineStore { dir: dir.into() }
+        let dir = dir.into();
+        BaselineStore {
+            objects: Box::new(LocalBackend::new(&dir)),
+            dir,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -118,22 +123,24 @@ impl BaselineStore {
         }
     }
 
-    fn path_of(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    fn key_of(id: &str) -> String {
+        format!("{id}.json")
     }
 
-    fn approval_path(&self, id: &str) -> PathBuf {
-        self.dir.join("approvals").join(format!("{id}.json"))
+    fn approval_key(id: &str) -> String {
+        format!("approvals/{id}.json")
     }
 
-    /// Store a candidate; returns its id. Storing the same baseline twice is a no-op.
+    /// Store a candidate; returns its id. Storing the same baseline twice is
+    /// a no-op (the key is the content's hash: whoever wrote it first wrote
+    /// these bytes).
     pub fn save(&self, baseline: &Baseline) -> Result<String, BaselineStoreError> {
         let bytes = serde_json::to_vec(baseline).expect("baselines serialize");
         let id = sha256_hex(&bytes);
-        let path = self.path_of(&id);
-        if !path.exists() {
-            fsutil::write_atomic(&path, &bytes).map_err(Self::io(&path))?;
-        }
+        let key = Self::key_of(&id);
+        self.objects
+            .put_if_absent(&key, &bytes)
+            .map_err(Self::io(&self.objects.locate(&key)))?;
         Ok(id)
     }
 
@@ -142,16 +149,13 @@ impl BaselineStore {
         if !valid_id(id) {
             return Err(BaselineStoreError::BadId { id: id.into() });
         }
-        let path = self.path_of(id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BaselineStoreError::NotFound {
-                    id: id.into(),
-                    dir: self.dir.clone(),
-                });
-            }
-            Err(e) => return Err(Self::io(&path)(e)),
+        let key = Self::key_of(id);
+        let path = self.objects.locate(&key);
+        let Some(bytes) = self.objects.get(&key).map_err(Self::io(&path))? else {
+            return Err(BaselineStoreError::NotFound {
+                id: id.into(),
+                dir: self.dir.clone(),
+            });
         };
         let actual = sha256_hex(&bytes);
         if actual != id {
@@ -186,17 +190,18 @@ impl BaselineStore {
         approved_at: &str,
         note: &str,
     ) -> Result<Approval, BaselineStoreError> {
-        self.approve_signed(id, approved_by, approved_at, note, None)
+        self.approve_with(id, approved_by, approved_at, note, |_| {})
     }
 
-    /// Record an approval, signed with `key` when given (see [`crate::security`]).
-    pub fn approve_signed(
+    /// Record an approval, after `sign` has had it (the daemon's security
+    /// module signs it there, when the approver has a key).
+    pub fn approve_with(
         &self,
         id: &str,
         approved_by: &str,
         approved_at: &str,
         note: &str,
-        key: Option<&ed25519_dalek::SigningKey>,
+        sign: impl FnOnce(&mut Approval),
     ) -> Result<Approval, BaselineStoreError> {
         let b = self.load(id)?;
         let mut approval = Approval {
@@ -208,30 +213,28 @@ impl BaselineStore {
             signature: None,
             public_key: None,
         };
-        if let Some(k) = key {
-            crate::security::sign_approval(&mut approval, k);
-        }
-        let path = self.approval_path(id);
+        sign(&mut approval);
+        let key = Self::approval_key(id);
         let bytes = serde_json::to_vec_pretty(&approval).expect("approvals serialize");
-        fsutil::write_atomic(&path, &bytes).map_err(Self::io(&path))?;
+        self.objects
+            .put(&key, &bytes)
+            .map_err(Self::io(&self.objects.locate(&key)))?;
         Ok(approval)
     }
 
     /// Every approval in the folder.
     pub fn approvals(&self) -> Result<Vec<Approval>, BaselineStoreError> {
-        let dir = self.dir.join("approvals");
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Self::io(&dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(Self::io(&dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+        let keys = self
+            .objects
+            .list("approvals")
+            .map_err(Self::io(&self.objects.locate("approvals")))?;
+        for key in keys.iter().filter(|k| k.ends_with(".json")) {
+            let path = self.objects.locate(key);
+            // listed a moment ago: gone now means removed meanwhile
+            let Some(bytes) = self.objects.get(key).map_err(Self::io(&path))? else {
                 continue;
-            }
-            let bytes = fs::read(&path).map_err(Self::io(&path))?;
+            };
             let a: Approval =
                 serde_json::from_slice(&bytes).map_err(|e| BaselineStoreError::Decode {
                     id: path.display().to_string(),
@@ -279,20 +282,15 @@ impl BaselineStore {
             .map(|a| a.baseline_id)
             .collect();
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Self::io(&self.dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(Self::io(&self.dir))?.path();
-            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+        let keys = self.objects.list("").map_err(Self::io(&self.dir))?;
+        for key in &keys {
+            let Some(stem) = key.strip_suffix(".json").filter(|s| valid_id(s)) else {
                 continue;
             };
-            if path.extension().and_then(|e| e.to_str()) != Some("json") || !valid_id(stem) {
+            let path = self.objects.locate(key);
+            let Some(bytes) = self.objects.get(key).map_err(Self::io(&path))? else {
                 continue;
-            }
-            let bytes = fs::read(&path).map_err(Self::io(&path))?;
+            };
             let actual = sha256_hex(&bytes);
             out.push(Verified {
                 id: stem.to_string(),

@@ -91,3 +91,63 @@ fn recording_a_file_costs_the_same_with_100_000_entries() {
     );
     assert_eq!(h.checkpoint().unwrap(), c);
 }
+
+fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT,
+        seq,
+        batch_id: batch_id.into(),
+        dataset: "d".into(),
+        status: BatchStatus::Processed,
+        source: source.into(),
+        input_sha256: format!("{seq:064x}"),
+        input_bytes: 10,
+        rows: 0,
+        rows_by_tag: BTreeMap::new(),
+        schema_fingerprint: None,
+        baseline_id: None,
+        rules_hash: "r".into(),
+        dqmon_version: "test".into(),
+        batch_time: None,
+        reason: None,
+        findings: Vec::new(),
+        alerts: Vec::new(),
+        evidence: None,
+    }
+}
+
+/// Two writers that both opened the history before either committed the
+/// same batch (two handles here; two replicas on one store in a fleet):
+/// the first commit stands, the second changes nothing and appends no
+/// audit entry, and the history holds the batch once.
+#[test]
+fn of_two_writers_committing_one_batch_the_first_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut first = History::open(&state).unwrap();
+    let mut second = History::open(&state).unwrap();
+    first
+        .commit(manifest("b1", 0, "from the first"), None)
+        .unwrap();
+    assert!(
+        !second.contains("b1"),
+        "the second opened before the commit"
+    );
+    second
+        .commit(manifest("b1", 0, "from the second"), None)
+        .unwrap();
+    assert!(second.contains("b1"));
+    let all = read_manifests(&state).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].source, "from the first");
+    let committed = first.audit().keys(AuditKind::BatchCommitted).unwrap();
+    assert_eq!(committed.len(), 1);
+    drop((first, second));
+    // a reopen finds nothing to repair and the same one batch
+    let h = History::open(&state).unwrap();
+    assert_eq!(h.manifests().unwrap(), all);
+    assert_eq!(
+        h.audit().keys(AuditKind::BatchCommitted).unwrap(),
+        committed
+    );
+}

@@ -1,0 +1,239 @@
+//! Where the state's objects live: one trait, [`Backend`], with the
+//! operations an object store offers (get, put, put-if-absent, list,
+//! delete), and [`LocalBackend`], a folder on a local disk, the embedded
+//! default.
+//!
+//! ```text
+//! History, BaselineStore ──► dyn Backend ──► LocalBackend (folder; fsync + rename / hard link)
+//!                                        └─► an object store (the fleet issue: S3, GCS, Azure)
+//! ```
+//!
+//! Keys are relative, `/`-separated paths (`history/batches/<id>.json`).
+//! Every write is atomic and durable when it returns: a reader sees the old
+//! object or the new one, never a mix, and a crash after the call cannot
+//! lose it. [`Backend::put_if_absent`] is the commit primitive: of two
+//! writers of the same key, the first wins and the second is told so and
+//! changes nothing — the conditional put (`If-None-Match: *`) object stores
+//! offer, and a hard link on a local file system.
+//!
+//! What is not behind the trait yet, because it is an append or a lock
+//! rather than an object: the alerts file and the drop-folder checkpoint log
+//! (appends), the audit chain (append under a file lock) and the writer
+//! lock of the state folder. They stay local files; moving them onto
+//! engines that several machines share is the fleet issue's work.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fsutil;
+
+/// What [`Backend::put_if_absent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The object is new: this writer won.
+    Created,
+    /// An object was already there; it was left as it was.
+    Existed,
+}
+
+/// Objects of the state, by key. See the module docs for the contract.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// The object's bytes, `None` when there is none.
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+
+    /// Write the object, replacing any earlier one.
+    fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()>;
+
+    /// Write the object only if there is none under the key.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<Put>;
+
+    /// The keys directly under a folder-like prefix (`history/batches`; `""`
+    /// for the top), sorted; temporary objects of interrupted writes are not
+    /// listed. An absent prefix has none.
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// Remove the object; one already gone is fine.
+    fn delete(&self, key: &str) -> io::Result<()>;
+
+    /// Where the object is, for messages (a file path, a URL).
+    fn locate(&self, key: &str) -> PathBuf;
+}
+
+/// A folder on a local disk: objects are files under it. Writes go through
+/// [`fsutil`] (temporary file, fsync, rename or hard link, fsync of the
+/// folder), so the guarantees hold across a crash or a power cut.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        let valid = !key.is_empty()
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !valid {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{key}` is not a state key (a relative path without `.` or `..` parts)"),
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+impl Backend for LocalBackend {
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path(key)?) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        fsutil::write_atomic(&self.path(key)?, bytes)
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<Put> {
+        if fsutil::write_new(&self.path(key)?, bytes)? {
+            Ok(Put::Created)
+        } else {
+            Ok(Put::Existed)
+        }
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let prefix = prefix.trim_end_matches('/');
+        let dir = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix)?
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if name.starts_with('.') || !entry.file_type()?.is_file() {
+                continue;
+            }
+            keys.push(if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            });
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        fsutil::remove_durable(&self.path(key)?)
+    }
+
+    fn locate(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+/// The contract every backend keeps, as one suite: run it on each backend
+/// (the local folder here; an object store where one is configured).
+#[cfg(test)]
+pub(crate) fn conformance(b: &dyn Backend) {
+    assert_eq!(b.get("a/missing.json").unwrap(), None);
+    assert_eq!(b.list("a").unwrap(), Vec::<String>::new());
+
+    b.put("a/one.json", b"1").unwrap();
+    b.put("a/one.json", b"one").unwrap();
+    assert_eq!(b.get("a/one.json").unwrap().as_deref(), Some(&b"one"[..]));
+
+    assert_eq!(
+        b.put_if_absent("a/two.json", b"first").unwrap(),
+        Put::Created
+    );
+    assert_eq!(
+        b.put_if_absent("a/two.json", b"second").unwrap(),
+        Put::Existed
+    );
+    assert_eq!(b.get("a/two.json").unwrap().as_deref(), Some(&b"first"[..]));
+
+    b.put("a/b/deeper.json", b"x").unwrap();
+    b.put("top.json", b"t").unwrap();
+    assert_eq!(b.list("a").unwrap(), vec!["a/one.json", "a/two.json"]);
+    assert_eq!(b.list("a/").unwrap(), vec!["a/one.json", "a/two.json"]);
+    assert_eq!(b.list("").unwrap(), vec!["top.json"]);
+    assert_eq!(b.list("a/b").unwrap(), vec!["a/b/deeper.json"]);
+
+    b.delete("a/one.json").unwrap();
+    b.delete("a/one.json").unwrap();
+    assert_eq!(b.get("a/one.json").unwrap(), None);
+    assert_eq!(b.list("a").unwrap(), vec!["a/two.json"]);
+
+    for bad in ["", "/abs", "a/../b", "a//b", "./a"] {
+        assert!(b.get(bad).is_err(), "{bad:?} is not a key");
+        assert!(b.put(bad, b"x").is_err(), "{bad:?} is not a key");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_backend_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(&LocalBackend::new(dir.path()));
+    }
+
+    /// Of many writers of one key at once, exactly one wins, and the
+    /// object holds the winner's bytes whole.
+    #[test]
+    fn one_of_racing_writers_wins_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        let wins: Vec<(usize, Put)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let b = &b;
+                    s.spawn(move || {
+                        let bytes = vec![b'0' + i as u8; 4096];
+                        (i, b.put_if_absent("k/batch.json", &bytes).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = wins
+            .iter()
+            .filter(|(_, p)| *p == Put::Created)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(winners.len(), 1, "{wins:?}");
+        let stored = b.get("k/batch.json").unwrap().unwrap();
+        assert_eq!(stored, vec![b'0' + winners[0] as u8; 4096]);
+        let names: Vec<_> = fs::read_dir(dir.path().join("k"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["batch.json"]);
+    }
+}
