@@ -92,7 +92,6 @@ fn store_depends_on_core_and_on_no_engine_of_the_daemon() {
     for c in [
         "dqmon",
         "dqmon-config",
-        "tokio",
         "rdkafka",
         "datafusion",
         "lettre",

@@ -15,6 +15,7 @@ mod golden;
 mod history_baseline;
 mod kafka;
 mod kafka_replay;
+mod object_store;
 mod ops;
 mod profile_exact;
 mod query;

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! History, BaselineStore ──► dyn Backend ──► LocalBackend (folder; fsync + rename / hard link)
-//!                                        └─► an object store (the fleet issue: S3, GCS, Azure)
+//!                                        └─► ObjectBackend (S3, GCS, Azure; see crate::object)
 //! ```
 //!
 //! Keys are relative, `/`-separated paths (`history/batches/<id>.json`).
@@ -61,6 +61,24 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn locate(&self, key: &str) -> PathBuf;
 }
 
+/// A key is a relative, `/`-separated path without empty, `.` or `..`
+/// parts: it can never name something outside the state.
+pub(crate) fn check_key(key: &str) -> io::Result<()> {
+    let valid = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if valid {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{key}` is not a state key (a relative path without `.` or `..` parts)"),
+        ))
+    }
+}
+
 /// A folder on a local disk: objects are files under it. Writes go through
 /// [`fsutil`] (temporary file, fsync, rename or hard link, fsync of the
 /// folder), so the guarantees hold across a crash or a power cut.
@@ -79,17 +97,7 @@ impl LocalBackend {
     }
 
     fn path(&self, key: &str) -> io::Result<PathBuf> {
-        let valid = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
-        if !valid {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("`{key}` is not a state key (a relative path without `.` or `..` parts)"),
-            ));
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 }
@@ -155,10 +163,12 @@ impl Backend for LocalBackend {
     }
 }
 
-/// The contract every backend keeps, as one suite: run it on each backend
-/// (the local folder here; an object store where one is configured).
-#[cfg(test)]
-pub(crate) fn conformance(b: &dyn Backend) {
+/// The contract every backend keeps, as one suite (it panics on the first
+/// breach): the local folder and the object stores run it in this crate's
+/// tests, an S3-compatible server in the integration tests, and a new
+/// backend should too. Run it on an empty backend: it expects to find
+/// nothing, and writes under `a/`, `top.json` and `race/`.
+pub fn conformance(b: &dyn Backend) {
     assert_eq!(b.get("a/missing.json").unwrap(), None);
     assert_eq!(b.list("a").unwrap(), Vec::<String>::new());
 
@@ -192,45 +202,37 @@ pub(crate) fn conformance(b: &dyn Backend) {
         assert!(b.get(bad).is_err(), "{bad:?} is not a key");
         assert!(b.put(bad, b"x").is_err(), "{bad:?} is not a key");
     }
+
+    // of writers racing for one key, exactly one wins and its bytes stand
+    let outcomes: Vec<(u8, Put)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6u8)
+            .map(|i| s.spawn(move || (i, b.put_if_absent("race/batch.json", &[i; 4096]).unwrap())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<u8> = outcomes
+        .iter()
+        .filter(|(_, p)| *p == Put::Created)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        b.get("race/batch.json").unwrap(),
+        Some(vec![winners[0]; 4096])
+    );
+    assert_eq!(b.list("race").unwrap(), vec!["race/batch.json"]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The suite, and its race leaves no temporary file behind on disk.
     #[test]
     fn local_backend_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         conformance(&LocalBackend::new(dir.path()));
-    }
-
-    /// Of many writers of one key at once, exactly one wins, and the
-    /// object holds the winner's bytes whole.
-    #[test]
-    fn one_of_racing_writers_wins_and_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        let wins: Vec<(usize, Put)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|i| {
-                    let b = &b;
-                    s.spawn(move || {
-                        let bytes = vec![b'0' + i as u8; 4096];
-                        (i, b.put_if_absent("k/batch.json", &bytes).unwrap())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let winners: Vec<usize> = wins
-            .iter()
-            .filter(|(_, p)| *p == Put::Created)
-            .map(|(i, _)| *i)
-            .collect();
-        assert_eq!(winners.len(), 1, "{wins:?}");
-        let stored = b.get("k/batch.json").unwrap().unwrap();
-        assert_eq!(stored, vec![b'0' + winners[0] as u8; 4096]);
-        let names: Vec<_> = fs::read_dir(dir.path().join("k"))
+        let names: Vec<_> = fs::read_dir(dir.path().join("race"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();

@@ -17,15 +17,15 @@
 //! - [`audit`]: the hash-chained log of everything committed or approved;
 //! - [`lock`]: the writer lock (one writer per state folder);
 //! - [`backend`]: where objects live ([`backend::Backend`]; the local folder
-//!   is the embedded default);
+//!   is the embedded default), and [`object`], the same on an object store
+//!   (S3 and S3-compatible, GCS, Azure);
 //! - [`fsutil`], [`fault`]: durable writes, and the faults the tests inject
 //!   into them.
 //!
 //! What it must not do: decide anything. What to commit comes from the
 //! pipeline (the pure stages of `dqmon-core` and the daemon that drives
 //! them); the store makes it durable, in order, exactly once. It has no
-//! Kafka, DataFusion or async runtime (checked by
-//! `tests/integration/crate_graph.rs`).
+//! Kafka, DataFusion or sink (checked by `tests/integration/crate_graph.rs`).
 
 pub mod audit;
 pub mod backend;
@@ -34,6 +34,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod history;
 pub mod lock;
+pub mod object;
 
 use std::io::Read;
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! what stays in the daemon is [`refusal`], the record of a batch the
 //! security policy refused.
 
-pub use dqmon_store::{audit, backend, baselines, fault, fsutil, history, lock, sha256_file};
+pub use dqmon_store::{
+    audit, backend, baselines, fault, fsutil, history, lock, object, sha256_file,
+};
 
 pub mod refusal;
