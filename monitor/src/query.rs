@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::model::Rules;
 use crate::store::baselines::BaselineStore;
-use crate::store::history::Manifest;
+use crate::store::history::{self, HistoryError, Manifest};
 
 /// A query could not run.
 #[derive(Debug, thiserror::Error)]
@@ -222,36 +222,20 @@ fn mem(
     Ok(())
 }
 
+/// The history's manifests, read the way the store reads them (through its
+/// backend, without opening the history: nothing is locked or repaired).
 fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, QueryError> {
-    let dir = state_dir.join("history/batches");
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            return Err(QueryError::History {
-                path: dir,
-                reason: e.to_string(),
-            });
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(|e| QueryError::History {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| QueryError::History {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        out.push(m);
-    }
-    out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
-    Ok(out)
+    history::read_manifests(state_dir).map_err(|e| match e {
+        HistoryError::Io { path, source } => QueryError::History {
+            path,
+            reason: source.to_string(),
+        },
+        HistoryError::Corrupt { path, reason } => QueryError::History { path, reason },
+        other => QueryError::History {
+            path: state_dir.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 fn read_alerts(state_dir: &Path) -> Result<Vec<Value>, QueryError> {
