@@ -1,6 +1,10 @@
 //! Alert delivery end to end: the real `dqmon run` binary sends email to a
 //! real SMTP server on loopback (mailin-embedded) and posts webhooks to a
 //! real HTTP server (tiny_http), through the durable outbox with retries.
+//!
+//! Longer than 600 lines: each test is one delivery scenario (routes,
+//! cooldown, digests, retries, crash and resume) against the same SMTP and
+//! HTTP servers, whose helpers are at the top.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -163,3 +163,51 @@ fn core_source_does_no_io() {
     assert!(files >= 10, "the core's sources were found ({files} files)");
     assert!(offences.is_empty(), "I/O in dqmon-core: {offences:#?}");
 }
+
+/// Every `.rs` file of the daemon's sources under `dir`, with its text.
+fn sources_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every module of the workspace is under 600 lines, unless a comment in
+/// its first lines says why it is longer (`Longer than 600 lines: ...`).
+#[test]
+fn modules_are_small_or_say_why() {
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for dir in ["crates", "monitor/src", "monitor/benches", "tests"] {
+        for (path, text) in sources_under(&root().join(dir)) {
+            if path.components().any(|c| c.as_os_str() == "target") {
+                continue;
+            }
+            seen += 1;
+            let lines = text.lines().count();
+            let says_why = text
+                .lines()
+                .take(12)
+                .any(|l| l.trim_start().starts_with("//") && l.contains("Longer than 600 lines"));
+            if lines > 600 && !says_why {
+                long.push(format!("{} ({lines} lines)", path.display()));
+            }
+        }
+    }
+    assert!(seen >= 100, "the workspace's modules were found ({seen})");
+    assert!(
+        long.is_empty(),
+        "modules over 600 lines with no reason at their top: {long:#?}"
+    );
+}

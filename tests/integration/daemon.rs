@@ -1,4 +1,8 @@
 //! `dqmon run` on a drop folder: the real binary, real files, real signals.
+//!
+//! Longer than 600 lines: one scenario per test (crash points, settle,
+//! refusals, quarantine, locks), sharing the helpers that start the binary
+//! and read its state folder; each test reads on its own.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

@@ -5,6 +5,10 @@
 //!
 //! tansu comes from `tests/run` (DQMON_TEST_TANSU), `TANSU_BIN`, `PATH` or
 //! `.tools/bin/tansu`; without it the broker tests fail and say how to get it.
+//!
+//! Longer than 600 lines: each test is one scenario against a live broker
+//! (offsets, rebalances, dead letters, replay of a range), sharing the
+//! broker, producer and binary helpers at the top.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
