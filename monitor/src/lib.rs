@@ -26,6 +26,7 @@ pub mod query;
 pub mod replay;
 pub mod report;
 pub mod security;
+pub mod shutdown;
 pub mod source;
 pub mod store;
 

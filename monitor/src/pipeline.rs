@@ -1,9 +1,8 @@
 //! The one per-batch path: every source, and replay, hands its batches here.
 //!
 //! ```text
-//!   drop folder file ─┐
-//!   Kafka window ─────┼─▶ Batch { origin, id, sha256, input } ─▶ Worker::process
-//!   replay ───────────┘
+//!   Source::next ─▶ Batch { origin, id, sha256, input } ─▶ Worker::process ─▶ Source::ack(Outcome)
+//!   (drop folder file, Kafka window, recorded file or topic range in a replay)
 //!        already in the history ───────────────────────────────▶ Skipped
 //!        refused unread (oversized) ─────────────── commit ─────▶ Quarantined
 //!        the same bytes as a committed batch ────── commit ─────▶ Replayed
@@ -14,16 +13,15 @@
 //!                alerts into the outbox                ─────────▶ Processed
 //! ```
 //!
-//! The source acknowledges what [`Outcome`] says, after the commit: a drop
+//! [`Worker::drive`] runs a [`Source`] to its end, one batch at a time
+//! ([`Worker::step`]): the pipeline drives, the source yields. The source
+//! acknowledges what [`Outcome`] says, after the commit: a drop
 //! folder checkpoints the file (and moves a quarantined one aside), Kafka
 //! commits the window's offsets. Nothing here knows where a batch came
 //! from beyond its [`BatchOrigin`], so a live run and a replay of the same
 //! inputs commit the same manifests and alerts. The decisions are the pure
 //! core's ([`crate::profile`], [`crate::compare`]); this module owns their
 //! order and the commit, and the evidence that moves on only with a commit.
-
-use std::path::PathBuf;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -37,25 +35,14 @@ use crate::decode::json::Decoded;
 use crate::decode::parquet::{ProfileFileError, profile_file};
 use crate::pii::PiiKey;
 use crate::profile::{BatchProfile, Profiler};
-use crate::source::parquet_drop::DropFolder;
-use crate::store::history::{
-    BatchStatus, Checkpoint, History, HistoryError, MANIFEST_FORMAT, Manifest,
-};
+use crate::shutdown::Shutdown;
+use crate::source::{Source, SourceCtx, SourceError};
+use crate::store::history::{BatchStatus, History, HistoryError, MANIFEST_FORMAT, Manifest};
 
-/// Where a batch came from, as its manifest and alerts record it: a dropped
-/// file or a Kafka topic/partition/offset range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchOrigin {
-    /// The full origin (file path, or `kafka:topic/partition@first-last`).
-    pub source: String,
-    /// A short name for logs and messages (file name, or the same as `source`).
-    pub name: String,
-    /// Input bytes.
-    pub size: u64,
-}
+pub use crate::source::{Batch, BatchOrigin, Input, Outcome};
 
 /// One dataset's worker: its rules, baseline, history and evidence (the
-/// per-batch state of the pipeline), and its drop folder when it has one.
+/// per-batch state of the pipeline). It knows nothing of its source.
 pub struct Worker {
     pub(crate) rules: Rules,
     pub(crate) pii: PiiKey,
@@ -67,65 +54,13 @@ pub struct Worker {
     /// read from the history on open, replaced after each commit.
     pub(crate) evidence: compare::EvidenceState,
     pub(crate) history: History,
-    /// The drop folder's checkpoint, kept in memory and saved after each file.
-    pub(crate) checkpoint: Checkpoint,
-    /// The drop folder (`None` for a Kafka source, which drives the worker
-    /// itself, and when replaying recorded inputs).
-    pub(crate) folder: Option<DropFolder>,
-    pub(crate) poll: Duration,
     pub(crate) opts: RunOptions,
     pub summary: RunSummary,
-    /// Where sources are said to live in alerts and manifests: the drop
-    /// folder live, and the same folder in a replay (so that alerts match).
-    pub(crate) source_root: Option<PathBuf>,
     /// A capturing sink: when set, every alert committed is also pushed here
     /// (replay drains it after each batch).
     pub captured: Option<Vec<Alert>>,
     /// Alert delivery (rules with `alerts:`): enqueue before the checkpoint.
     pub(crate) notifier: Option<crate::alert::deliver::Notifier>,
-}
-
-/// One batch as a source hands it over.
-pub struct Batch {
-    pub origin: BatchOrigin,
-    /// The batch id (dataset, origin, SHA-256 of the bytes; see [`crate::app::batch_id`]).
-    pub id: String,
-    /// SHA-256 of the input bytes, hex.
-    pub sha256: String,
-    pub input: Input,
-}
-
-/// What a batch holds, as far as its source read it.
-pub enum Input {
-    /// A Parquet file, read and profiled here (row groups in parallel).
-    File(PathBuf),
-    /// Record batches a message source decoded. `rejected`: the messages
-    /// it could not use (index, reason); `extra`: findings the source made
-    /// (a malformed share), added when the batch is processed.
-    Decoded {
-        decoded: Decoded,
-        rejected: Vec<(usize, String)>,
-        extra: Vec<Finding>,
-    },
-    /// Refused before a byte was read (an oversized file): why.
-    Refused(String),
-}
-
-/// What [`Worker::process`] did with a batch, for its source to acknowledge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Already in the history: nothing done.
-    Skipped,
-    /// Committed as the same bytes as an earlier batch.
-    Replayed,
-    /// Profiled, compared and committed with its findings.
-    Processed,
-    /// Committed as quarantined, for this reason (a file source moves the
-    /// file aside).
-    Quarantined(String),
-    /// Could not be read now (an I/O error, given): nothing committed; the
-    /// source tries again later.
-    Retry(String),
 }
 
 pub(crate) fn history_err(rules: &Rules, source: HistoryError) -> AppError {
@@ -136,6 +71,63 @@ pub(crate) fn history_err(rules: &Rules, source: HistoryError) -> AppError {
 }
 
 impl Worker {
+    /// Drive a source until it is done (shutdown, or a `--once` run that
+    /// handled what was there): each batch it yields is processed, then
+    /// acknowledged. Stops the alert delivery at the end (what is not
+    /// delivered stays pending in the outbox).
+    pub fn drive<S: Source>(
+        mut self,
+        mut source: S,
+        shutdown: &Shutdown,
+    ) -> Result<RunSummary, AppError> {
+        while self.step(&mut source, shutdown)?.is_some() {}
+        if let Some(n) = self.notifier.take() {
+            n.stop();
+        }
+        Ok(self.summary)
+    }
+
+    /// One batch of a source: next, [`Worker::process`], acknowledge.
+    /// `None` when the source is done.
+    pub fn step<S: Source>(
+        &mut self,
+        source: &mut S,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Outcome>, AppError> {
+        let ctx = SourceCtx {
+            history: &self.history,
+            shutdown,
+        };
+        let Some((batch, ack)) = source.next(&ctx).map_err(|e| self.source_err(e))? else {
+            return Ok(None);
+        };
+        let outcome = self.process(batch)?;
+        let ctx = SourceCtx {
+            history: &self.history,
+            shutdown,
+        };
+        source
+            .ack(ack, &outcome, &ctx)
+            .map_err(|e| self.source_err(e))?;
+        Ok(Some(outcome))
+    }
+
+    pub(crate) fn source_err(&self, e: SourceError) -> AppError {
+        let dataset = self.rules.dataset.clone();
+        match e {
+            SourceError::Kafka(e) => AppError::Kafka {
+                dataset,
+                source: Box::new(e),
+            },
+            SourceError::History(source) => AppError::History { dataset, source },
+            SourceError::Unread { path, reason } => AppError::Unread {
+                dataset,
+                path,
+                reason,
+            },
+        }
+    }
+
     /// The one per-batch path (see the module's diagram).
     pub fn process(&mut self, batch: Batch) -> Result<Outcome, AppError> {
         let Batch {
@@ -161,6 +153,11 @@ impl Worker {
         }
         let (profile, extra) = match input {
             Input::Refused(_) => unreachable!("refused inputs are committed above"),
+            Input::Committed => {
+                return Ok(Outcome::Retry(format!(
+                    "batch {id} was said to be in the history, which does not hold it; it is read again"
+                )));
+            }
             Input::File(path) => match profile_file(&path, &self.rules, &self.pii) {
                 Ok(profile) => (Ok(profile), Vec::new()),
                 Err(ProfileFileError::Decode(DecodeError::Io { source, .. })) => {

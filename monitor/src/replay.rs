@@ -2,12 +2,14 @@
 //! daemon's own per-batch code.
 //!
 //! `replay` owns choosing and ordering the recorded inputs, the replay's
-//! state folder, the `--alerts-out` file and the progress bar. Every file
-//! goes through [`crate::app::Worker::handle`] and every Kafka window
-//! through the Kafka source's `WindowDecoder`, both into the one per-batch
-//! path ([`crate::pipeline::Worker::process`]: profile, compare, history
-//! commit) — the very code `run` uses — with a capturing sink, so
-//! replay is not a second implementation of the pipeline. It must not compute anything a live run would not: the batch id
+//! state folder, the `--alerts-out` file and the progress bar. The files
+//! are yielded by the drop-folder source over recorded files
+//! ([`crate::source::drop_folder::DropSource::recorded`]) and every Kafka
+//! window is decoded by the Kafka source's `WindowDecoder`, both into the
+//! one per-batch path ([`crate::pipeline::Worker::process`]: profile,
+//! compare, history commit), the very code `run` uses, with a capturing
+//! sink, so replay is not a second implementation of the pipeline. It must
+//! not compute anything a live run would not: the batch id
 //! (dataset, file name, SHA-256 of the bytes), the batch time (from the
 //! data), the rules, the approved baseline and the PII key are the live
 //! dataset's, and sources are named as if the files were in the live drop
@@ -44,6 +46,8 @@ use std::time::UNIX_EPOCH;
 use crate::alert::Alert;
 use crate::app::{AppError, RunOptions, RunSummary, Worker};
 use crate::config::model::{Rules, SourceRule};
+use crate::shutdown::Shutdown;
+use crate::source::drop_folder::DropSource;
 use crate::source::kafka::WindowDecoder;
 use crate::source::kafka_range::{KafkaRange, KafkaRangeError, RangeReader, live_spans};
 use crate::source::parquet_drop::DroppedFile;
@@ -159,10 +163,6 @@ pub enum ReplayError {
 }
 
 /// Batches the worker has accounted for, whatever happened to them.
-fn handled(s: &RunSummary) -> u64 {
-    s.processed + s.quarantined + s.replayed + s.skipped
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
     move |source| ReplayError::Io {
         path: path.to_path_buf(),
@@ -360,8 +360,8 @@ pub fn replay(
     let files: Vec<DroppedFile> = keyed.into_iter().map(|(_, f)| f).collect();
     let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
     let source_root = if opts.keep_paths { None } else { live_folder };
-    let mut worker =
-        Worker::open_replay(rules, replay_run_options(), &state_dir, source_root, pii)?;
+    let mut source = DropSource::recorded(&rules, files.clone(), source_root);
+    let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, pii)?;
     worker.captured = Some(Vec::new());
     if let Some(prior) = prior
         && worker.history().next_seq() == 0
@@ -377,16 +377,17 @@ pub fn replay(
         state_dir: state_dir.clone(),
         ..Default::default()
     };
+    let never = Shutdown::default();
     for (i, file) in files.iter().enumerate() {
         summary.rows += footer_rows(&file.path);
-        let before = handled(&worker.summary);
-        worker.handle(file)?;
-        if handled(&worker.summary) == before {
-            // the daemon leaves an unreadable file for a later retry; a
-            // replay has no later, and must not drop a batch silently
-            return Err(ReplayError::Unread {
-                path: file.path.clone(),
-            });
+        // one batch per recorded file; a file that cannot be read is an
+        // error (a replay has no later to retry it, and must not drop a
+        // batch silently)
+        match worker.step(&mut source, &never) {
+            Ok(Some(_)) => {}
+            Ok(None) => unreachable!("a recorded source yields each of its files"),
+            Err(AppError::Unread { path, .. }) => return Err(ReplayError::Unread { path }),
+            Err(e) => return Err(e.into()),
         }
         summary.files += 1;
         out.write(&mut worker)?;
@@ -545,9 +546,9 @@ pub fn replay_kafka(
         tracing::info!(topic = %r.topic, partition = r.partition, from = r.start, to = r.end, "replaying a kafka range");
     }
     let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
-    let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, None, pii)?;
+    let decoder = WindowDecoder::new(&rules, &cfg);
+    let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, pii)?;
     worker.captured = Some(Vec::new());
-    let pipeline = WindowDecoder::new(&worker, &cfg);
     let mut out = Outputs::create(opts)?;
     let bar = progress_bar(reader.planned_messages, opts.progress, true);
     let started = std::time::Instant::now();
@@ -559,13 +560,9 @@ pub fn replay_kafka(
     while let Some(w) = reader.next_window()? {
         crate::ops::metrics::batch_started();
         let n = w.msgs.len() as u64;
-        match pipeline.prepare(&worker, &w) {
-            None => worker.summary.skipped += 1,
-            Some(p) => {
-                summary.rows += p.rows();
-                pipeline.commit(&mut worker, p)?;
-            }
-        }
+        let p = decoder.prepare(worker.history(), &w);
+        summary.rows += p.rows();
+        worker.process(decoder.batch_of(p))?;
         summary.batches += 1;
         summary.messages += n;
         out.write(&mut worker)?;

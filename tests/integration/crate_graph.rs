@@ -183,6 +183,31 @@ fn sources_under(dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Sources yield, the pipeline drives: no source names the pipeline or
+/// the daemon that wires it (`crate::app`), outside comments.
+#[test]
+fn sources_do_not_import_the_pipeline() {
+    let files = sources_under(&root().join("monitor/src/source"));
+    assert!(files.len() >= 8, "the sources were found ({})", files.len());
+    let mut offences = Vec::new();
+    for (path, text) in &files {
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for f in ["crate::pipeline", "crate::app", "Worker"] {
+                if line.contains(f) {
+                    offences.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "a source reaches into the pipeline: {offences:#?}"
+    );
+}
+
 /// Every module of the workspace is under 600 lines, unless a comment in
 /// its first lines says why it is longer (`Longer than 600 lines: ...`).
 #[test]

@@ -1,27 +1,25 @@
 //! The daemon: wires source → decode → profile → compare → alert → store for
 //! every dataset of a config, and owns shutdown.
 //!
-//! Each dataset has one worker thread that handles its drop folder's files
-//! one at a time, oldest first. A file is acknowledged (checkpointed) only
-//! after its manifest, profile, metrics and alerts are durably in the
-//! history; a crash at any point means the file is looked at again, and its
-//! batch id (dataset, file name, SHA-256 of the bytes) makes that idempotent.
-//! Shutdown (SIGINT/SIGTERM) lets the file in hand finish, then stops.
+//! Each dataset has one worker thread that drives its source (a drop folder
+//! or a Kafka consumer) through the pipeline, one batch at a time. A batch
+//! is acknowledged (a file checkpointed, an offset committed) only after
+//! its manifest, profile, metrics and alerts are durably in the history; a
+//! crash at any point means the batch is looked at again, and its batch id
+//! (dataset, origin, SHA-256 of the bytes) makes that idempotent. Shutdown
+//! (SIGINT/SIGTERM) lets the batch in hand finish, then stops.
 //!
-//! Files: `open.rs` opens a worker (live or replay), `drop_folder.rs` drives
-//! the drop folder; this one holds the run options, errors, batch ids, the
-//! PII key's access and the loop over datasets.
+//! Files: `open.rs` opens a worker (live or replay) and its source; this one
+//! holds the run options, errors, the PII key's access and the loop over
+//! datasets.
 
-mod drop_folder;
 mod open;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+pub use open::OpenedSource;
 
-use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::alert::Alert;
 use crate::config::model::{ColumnKind, Rules, SourceRule};
@@ -31,6 +29,8 @@ use crate::store::baselines::BaselineStoreError;
 use crate::store::history::{History, HistoryError};
 
 pub use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
+pub use crate::shutdown::Shutdown;
+pub use crate::source::drop_folder::{UNHASHED, batch_id, identify};
 use crate::store::lock::WriterLock;
 
 /// Why the daemon could not start or had to stop.
@@ -90,6 +90,13 @@ pub enum AppError {
         dataset: String,
         error: crate::store::audit::AuditError,
     },
+    /// A recorded input (replay) could not be read.
+    #[error("dataset `{dataset}`: could not read {}: {reason}", path.display())]
+    Unread {
+        dataset: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("dataset `{dataset}`: {source}")]
     Outbox {
         dataset: String,
@@ -135,71 +142,6 @@ pub struct RunSummary {
     /// Set when the dataset was not monitored: why (its approved baseline
     /// was refused). The other datasets of the config ran.
     pub stopped: Option<String>,
-}
-
-/// A handle to stop a running daemon.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    flag: Arc<AtomicBool>,
-    wakers: Arc<std::sync::Mutex<Vec<mpsc::Sender<()>>>>,
-}
-
-impl Shutdown {
-    /// Ask every worker to finish the file in hand and stop.
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        for w in self.wakers.lock().expect("wakers lock").iter() {
-            let _ = w.send(());
-        }
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    fn register(&self, tx: mpsc::Sender<()>) {
-        self.wakers.lock().expect("wakers lock").push(tx);
-    }
-
-    /// Block until [`trigger`](Shutdown::trigger) is called.
-    pub fn wait(&self) {
-        let (tx, rx) = mpsc::channel();
-        self.register(tx);
-        while !self.is_triggered() {
-            let _ = rx.recv_timeout(Duration::from_secs(1));
-        }
-    }
-}
-
-/// The batch id of a dropped file.
-pub fn batch_id(dataset: &str, name: &str, input_sha256: &str) -> String {
-    let key = format!("{dataset}\u{1f}{name}\u{1f}{input_sha256}");
-    hex::encode(&Sha256::digest(key.as_bytes())[..16])
-}
-
-/// What a manifest and its alerts say for the SHA-256 of an input that was
-/// refused by its size: its bytes were never read.
-pub const UNHASHED: &str = "unhashed";
-
-/// The input hash and batch id of a file of `size` bytes (from its
-/// metadata). The size is checked first: a file over
-/// `limits.max_file_bytes` is refused without a byte of it read (hashing
-/// 2 GiB takes seconds), so its hash is [`UNHASHED`] and its batch id comes
-/// from its name and size. Otherwise the id comes from the SHA-256 of the
-/// bytes, as always.
-pub fn identify(
-    rules: &Rules,
-    name: &str,
-    path: &Path,
-    size: u64,
-) -> std::io::Result<(String, String)> {
-    if size > rules.limits.max_file_bytes {
-        let id = batch_id(&rules.dataset, name, &format!("{UNHASHED}:{size}"));
-        return Ok((UNHASHED.to_string(), id));
-    }
-    let sha = crate::store::sha256_file(path)?;
-    let id = batch_id(&rules.dataset, name, &sha);
-    Ok((sha, id))
 }
 
 /// How a command may come by a dataset's PII key.
@@ -276,17 +218,20 @@ pub fn run_datasets(
     let mut stopped = Vec::new();
     for rules in datasets {
         match Worker::open(rules.clone(), opts.clone()) {
-            Ok(w) => workers.push(w),
+            Ok(w) => {
+                let source = w.open_source()?;
+                workers.push((w, source));
+            }
             Err(e @ AppError::BaselineRefused { .. }) => stopped.push(Stopped::start(rules, e)?),
             Err(e) => return Err(e),
         }
     }
     let handles: Vec<_> = workers
         .into_iter()
-        .map(|w| {
+        .map(|(w, source)| {
             let name = w.rules.dataset.clone();
             let s = shutdown.clone();
-            (name, std::thread::spawn(move || w.run(s)))
+            (name, std::thread::spawn(move || w.run(source, s)))
         })
         .collect();
     if handles.is_empty() && !opts.once {
@@ -388,30 +333,4 @@ impl Stopped {
 /// Where a dataset's alerts file is.
 pub fn alerts_file(rules: &Rules) -> PathBuf {
     rules.state_dir.join("alerts.jsonl")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_oversized_input_is_identified_without_being_opened() {
-        let mut rules = Rules::for_tests("d", Vec::new());
-        rules.limits.max_file_bytes = 1000;
-        // the path does not exist: any read of it would fail
-        let nowhere = Path::new("/nonexistent/dqmon/huge.parquet");
-        let (sha, id) = identify(&rules, "huge.parquet", nowhere, 1001).unwrap();
-        assert_eq!(sha, UNHASHED);
-        assert_eq!(id, batch_id("d", "huge.parquet", "unhashed:1001"));
-        assert!(
-            identify(&rules, "huge.parquet", nowhere, 1000).is_err(),
-            "within the limit it is read"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let small = dir.path().join("small.parquet");
-        std::fs::write(&small, b"bytes").unwrap();
-        let (sha, id) = identify(&rules, "small.parquet", &small, 5).unwrap();
-        assert_eq!(sha, crate::store::sha256_file(&small).unwrap());
-        assert_eq!(id, batch_id("d", "small.parquet", &sha));
-    }
 }

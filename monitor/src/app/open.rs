@@ -1,14 +1,18 @@
 //! Opening a dataset's worker: its state folder and writer lock, the
 //! approved baseline, the history and the evidence after its last commit,
-//! the PII key, the drop folder; for a live run or a replay.
+//! the PII key, for a live run or a replay; and its source (drop folder
+//! or Kafka consumer) for a live run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compare;
 use crate::config::model::{Rules, SourceRule};
 use crate::pii::PiiKey;
+use crate::shutdown::Shutdown;
+use crate::source::drop_folder::DropSource;
+use crate::source::kafka::KafkaStream;
 use crate::source::parquet_drop::DropFolder;
 use crate::store::baselines::BaselineStoreError;
 use crate::store::history::History;
@@ -17,15 +21,34 @@ use crate::pipeline::Worker;
 
 use super::{AppError, PiiAccess, RunOptions, RunSummary, dataset_pii_key, source_label};
 
+/// A dataset's source, opened (its folder made, its consumer subscribed).
+pub enum OpenedSource {
+    Drop(Box<DropSource>),
+    Kafka(Box<KafkaStream>),
+}
+
 impl Worker {
     /// Open everything a dataset needs; every problem is an error before any file is touched.
     pub fn open(rules: Rules, opts: RunOptions) -> Result<Worker, AppError> {
-        let dataset = rules.dataset.clone();
-        if let SourceRule::Kafka(_) = &rules.source {
-            let state_dir = rules.state_dir.clone();
-            return Self::open_with(rules, opts, None, Duration::ZERO, &state_dir, None, None);
+        if let SourceRule::None = &rules.source {
+            return Err(AppError::NoSource {
+                dataset: rules.dataset,
+            });
         }
-        let (path, poll, pattern) = match &rules.source {
+        let state_dir = rules.state_dir.clone();
+        Self::open_with(rules, opts, &state_dir, None)
+    }
+
+    /// Open the worker's source as its rules say: the drop folder (made
+    /// when missing) or the Kafka consumer (subscribed).
+    pub fn open_source(&self) -> Result<OpenedSource, AppError> {
+        let dataset = self.rules.dataset.clone();
+        let (path, poll, pattern) = match &self.rules.source {
+            SourceRule::Kafka(cfg) => {
+                return KafkaStream::open(&self.rules, cfg, &self.history, self.opts.once)
+                    .map(|k| OpenedSource::Kafka(Box::new(k)))
+                    .map_err(|e| self.source_err(e));
+            }
             SourceRule::ParquetDrop {
                 path,
                 poll_interval_ms,
@@ -35,36 +58,37 @@ impl Worker {
                 Duration::from_millis(*poll_interval_ms),
                 pattern.clone(),
             ),
-            SourceRule::None | SourceRule::Kafka(_) => {
-                return Err(AppError::NoSource { dataset });
-            }
+            SourceRule::None => return Err(AppError::NoSource { dataset }),
         };
         std::fs::create_dir_all(&path).map_err(|e| AppError::DropFolder {
             dataset: dataset.clone(),
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let folder =
-            DropFolder::new(&path, &pattern, opts.settle).map_err(|e| AppError::DropFolder {
+        let folder = DropFolder::new(&path, &pattern, self.opts.settle).map_err(|e| {
+            AppError::DropFolder {
                 dataset: dataset.clone(),
                 path: path.clone(),
                 reason: format!("bad pattern `{pattern}`: {e}"),
-            })?;
-        let state_dir = rules.state_dir.clone();
-        Self::open_with(
-            rules,
-            opts,
-            Some(folder),
-            poll,
-            &state_dir,
-            Some(path),
-            None,
-        )
+            }
+        })?;
+        DropSource::watch(&self.rules, folder, poll, self.opts.once, &self.history)
+            .map(|s| OpenedSource::Drop(Box::new(s)))
+            .map_err(|e| self.source_err(e))
     }
 
-    /// A worker that handles recorded files (`replay`): no drop folder, its
-    /// history in `history_dir`, sources named `<source_root>/<file name>`
-    /// when given. Rules, baseline and PII key (`pii`, read by the caller:
+    /// Drive the source until shutdown (or, with `once`, until what was
+    /// there is handled).
+    pub fn run(self, source: OpenedSource, shutdown: Shutdown) -> Result<RunSummary, AppError> {
+        match source {
+            OpenedSource::Drop(s) => self.drive(*s, &shutdown),
+            OpenedSource::Kafka(k) => self.drive(*k, &shutdown),
+        }
+    }
+
+    /// A worker that handles recorded files (`replay`): its history in
+    /// `history_dir`; its source is the caller's (recorded files, or a
+    /// topic range). Rules, baseline and PII key (`pii`, read by the caller:
     /// a replay never creates one) are the live dataset's, so a replay
     /// computes exactly what live monitoring computed. It delivers to no
     /// receiver of the rules and records nothing in the live state.
@@ -72,19 +96,10 @@ impl Worker {
         rules: Rules,
         mut opts: RunOptions,
         history_dir: &Path,
-        source_root: Option<PathBuf>,
         pii: PiiKey,
     ) -> Result<Worker, AppError> {
         opts.recorded_inputs = true;
-        Self::open_with(
-            rules,
-            opts,
-            None,
-            Duration::ZERO,
-            history_dir,
-            source_root,
-            Some(pii),
-        )
+        Self::open_with(rules, opts, history_dir, Some(pii))
     }
 
     /// Open the baseline, history and PII key of a dataset (shared by every
@@ -93,10 +108,7 @@ impl Worker {
     fn open_with(
         rules: Rules,
         opts: RunOptions,
-        folder: Option<DropFolder>,
-        poll: Duration,
         history_dir: &Path,
-        source_root: Option<PathBuf>,
         pii: Option<PiiKey>,
     ) -> Result<Worker, AppError> {
         let dataset = rules.dataset.clone();
@@ -135,10 +147,6 @@ impl Worker {
             });
         }
         let mut history = History::open(history_dir).map_err(|source| AppError::History {
-            dataset: dataset.clone(),
-            source,
-        })?;
-        let checkpoint = history.checkpoint().map_err(|source| AppError::History {
             dataset: dataset.clone(),
             source,
         })?;
@@ -204,12 +212,8 @@ impl Worker {
             reference,
             evidence,
             history,
-            checkpoint,
-            folder,
-            poll,
             opts,
             summary: RunSummary::default(),
-            source_root,
             captured: None,
             notifier,
         })

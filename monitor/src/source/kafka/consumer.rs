@@ -1,11 +1,12 @@
-//! The live consumer loop: poll, cut windows, dead-letter bad messages,
-//! hand each window to the pipeline, commit offsets after the commit.
+//! The live consumer, a [`Source`]: poll, cut windows, decode them and
+//! dead-letter bad messages, yield each window as a batch, commit its
+//! offset when the pipeline acknowledges it (after the history commit).
 
 mod dead_letter;
 
 use dead_letter::{Parked, dlq_send_timeout_ms};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +19,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::app::{AppError, RunSummary, Shutdown};
-use crate::config::model::{KafkaSource, SourceRule};
-use crate::pipeline::Worker;
+use crate::config::model::{KafkaSource, Rules};
+use crate::source::{Batch, Outcome, Source, SourceCtx, SourceError};
+use crate::store::history::History;
 
 use super::{Batcher, OwnedMsg, Prepared, Window, WindowDecoder, WindowLimits, own_message};
 use super::{
@@ -114,12 +115,20 @@ impl ConsumerContext for Ctx {
 
 /// A Kafka dataset's run: the consumer, batcher, decoders and DLQ producer.
 struct KafkaRun {
+    dataset: String,
+    once: bool,
     cfg: KafkaSource,
     consumer: StreamConsumer<Ctx>,
     log: Arc<RebalanceLog>,
     producer: Option<FutureProducer>,
     batcher: Batcher,
-    pipeline: WindowDecoder,
+    decoder: WindowDecoder,
+    /// Closed windows decoded, their dead letters written, in order: the
+    /// next batches to yield.
+    ready: VecDeque<(Batch, KafkaAck)>,
+    /// When the batch in the pipeline was yielded (its processing time does
+    /// not count toward the open windows' time limit).
+    yielded: Option<Instant>,
     /// Last offset in the history, per partition.
     watermarks: HashMap<(String, i32), i64>,
     /// Next offset committed to Kafka, per partition (as far as we know).
@@ -130,193 +139,239 @@ struct KafkaRun {
     /// Windows waiting for the dead-letter topic, their partitions paused.
     parked: BTreeMap<(String, i32), Parked>,
     rng: rand::rngs::SmallRng,
+    connected_detail: String,
 }
 
-fn kerr(dataset: &str, e: KafkaSourceError) -> AppError {
-    AppError::Kafka {
-        dataset: dataset.to_string(),
-        source: Box::new(e),
-    }
+/// What acknowledging a window needs.
+pub struct KafkaAck {
+    topic: String,
+    partition: i32,
+    first: i64,
+    last: i64,
+    /// Messages of the window written to the dead-letter topic.
+    dead_lettered: u64,
+    /// The window waited for the dead-letter topic: its partition is
+    /// paused until the batch is committed.
+    resume: bool,
 }
 
-/// Run a Kafka dataset's worker until shutdown (or, with `once`, until every
-/// assigned partition has been read to its end).
-pub fn run_worker(worker: Worker, shutdown: Shutdown) -> Result<RunSummary, AppError> {
-    let dataset = worker.rules().dataset.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| kerr(&dataset, KafkaSourceError::Runtime(e)))?;
-    rt.block_on(run_async(worker, shutdown))
+/// The Kafka source: a consumer on its own current-thread tokio runtime,
+/// driven by the pipeline through [`Source`].
+pub struct KafkaStream {
+    rt: tokio::runtime::Runtime,
+    run: KafkaRun,
 }
 
-async fn run_async(mut worker: Worker, shutdown: Shutdown) -> Result<RunSummary, AppError> {
-    let dataset = worker.rules().dataset.clone();
-    let SourceRule::Kafka(cfg) = worker.rules().source.clone() else {
-        return Err(AppError::NoSource { dataset });
-    };
-    let once = worker.once();
-    let log = Arc::new(RebalanceLog::default());
-    let consumer: StreamConsumer<Ctx> = consumer_config(&cfg)
-        .and_then(|c| {
+impl KafkaStream {
+    /// Create the consumer (subscribed) and the dead-letter producer; the
+    /// history's manifests say which offsets are committed already.
+    pub fn open(
+        rules: &Rules,
+        cfg: &KafkaSource,
+        history: &History,
+        once: bool,
+    ) -> Result<KafkaStream, SourceError> {
+        let dataset = rules.dataset.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(KafkaSourceError::Runtime)?;
+        let _in_runtime = rt.enter();
+        let log = Arc::new(RebalanceLog::default());
+        let consumer: StreamConsumer<Ctx> = consumer_config(cfg).and_then(|c| {
             c.create_with_context(Ctx {
                 dataset: dataset.clone(),
                 log: log.clone(),
                 connected: AtomicBool::new(false),
             })
             .map_err(KafkaSourceError::Client)
-        })
-        .map_err(|e| kerr(&dataset, e))?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|source| {
-        kerr(
-            &dataset,
-            KafkaSourceError::Subscribe {
+        })?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| KafkaSourceError::Subscribe {
                 topics: cfg.topics.join(","),
                 source,
-            },
-        )
-    })?;
-    let producer = match &cfg.dead_letter_topic {
-        Some(_) => Some(
-            client_config(&cfg)
-                .and_then(|mut c| {
-                    c.set("enable.idempotence", "true");
-                    if !cfg.properties.contains_key("message.timeout.ms") {
-                        c.set("message.timeout.ms", dlq_send_timeout_ms(&cfg).to_string());
-                    }
-                    c.create::<FutureProducer>()
-                        .map_err(KafkaSourceError::Client)
-                })
-                .map_err(|e| kerr(&dataset, e))?,
-        ),
-        None => None,
-    };
-    let pipeline = WindowDecoder::new(&worker, &cfg);
-    let mut watermarks = HashMap::new();
-    for m in worker
-        .history()
-        .manifests()
-        .map_err(|source| AppError::History {
-            dataset: dataset.clone(),
-            source,
-        })?
-    {
-        if let Some((t, p, _, last)) = parse_origin(&m.source) {
-            let w = watermarks.entry((t, p)).or_insert(last);
-            *w = (*w).max(last);
+            })?;
+        let producer = match &cfg.dead_letter_topic {
+            Some(_) => Some(client_config(cfg).and_then(|mut c| {
+                c.set("enable.idempotence", "true");
+                if !cfg.properties.contains_key("message.timeout.ms") {
+                    c.set("message.timeout.ms", dlq_send_timeout_ms(cfg).to_string());
+                }
+                c.create::<FutureProducer>()
+                    .map_err(KafkaSourceError::Client)
+            })?),
+            None => None,
+        };
+        let mut watermarks = HashMap::new();
+        for m in history.manifests()? {
+            if let Some((t, p, _, last)) = parse_origin(&m.source) {
+                let w = watermarks.entry((t, p)).or_insert(last);
+                *w = (*w).max(last);
+            }
+        }
+        tracing::info!(dataset = %dataset, topics = %cfg.topics.join(","), group = %cfg.group_id, "kafka consumer started");
+        let run = KafkaRun {
+            batcher: Batcher::new(WindowLimits {
+                max_records: cfg.max_records,
+                max_bytes: cfg.max_bytes,
+                max_age: Duration::from_millis(cfg.max_ms),
+            }),
+            connected_detail: format!(
+                "consuming {} as group {}",
+                cfg.topics.join(","),
+                cfg.group_id
+            ),
+            dataset,
+            once,
+            cfg: cfg.clone(),
+            consumer,
+            log,
+            producer,
+            decoder: WindowDecoder::new(rules, cfg),
+            ready: VecDeque::new(),
+            yielded: None,
+            watermarks,
+            committed: HashMap::new(),
+            at_eof: HashMap::new(),
+            assigned: false,
+            parked: BTreeMap::new(),
+            rng: rand::SeedableRng::from_os_rng(),
+        };
+        drop(_in_runtime);
+        Ok(KafkaStream { rt, run })
+    }
+}
+
+impl Source for KafkaStream {
+    type Ack = KafkaAck;
+
+    fn next(&mut self, ctx: &SourceCtx<'_>) -> Result<Option<(Batch, KafkaAck)>, SourceError> {
+        let next = self.rt.block_on(self.run.next(ctx));
+        if next.is_some() {
+            crate::ops::metrics::batch_started();
+            self.run.yielded = Some(Instant::now());
+        }
+        Ok(next)
+    }
+
+    fn ack(
+        &mut self,
+        ack: KafkaAck,
+        outcome: &Outcome,
+        _ctx: &SourceCtx<'_>,
+    ) -> Result<(), SourceError> {
+        let _in_runtime = self.rt.enter();
+        self.run.ack(ack, outcome);
+        Ok(())
+    }
+}
+
+impl KafkaRun {
+    /// Poll until a closed window is decoded and its dead letters are
+    /// written; `None` at shutdown, or in a `--once` run when every
+    /// assigned partition is read to its end and committed.
+    async fn next(&mut self, ctx: &SourceCtx<'_>) -> Option<(Batch, KafkaAck)> {
+        loop {
+            if ctx.shutdown.is_triggered() {
+                self.stopping();
+                return None;
+            }
+            if let Some(ready) = self.ready.pop_front() {
+                return Some(ready);
+            }
+            self.retry_parked(ctx.shutdown).await;
+            if !self.ready.is_empty() {
+                continue;
+            }
+            if self.once
+                && self.assigned
+                && self.batcher.is_empty()
+                && self.parked.is_empty()
+                && self.all_at_eof()
+            {
+                self.stopping();
+                return None;
+            }
+            self.poll(ctx).await;
         }
     }
-    let mut run = KafkaRun {
-        batcher: Batcher::new(WindowLimits {
-            max_records: cfg.max_records,
-            max_bytes: cfg.max_bytes,
-            max_age: Duration::from_millis(cfg.max_ms),
-        }),
-        cfg,
-        consumer,
-        log,
-        producer,
-        pipeline,
-        watermarks,
-        committed: HashMap::new(),
-        at_eof: HashMap::new(),
-        assigned: false,
-        parked: BTreeMap::new(),
-        rng: rand::SeedableRng::from_os_rng(),
-    };
-    tracing::info!(dataset = %dataset, topics = %run.cfg.topics.join(","), group = %run.cfg.group_id, "kafka consumer started");
-    let connected_detail = format!(
-        "consuming {} as group {}",
-        run.cfg.topics.join(","),
-        run.cfg.group_id
-    );
-    loop {
-        if shutdown.is_triggered() {
-            break;
-        }
-        let deadline = run
+
+    /// One receive (or the next window deadline, or 250 ms), and the windows
+    /// it closes.
+    async fn poll(&mut self, ctx: &SourceCtx<'_>) {
+        let deadline = self
             .batcher
             .next_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(250))
             .min(Instant::now() + Duration::from_millis(250));
         let got = tokio::select! {
-            m = run.consumer.recv() => Some(m.map(|m| run.own(&m))),
+            m = self.consumer.recv() => Some(m.map(|m| self.own(&m))),
             _ = tokio::time::sleep_until(deadline.into()) => None,
         };
-        run.apply_rebalances();
+        self.apply_rebalances();
         if matches!(got, Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_)))) {
-            run.consumer.context().connected(true, &connected_detail);
+            self.consumer
+                .context()
+                .connected(true, &self.connected_detail);
         }
         match got {
             Some(Ok((topic, partition, msg))) => {
                 let key = (topic.clone(), partition);
-                if run.parked.contains_key(&key) {
+                if self.parked.contains_key(&key) {
                     // fetched before the pause: read again after the resume
-                    continue;
+                    return;
                 }
-                run.at_eof.insert(key.clone(), false);
-                if run.watermarks.get(&key).is_some_and(|&w| msg.offset <= w) {
+                self.at_eof.insert(key.clone(), false);
+                if self.watermarks.get(&key).is_some_and(|&w| msg.offset <= w) {
                     // Already in the history (a crash before the offset commit).
-                    let w = run.watermarks[&key];
-                    run.commit_offset(&topic, partition, w);
-                    continue;
+                    let w = self.watermarks[&key];
+                    self.commit_offset(&topic, partition, w);
+                    return;
                 }
-                for w in run.batcher.push(&topic, partition, msg, Instant::now()) {
-                    if !run.handle(&mut worker, w, &shutdown).await? {
-                        return Ok(worker.summary.clone());
-                    }
+                for w in self.batcher.push(&topic, partition, msg, Instant::now()) {
+                    self.close(w, ctx).await;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // rdkafka does not say which topic reached its end: with
                 // several topics, each topic's partition `p` is checked
                 // against its own high watermark before its window closes.
-                for t in run.cfg.topics.clone() {
+                for t in self.cfg.topics.clone() {
                     let key = (t.clone(), p);
-                    if run.is_assigned(&t, p) && run.at_end(&t, p) {
-                        run.at_eof.insert(key, true);
-                        if once
-                            && let Some(w) = run.batcher.flush(&t, p)
-                            && !run.handle(&mut worker, w, &shutdown).await?
+                    if self.is_assigned(&t, p) && self.at_end(&t, p) {
+                        self.at_eof.insert(key, true);
+                        if self.once
+                            && let Some(w) = self.batcher.flush(&t, p)
                         {
-                            return Ok(worker.summary.clone());
+                            self.close(w, ctx).await;
                         }
                     }
                 }
             }
             Some(Err(e)) => {
-                tracing::warn!(dataset = %dataset, error = %e, "kafka consumer error; retrying");
+                tracing::warn!(dataset = %self.dataset, error = %e, "kafka consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             None => {}
         }
-        for w in run.batcher.due(Instant::now()) {
-            if !run.handle(&mut worker, w, &shutdown).await? {
-                return Ok(worker.summary.clone());
-            }
-        }
-        run.retry_parked(&mut worker, &shutdown).await?;
-        if once
-            && run.assigned
-            && run.batcher.is_empty()
-            && run.parked.is_empty()
-            && run.all_at_eof()
-        {
-            break;
+        for w in self.batcher.due(Instant::now()) {
+            self.close(w, ctx).await;
         }
     }
-    if !run.parked.is_empty() {
-        tracing::warn!(dataset = %dataset, windows = run.parked.len(), "stopping with batches still waiting for the dead-letter topic; they are uncommitted and will be read again");
-    }
-    let dropped = run.batcher.open.len();
-    if dropped > 0 {
-        tracing::info!(dataset = %dataset, windows = dropped, "stopping; open windows are left uncommitted and will be read again");
-    }
-    Ok(worker.summary.clone())
-}
 
-impl KafkaRun {
+    /// The run stops: say what is left uncommitted (it is read again).
+    fn stopping(&self) {
+        if !self.parked.is_empty() {
+            tracing::warn!(dataset = %self.dataset, windows = self.parked.len(), "stopping with batches still waiting for the dead-letter topic; they are uncommitted and will be read again");
+        }
+        let dropped = self.batcher.open.len() + self.ready.len();
+        if dropped > 0 {
+            tracing::info!(dataset = %self.dataset, windows = dropped, "stopping; open windows are left uncommitted and will be read again");
+        }
+    }
+
     fn own(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> (String, i32, OwnedMsg) {
         own_message(&self.cfg, m)
     }
@@ -427,69 +482,103 @@ impl KafkaRun {
         }
     }
 
-    /// Handle a closed window end to end. Returns `false` when shutdown
-    /// interrupted it before its commit (nothing was committed).
-    async fn handle(
-        &mut self,
-        worker: &mut Worker,
-        w: Window,
-        shutdown: &Shutdown,
-    ) -> Result<bool, AppError> {
+    /// A closed window: decode it and write its dead letters, then queue it
+    /// for the pipeline; park it when the dead-letter topic does not take
+    /// them. The time spent here does not count toward the open windows'
+    /// time limit.
+    async fn close(&mut self, w: Window, ctx: &SourceCtx<'_>) {
+        if ctx.shutdown.is_triggered() {
+            // left uncommitted: read again by the next owner
+            return;
+        }
         let started = Instant::now();
-        let handled = self.handle_window(worker, w, shutdown).await;
-        self.batcher.postpone(started.elapsed());
-        handled
-    }
-
-    /// [`KafkaRun::handle`] without the bookkeeping of time.
-    async fn handle_window(
-        &mut self,
-        worker: &mut Worker,
-        w: Window,
-        shutdown: &Shutdown,
-    ) -> Result<bool, AppError> {
-        crate::ops::metrics::batch_started();
-        let last = w.last();
-        let dataset = worker.rules().dataset.clone();
-        let Some(prepared) = self.pipeline.prepare(worker, &w) else {
-            worker.summary.skipped += 1;
-            self.done(&w.topic, w.partition, last);
-            return Ok(true);
-        };
+        let prepared = self.decoder.prepare(ctx.history, &w);
         let bad = prepared.rejected.len();
+        let mut dead_lettered = 0;
         if bad > 0 {
+            let dataset = self.dataset.clone();
             let sent = self.dead_letter(&dataset, &w, &prepared.rejected, 0).await;
             if sent < bad {
-                if shutdown.is_triggered() {
-                    return Ok(false);
+                if !ctx.shutdown.is_triggered() {
+                    self.park(&dataset, w, prepared, sent);
                 }
-                self.park(&dataset, w, prepared, sent);
-                return Ok(true);
+                self.batcher.postpone(started.elapsed());
+                return;
             }
+            dead_lettered = bad as u64;
         }
-        self.commit_window(worker, &w, prepared)
+        self.queue(&w, prepared, dead_lettered, false);
+        self.batcher.postpone(started.elapsed());
     }
 
-    /// Commit a window whose dead letters are all written, and its offset.
-    fn commit_window(
-        &mut self,
-        worker: &mut Worker,
-        w: &Window,
-        prepared: Prepared,
-    ) -> Result<bool, AppError> {
-        let bad = prepared.rejected.len() as u64;
-        self.pipeline.commit(worker, prepared)?;
-        if bad > 0 && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
-            crate::ops::metrics::dead_lettered(&worker.rules().dataset, bad);
-        }
-        self.done(&w.topic, w.partition, w.last());
-        Ok(true)
+    /// Queue a window whose dead letters are all written for the pipeline.
+    fn queue(&mut self, w: &Window, prepared: Prepared, dead_lettered: u64, resume: bool) {
+        let ack = KafkaAck {
+            topic: w.topic.clone(),
+            partition: w.partition,
+            first: w.first(),
+            last: w.last(),
+            dead_lettered,
+            resume,
+        };
+        self.ready.push_back((self.decoder.batch_of(prepared), ack));
     }
 
-    fn done(&mut self, topic: &str, partition: i32, last: i64) {
-        let key = (topic.to_string(), partition);
+    /// The pipeline answered: store and commit the offset after the batch
+    /// (and resume its partition if it waited for the dead-letter topic).
+    fn ack(&mut self, ack: KafkaAck, outcome: &Outcome) {
+        if let Some(t) = self.yielded.take() {
+            self.batcher.postpone(t.elapsed());
+        }
+        let KafkaAck {
+            topic,
+            partition,
+            first,
+            last,
+            dead_lettered,
+            resume,
+        } = ack;
+        if let Outcome::Retry(error) = outcome {
+            // Nothing was committed: read the window again.
+            tracing::warn!(dataset = %self.dataset, topic = %topic, partition, first_offset = first, %error, "the batch could not be handled now; it is read again");
+            self.batcher.drop_partition(&topic, partition);
+            self.seek(&topic, partition, first);
+            if resume {
+                self.resume(&topic, partition);
+            }
+            return;
+        }
+        if dead_lettered > 0 && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
+            crate::ops::metrics::dead_lettered(&self.dataset, dead_lettered);
+        }
+        let key = (topic.clone(), partition);
         let wm = self.watermarks.entry(key).or_insert(last);
         *wm = (*wm).max(last);
-        self.commit_offset(topic, partition, last);
+        self.commit_offset(&topic, partition, last);
+        if resume {
+            // read on right after the window, then resume
+            self.seek(&topic, partition, last + 1);
+            self.resume(&topic, partition);
+            tracing::info!(dataset = %self.dataset, topic = %topic, partition, "the dead-letter topic took the batch's rejected messages: batch committed, partition resumed");
+        }
+    }
+
+    fn seek(&self, topic: &str, partition: i32, offset: i64) {
+        if let Err(e) = self.consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(dataset = %self.dataset, topic, partition, error = %e, "could not seek; the group's committed offset is used instead");
+        }
+    }
+
+    fn resume(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(dataset = %self.dataset, topic, partition, error = %e, "could not resume the partition");
+        }
     }
 }

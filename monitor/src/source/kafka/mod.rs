@@ -6,25 +6,28 @@
 //! tokio runtime inside the dataset's worker thread), batch boundaries,
 //! batch ids, the offset discipline, rebalances, and the dead-letter topic.
 //! It must not profile, compare or write state itself: decoding goes through
-//! [`crate::decode::json`] / [`crate::decode::ipc`], and every batch goes
-//! through the one per-batch path, [`Worker::process`](crate::pipeline::Worker::process) ([`crate::pipeline`]).
-//! A closed window becomes a pipeline batch in `WindowDecoder` (decode,
-//! reject oversized and malformed messages, the malformed share), which
-//! `dqmon replay` runs too on the windows of a topic range
-//! ([`super::kafka_range`]); dead-lettering and offsets stay here, live only.
+//! [`crate::decode::json`] / [`crate::decode::ipc`], and [`KafkaStream`] is a
+//! [`Source`](super::Source): it yields each batch to the pipeline that
+//! drives it ([`crate::pipeline::Worker::drive`]) and commits the offset when
+//! the batch is acknowledged. A closed window becomes a pipeline batch in
+//! `WindowDecoder` (decode, reject oversized and malformed messages, the
+//! malformed share), which `dqmon replay` runs too on the windows of a topic
+//! range ([`super::kafka_range`]); dead-lettering and offsets stay here,
+//! live only.
 //!
 //! ```text
-//!  recv ─► window per partition ─► closed batch ─► DLQ bad messages (awaited)
-//!          (batch-id header, or       │               ─► decode + profile ─► compare
-//!           records / bytes / time)   │               ─► history commit (manifest, alerts)
-//!                                     └──────────────────► store + commit offset (sync)
+//!  recv ─► window per partition ─► closed window ─► decode ─► DLQ bad messages (awaited)
+//!          (batch-id header, or                            ─► next(): batch to the pipeline
+//!           records / bytes / time)                           (profile, compare, history commit)
+//!                                                          ─► ack(): store + commit offset (sync)
 //! ```
 //!
 //! Offsets: `enable.auto.offset.store=false` and `enable.auto.commit=false`;
 //! the offset after a batch's last message is stored and committed
 //! synchronously after the batch's manifest and alerts are in the history.
-//! Rebalance callbacks run inside `recv`, so they never interleave with a
-//! batch between its history commit and its offset commit. On a rebalance
+//! Rebalance callbacks run inside `recv`, which only `next()` calls once the
+//! windows already decoded are handed over and acknowledged, so they never
+//! interleave with a batch between its history commit and its offset commit. On a rebalance
 //! the open windows of revoked and newly assigned partitions are dropped
 //! without commit: the new owner reads them again from the committed offset.
 //! A crash between the history commit and the offset commit is covered by
@@ -34,8 +37,8 @@
 //! Files: `mod.rs` (client configuration and secrets, batch ids and
 //! origins, the shared imports), `batcher.rs` (windows per partition),
 //! `window.rs` (a closed window into a pipeline batch, shared with
-//! replay), `consumer.rs` (the live loop: rebalances, dead letters,
-//! offsets after the commit).
+//! replay), `consumer.rs` (the live source: rebalances, dead letters,
+//! offsets after the acknowledgement).
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -48,7 +51,7 @@ mod consumer;
 mod window;
 
 pub use batcher::{Batcher, OwnedMsg, Window, WindowLimits};
-pub use consumer::run_worker;
+pub use consumer::{KafkaAck, KafkaStream};
 pub(crate) use window::{Prepared, WindowDecoder, own_message};
 
 /// Header names on dead-letter messages.

@@ -4,12 +4,12 @@
 use rdkafka::Message as _;
 use rdkafka::message::Headers;
 
-use crate::app::AppError;
 use crate::compare::{Check, Finding, Severity, Verdict};
-use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat};
+use crate::config::model::{KafkaSource, KafkaTrust, MessageFormat, Rules};
 use crate::decode::ipc::IpcDecoder;
 use crate::decode::json::{Decoded, JsonDecoder, Message};
-use crate::pipeline::{Batch, BatchOrigin, Input, Outcome, Worker};
+use crate::source::{Batch, BatchOrigin, Input};
+use crate::store::history::History;
 
 use super::{OwnedMsg, Window};
 use super::{batch_id, origin_label};
@@ -53,6 +53,8 @@ pub(crate) struct Prepared {
     origin: BatchOrigin,
     id: String,
     sha: String,
+    /// The batch is in the history already: nothing was decoded.
+    committed: bool,
     decoded: Decoded,
     /// Messages that could not be used (index in the window, reason).
     pub rejected: Vec<(usize, String)>,
@@ -67,43 +69,55 @@ impl Prepared {
 }
 
 /// What `run` and `replay` on Kafka share: decode a closed window
-/// (rejecting oversized and malformed messages) and hand it to the
-/// pipeline ([`Worker::process`]). It never talks to Kafka: dead-lettering
-/// and offsets are the live run's business.
+/// (rejecting oversized and malformed messages) into a pipeline batch. It
+/// never talks to Kafka: dead-lettering and offsets are the live run's
+/// business.
 pub(crate) struct WindowDecoder {
     cfg: KafkaSource,
+    dataset: String,
+    /// `thresholds.malformed_max_share`.
+    malformed_max_share: f64,
     json: Option<JsonDecoder>,
     ipc: Option<IpcDecoder>,
 }
 
 impl WindowDecoder {
-    pub fn new(worker: &Worker, cfg: &KafkaSource) -> WindowDecoder {
+    pub fn new(rules: &Rules, cfg: &KafkaSource) -> WindowDecoder {
         let tags_fill = cfg.trust != KafkaTrust::Records;
         let (json, ipc) = match cfg.format {
-            MessageFormat::ArrowIpc => (None, Some(IpcDecoder::new(worker.rules(), tags_fill))),
-            f => (Some(JsonDecoder::new(worker.rules(), f, tags_fill)), None),
+            MessageFormat::ArrowIpc => (None, Some(IpcDecoder::new(rules, tags_fill))),
+            f => (Some(JsonDecoder::new(rules, f, tags_fill)), None),
         };
         WindowDecoder {
             cfg: cfg.clone(),
+            dataset: rules.dataset.clone(),
+            malformed_max_share: rules.thresholds.malformed_max_share,
             json,
             ipc,
         }
     }
 
-    /// Decode a window; `None` when its batch is already in the history.
-    pub fn prepare(&self, worker: &Worker, w: &Window) -> Option<Prepared> {
+    /// Decode a window, unless its batch is already in the history.
+    pub fn prepare(&self, history: &History, w: &Window) -> Prepared {
         let (first, last) = (w.first(), w.last());
         let sha = w.sha256();
-        let dataset = &worker.rules().dataset;
-        let id = batch_id(dataset, &w.topic, w.partition, first, last, &sha);
-        if worker.history().contains(&id) {
-            return None;
-        }
+        let id = batch_id(&self.dataset, &w.topic, w.partition, first, last, &sha);
         let origin = BatchOrigin {
             source: origin_label(&w.topic, w.partition, first, last),
             name: origin_label(&w.topic, w.partition, first, last),
             size: w.bytes,
         };
+        if history.contains(&id) {
+            return Prepared {
+                origin,
+                id,
+                sha,
+                committed: true,
+                decoded: Decoded::default(),
+                rejected: Vec::new(),
+                messages: w.msgs.len() as u64,
+            };
+        }
         // Oversized messages are rejected unread; the rest are decoded.
         let limit = self.cfg.max_message_bytes;
         let mut rejected: Vec<(usize, String)> = Vec::new();
@@ -135,32 +149,42 @@ impl WindowDecoder {
         };
         rejected.extend(decoded.rejected.iter().map(|(i, r)| (keep[*i], r.clone())));
         rejected.sort_by_key(|(i, _)| *i);
-        Some(Prepared {
+        Prepared {
             origin,
             id,
             sha,
+            committed: false,
             decoded,
             rejected,
             messages: w.msgs.len() as u64,
-        })
+        }
     }
 
-    /// Hand a prepared batch to the pipeline ([`Worker::process`]), with a
-    /// malformed-share finding when too many messages were bad: processed,
-    /// the same bytes as an earlier batch, or quarantined when no message
-    /// could be used.
-    pub fn commit(&self, worker: &mut Worker, p: Prepared) -> Result<Outcome, AppError> {
+    /// A prepared window as a pipeline batch, with a malformed-share
+    /// finding when too many messages were bad (the pipeline processes it,
+    /// finds the same bytes as an earlier batch, or quarantines it when no
+    /// message could be used).
+    pub fn batch_of(&self, p: Prepared) -> Batch {
         let Prepared {
             origin,
             id,
             sha,
+            committed,
             decoded,
             rejected,
             messages: n,
         } = p;
+        if committed {
+            return Batch {
+                origin,
+                id,
+                sha256: sha,
+                input: Input::Committed,
+            };
+        }
         let bad = rejected.len() as u64;
         let share = bad as f64 / n as f64;
-        let threshold = worker.rules().thresholds.malformed_max_share;
+        let threshold = self.malformed_max_share;
         let extra = if bad > 0 && share > threshold {
             vec![malformed_finding(
                 &self.cfg, bad, n, share, threshold, &rejected,
@@ -168,7 +192,7 @@ impl WindowDecoder {
         } else {
             Vec::new()
         };
-        worker.process(Batch {
+        Batch {
             origin,
             id,
             sha256: sha,
@@ -177,7 +201,7 @@ impl WindowDecoder {
                 rejected,
                 extra,
             },
-        })
+        }
     }
 }
 

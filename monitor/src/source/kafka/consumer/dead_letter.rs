@@ -5,14 +5,16 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
+
+use crate::shutdown::Shutdown;
 
 use super::{
-    AppError, DLQ_DATASET, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, KafkaRun, KafkaSource,
-    Prepared, Shutdown, Window, Worker,
+    DLQ_DATASET, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, KafkaRun, KafkaSource, Prepared,
+    Window,
 };
 
 /// The longest one dead-letter send may wait for the broker
@@ -81,12 +83,9 @@ impl KafkaRun {
     }
 
     /// Try the dead-letter step of every parked window that is due again;
-    /// commit and resume those that get through.
-    pub(super) async fn retry_parked(
-        &mut self,
-        worker: &mut Worker,
-        shutdown: &Shutdown,
-    ) -> Result<(), AppError> {
+    /// queue those that get through for the pipeline (their partitions are
+    /// resumed when the batch is acknowledged).
+    pub(super) async fn retry_parked(&mut self, shutdown: &Shutdown) {
         let now = Instant::now();
         let due: Vec<(String, i32)> = self
             .parked
@@ -94,10 +93,10 @@ impl KafkaRun {
             .filter(|(_, p)| p.next_try <= now)
             .map(|(k, _)| k.clone())
             .collect();
-        let dataset = worker.rules().dataset.clone();
+        let dataset = self.dataset.clone();
         for key in due {
             if shutdown.is_triggered() {
-                return Ok(());
+                return;
             }
             let Some(mut p) = self.parked.remove(&key) else {
                 continue;
@@ -116,23 +115,9 @@ impl KafkaRun {
             let Parked {
                 window, prepared, ..
             } = p;
-            self.commit_window(worker, &window, prepared)?;
-            // read on right after the window, then resume
-            let next = Offset::Offset(window.last() + 1);
-            if let Err(e) = self
-                .consumer
-                .seek(&key.0, key.1, next, Duration::from_secs(5))
-            {
-                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not seek after the committed batch; the group's committed offset is used instead");
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&key.0, key.1);
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::warn!(dataset = %dataset, topic = %key.0, partition = key.1, error = %e, "could not resume the partition");
-            }
-            tracing::info!(dataset = %dataset, topic = %key.0, partition = key.1, "the dead-letter topic took the batch's rejected messages: batch committed, partition resumed");
+            let dead_lettered = prepared.rejected.len() as u64;
+            self.queue(&window, prepared, dead_lettered, true);
         }
-        Ok(())
     }
 
     /// Produce the rejected messages from `from` on to the dead-letter
