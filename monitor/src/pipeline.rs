@@ -125,6 +125,11 @@ impl Worker {
                 path,
                 reason,
             },
+            SourceError::Store { url, reason } => AppError::DropLocation {
+                dataset,
+                url,
+                reason,
+            },
         }
     }
 

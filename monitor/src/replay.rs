@@ -321,6 +321,11 @@ pub fn replay(
     let pii = crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly)?;
     let (pattern, live_folder) = match &rules.source {
         SourceRule::ParquetDrop { path, pattern, .. } => (pattern.clone(), Some(path.clone())),
+        // named as live names them: `<url>/<object name>`
+        SourceRule::ObjectDrop { url, pattern, .. } => (
+            pattern.clone(),
+            Some(PathBuf::from(url.trim_end_matches('/'))),
+        ),
         _ => ("*.parquet".to_string(), None),
     };
     let mut files = expand_inputs(inputs, &pattern)?
@@ -527,6 +532,7 @@ pub fn replay_kafka(
                 dataset: rules.dataset.clone(),
                 source_kind: match other {
                     SourceRule::ParquetDrop { .. } => "a Parquet drop folder",
+                    SourceRule::ObjectDrop { .. } => "a Parquet drop location on an object store",
                     _ => "none",
                 },
             });

@@ -2,7 +2,9 @@
 //! `moto[server]`, installed by `tests/run` into `.tools/venv`), started per
 //! test on a free loopback port. The backend's one conformance suite runs
 //! against it: get, put, create-if-absent (the server's `If-None-Match: *`),
-//! listing, deletion, key checks, and writers racing for one key.
+//! listing, deletion, key checks, and writers racing for one key. Then
+//! replicas of `dqmon run` share a drop location on it
+//! (`parquet_drop: { path: s3://... }`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use dqmon::store::backend::{Backend, Put, conformance};
 use dqmon::store::object::ObjectBackend;
+use dqmon_fixtures::Scenario;
 
-use crate::common::repo_root;
+use crate::common::{dqmon_bin, fixture_rules, repo_root, stderr, stdout, write_batch};
 
 /// Where moto's server is: beside the venv's python that `tests/run`
 /// exports, or in `.tools/venv`; otherwise a clear failure.
@@ -128,4 +131,272 @@ fn an_s3_compatible_server_keeps_the_backend_contract() {
     // a missing bucket is an error, not an empty state
     let missing = s3.backend("no-such-bucket", "x");
     assert!(missing.put("a/b.json", b"1").is_err());
+}
+
+/// The `AWS_*` variables a replica reads to reach this server (as a
+/// deployment would set them, or take them from its workload identity).
+fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT", format!("http://{}", s3.addr)),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("DQMON_PII_KEY", PII_KEY.into()),
+    ]
+}
+
+/// One PII key for the fleet (the chart's shared secret).
+const PII_KEY: &str = "integration-test-fleet-pii-key-0123456789";
+
+/// A fleet on one drop location: an approved baseline in `baselines/`
+/// shared by the replicas, rules per replica with its own state folder,
+/// and the drop location `s3://ingest/incoming/`.
+struct DropFleet {
+    dir: tempfile::TempDir,
+    s3: S3Server,
+}
+
+impl DropFleet {
+    fn new() -> DropFleet {
+        let s3 = S3Server::start();
+        s3.create_bucket("ingest");
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = DropFleet { dir, s3 };
+        // the baseline, built and approved once for every replica
+        let rules = fleet.rules("builder");
+        let good = fleet.dir.path().join("good");
+        std::fs::create_dir_all(&good).unwrap();
+        for i in 0..6 {
+            write_batch(
+                &good.join(format!("b{i}.parquet")),
+                2_000,
+                i,
+                Scenario::Clean,
+            );
+        }
+        let r = rules.to_str().unwrap();
+        let out = fleet.dqmon(&[
+            "baseline",
+            "build",
+            "--config",
+            r,
+            "--by",
+            "builder",
+            good.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = stdout(&out).trim().to_string();
+        let out = fleet.dqmon(&[
+            "baseline", "approve", "--config", r, &id, "--by", "approver",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        fleet
+    }
+
+    /// The rules of one replica (its state in `state-<replica>`).
+    fn rules(&self, replica: &str) -> PathBuf {
+        let path = fixture_rules(self.dir.path());
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "state_dir: state-{replica}\nbaseline_dir: baselines\nsource:\n  parquet_drop:\n    path: s3://ingest/incoming/\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n"
+        ));
+        let path = self.dir.path().join(format!("rules-{replica}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn dqmon(&self, args: &[&str]) -> std::process::Output {
+        Command::new(dqmon_bin())
+            .args(args)
+            .envs(s3_env(&self.s3))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// `dqmon run --once` of a replica, started.
+    fn replica(&self, name: &str) -> Child {
+        let rules = self.rules(name);
+        Command::new(dqmon_bin())
+            .args(["run", "--once", "--config", rules.to_str().unwrap()])
+            .envs(s3_env(&self.s3))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The drop location, as ingestion writes to it.
+    fn drop_location(&self) -> ObjectBackend {
+        self.s3.backend("ingest", "incoming")
+    }
+
+    /// Upload a generated batch as `name`.
+    fn drop_object(&self, name: &str, index: u64, scenario: Scenario) {
+        let tmp = self.dir.path().join("upload.parquet");
+        write_batch(&tmp, 2_000, index, scenario);
+        self.drop_location()
+            .put(name, &std::fs::read(&tmp).unwrap())
+            .unwrap();
+    }
+
+    /// The manifests a replica committed: (batch id, source).
+    fn manifests(&self, replica: &str) -> Vec<(String, String)> {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("state-{replica}/events/history/batches"));
+        let mut out: Vec<(String, String)> = match std::fs::read_dir(&dir) {
+            Ok(d) => d
+                .map(|e| {
+                    let m: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+                    (
+                        m["batch_id"].as_str().unwrap().to_string(),
+                        m["source"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+}
+
+fn wait_ok(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "a replica failed: {err}");
+    err
+}
+
+/// Two replicas on one S3 drop prefix: every object is claimed by exactly
+/// one of them (the store's create-if-absent decides), handled once across
+/// the fleet, and marked done; the poisoned object is alerted by whichever
+/// replica took it, named by its URL.
+#[test]
+fn two_replicas_on_one_drop_prefix_handle_each_object_once() {
+    let fleet = DropFleet::new();
+    let n = 8;
+    for i in 0..n {
+        let scenario = if i == 5 {
+            Scenario::LabelFlip {
+                tag: "scraped".into(),
+                strength: 0.6,
+            }
+        } else {
+            Scenario::Clean
+        };
+        fleet.drop_object(&format!("part-{i:03}.parquet"), 100 + i, scenario);
+    }
+    // ingestion's temporary names and objects in deeper "folders" are not batches
+    let loc = fleet.drop_location();
+    loc.put("part-999.parquet.tmp", b"half").unwrap();
+    loc.put("archive/old.parquet", b"not a batch").unwrap();
+
+    let (a, b) = (fleet.replica("a"), fleet.replica("b"));
+    wait_ok(a);
+    wait_ok(b);
+
+    let (ma, mb) = (fleet.manifests("a"), fleet.manifests("b"));
+    let mut all: Vec<&(String, String)> = ma.iter().chain(mb.iter()).collect();
+    all.sort();
+    let sources: std::collections::BTreeSet<&str> = all.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(
+        all.len(),
+        n as usize,
+        "each object once across the fleet: a {ma:?}, b {mb:?}"
+    );
+    assert_eq!(sources.len(), n as usize, "{all:?}");
+    assert!(
+        sources
+            .iter()
+            .all(|s| s.starts_with("s3://ingest/incoming/part-0")),
+        "sources are named by their URL: {sources:?}"
+    );
+    // every object is marked done, under the generation-0 claim of its replica
+    for i in 0..n {
+        let claims = loc
+            .list(&format!(".dqmon-claims/events/part-{i:03}.parquet"))
+            .unwrap();
+        assert_eq!(
+            claims,
+            vec![
+                format!(".dqmon-claims/events/part-{i:03}.parquet/0"),
+                format!(".dqmon-claims/events/part-{i:03}.parquet/done"),
+            ]
+        );
+    }
+    // the poisoned batch was alerted by the replica that took it
+    let alerts: String = ["a", "b"]
+        .iter()
+        .filter_map(|r| {
+            std::fs::read_to_string(
+                fleet
+                    .dir
+                    .path()
+                    .join(format!("state-{r}/events/alerts.jsonl")),
+            )
+            .ok()
+        })
+        .collect();
+    assert!(
+        alerts.contains("s3://ingest/incoming/part-005.parquet"),
+        "the label flip in part-005 is alerted: {alerts}"
+    );
+
+    // a replica started later finds nothing left to do
+    wait_ok(fleet.replica("c"));
+    assert!(fleet.manifests("c").is_empty());
+}
+
+/// A replica that died holding a claim: once the claim's lease has expired
+/// the next replica takes the object over (the next generation of its
+/// claim); a live replica's claim is respected.
+#[test]
+fn an_expired_claim_is_taken_over_and_a_live_one_respected() {
+    let fleet = DropFleet::new();
+    fleet.drop_object("dead.parquet", 200, Scenario::Clean);
+    fleet.drop_object("busy.parquet", 201, Scenario::Clean);
+    let loc = fleet.drop_location();
+    let claim = |holder: &str, expires_ms: u64| {
+        serde_json::to_vec(&serde_json::json!({ "holder": holder, "expires_ms": expires_ms }))
+            .unwrap()
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    loc.put(
+        ".dqmon-claims/events/dead.parquet/0",
+        &claim("died/1/0", now_ms - 1_000),
+    )
+    .unwrap();
+    loc.put(
+        ".dqmon-claims/events/busy.parquet/0",
+        &claim("alive/2/0", now_ms + 3_600_000),
+    )
+    .unwrap();
+
+    wait_ok(fleet.replica("a"));
+
+    let m = fleet.manifests("a");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].1, "s3://ingest/incoming/dead.parquet");
+    assert_eq!(
+        loc.list(".dqmon-claims/events/dead.parquet").unwrap(),
+        vec![
+            ".dqmon-claims/events/dead.parquet/0",
+            ".dqmon-claims/events/dead.parquet/1",
+            ".dqmon-claims/events/dead.parquet/done",
+        ]
+    );
+    assert_eq!(
+        loc.list(".dqmon-claims/events/busy.parquet").unwrap(),
+        vec![".dqmon-claims/events/busy.parquet/0"],
+        "the live claim is left alone"
+    );
 }

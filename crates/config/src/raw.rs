@@ -57,7 +57,7 @@ const RULES_KEYS: &[&str] = &[
 ];
 const INCLUDE_KEYS: &[&str] = &["include", "state_dir", "server"];
 const SOURCE_KEYS: &[&str] = &["parquet_drop", "kafka"];
-const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern"];
+const PARQUET_DROP_KEYS: &[&str] = &["path", "poll_interval_ms", "pattern", "claim_lease_ms"];
 const TRUST_KEYS: &[&str] = &["column", "fixed", "levels", "low_trust"];
 const LABEL_KEYS: &[&str] = &["column", "positive"];
 const SLICE_KEYS: &[&str] = &["column", "bins"];

@@ -229,6 +229,20 @@ pub enum SourceRule {
         /// File name glob of files to pick up (default `*.parquet`).
         pattern: String,
     },
+    /// Parquet objects dropped under a prefix of an object store, watched
+    /// by any number of replicas; each object is claimed by one of them.
+    ObjectDrop {
+        /// The prefix: `s3://bucket/incoming/`, `gs://...`, `az://...`.
+        url: String,
+        /// Listing interval, in milliseconds.
+        poll_interval_ms: u64,
+        /// Object name glob of objects to pick up (default `*.parquet`).
+        pattern: String,
+        /// How long a claim keeps an object for the replica that made it,
+        /// in milliseconds: an object whose replica died is taken by
+        /// another one after this.
+        claim_lease_ms: u64,
+    },
     /// No live source (profile, baseline and replay commands only).
     None,
     /// Kafka topics read as a consumer group of dqmon's own.

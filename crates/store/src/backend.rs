@@ -43,6 +43,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The object's bytes, `None` when there is none.
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
 
+    /// The object's size in bytes without reading it, `None` when there is none.
+    fn size(&self, key: &str) -> io::Result<Option<u64>>;
+
     /// Write the object, replacing any earlier one.
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()>;
 
@@ -106,6 +109,15 @@ impl Backend for LocalBackend {
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         match fs::read(self.path(key)?) {
             Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path(key)?) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -185,6 +197,8 @@ pub fn conformance(b: &dyn Backend) {
         Put::Existed
     );
     assert_eq!(b.get("a/two.json").unwrap().as_deref(), Some(&b"first"[..]));
+    assert_eq!(b.size("a/two.json").unwrap(), Some(5));
+    assert_eq!(b.size("a/missing.json").unwrap(), None);
 
     b.put("a/b/deeper.json", b"x").unwrap();
     b.put("top.json", b"t").unwrap();

@@ -143,6 +143,17 @@ impl Backend for ObjectBackend {
         })
     }
 
+    fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        let (store, path) = (self.store.clone(), self.path(key)?);
+        self.run(async move {
+            match store.head(&path).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(other(e)),
+            }
+        })
+    }
+
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let (store, path) = (self.store.clone(), self.path(key)?);
         let payload = PutPayload::from(bytes.to_vec());

@@ -64,6 +64,12 @@ pub enum AppError {
         path: PathBuf,
         reason: String,
     },
+    #[error("dataset `{dataset}`: the drop location {url} cannot be used: {reason}")]
+    DropLocation {
+        dataset: String,
+        url: String,
+        reason: String,
+    },
     #[error("dataset `{dataset}`: {source}")]
     Kafka {
         dataset: String,
@@ -175,6 +181,7 @@ pub fn dataset_pii_key(rules: &Rules, access: PiiAccess<'_>) -> Result<PiiKey, P
 fn source_label(source: &SourceRule) -> String {
     match source {
         SourceRule::ParquetDrop { path, .. } => format!("drop folder {}", path.display()),
+        SourceRule::ObjectDrop { url, .. } => format!("drop location {url}"),
         SourceRule::Kafka(k) => format!("kafka topics {} at {}", k.topics.join(","), k.brokers),
         SourceRule::None => "none".to_string(),
     }

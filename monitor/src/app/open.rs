@@ -13,9 +13,11 @@ use crate::pii::PiiKey;
 use crate::shutdown::Shutdown;
 use crate::source::drop_folder::DropSource;
 use crate::source::kafka::KafkaStream;
+use crate::source::object_drop::ObjectDropSource;
 use crate::source::parquet_drop::DropFolder;
 use crate::store::baselines::BaselineStoreError;
 use crate::store::history::History;
+use crate::store::object::ObjectBackend;
 
 use crate::pipeline::Worker;
 
@@ -24,6 +26,7 @@ use super::{AppError, PiiAccess, RunOptions, RunSummary, dataset_pii_key, source
 /// A dataset's source, opened (its folder made, its consumer subscribed).
 pub enum OpenedSource {
     Drop(Box<DropSource>),
+    Objects(Box<ObjectDropSource>),
     Kafka(Box<KafkaStream>),
 }
 
@@ -48,6 +51,31 @@ impl Worker {
                 return KafkaStream::open(&self.rules, cfg, &self.history, self.opts.once)
                     .map(|k| OpenedSource::Kafka(Box::new(k)))
                     .map_err(|e| self.source_err(e));
+            }
+            SourceRule::ObjectDrop {
+                url,
+                poll_interval_ms,
+                pattern,
+                claim_lease_ms,
+            } => {
+                let unusable = |reason: String| AppError::DropLocation {
+                    dataset: dataset.clone(),
+                    url: url.clone(),
+                    reason,
+                };
+                let store = ObjectBackend::from_url(url).map_err(|e| unusable(e.to_string()))?;
+                let source = ObjectDropSource::new(
+                    &self.rules,
+                    Box::new(store),
+                    url,
+                    pattern,
+                    Duration::from_millis(*poll_interval_ms),
+                    Duration::from_millis(*claim_lease_ms),
+                    self.opts.once,
+                )
+                .map_err(|e| unusable(format!("bad pattern `{pattern}`: {e}")))?;
+                tracing::info!(dataset = %dataset, url = %url, holder = %source.holder(), "watching a drop location on an object store");
+                return Ok(OpenedSource::Objects(Box::new(source)));
             }
             SourceRule::ParquetDrop {
                 path,
@@ -82,6 +110,7 @@ impl Worker {
     pub fn run(self, source: OpenedSource, shutdown: Shutdown) -> Result<RunSummary, AppError> {
         match source {
             OpenedSource::Drop(s) => self.drive(*s, &shutdown),
+            OpenedSource::Objects(s) => self.drive(*s, &shutdown),
             OpenedSource::Kafka(k) => self.drive(*k, &shutdown),
         }
     }

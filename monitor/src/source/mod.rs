@@ -5,6 +5,7 @@
 //!            ┌──────────── Source ─────────────┐        ┌──── pipeline ────┐
 //!  files ───▶│ drop_folder: settle, identify,  │ next() │ Worker::process  │
 //!            │   checkpoint skip               ├───────▶│ decode, profile, │
+//!  objects ─▶│ object_drop: claim, download    │        │                  │
 //!  Kafka ───▶│ kafka: windows, decode, dead    │ Batch  │ compare, commit  │
 //!            │   letters, watermarks           │◀───────┤                  │
 //!            └─────────────────────────────────┘ ack()  └──────────────────┘
@@ -26,6 +27,8 @@
 //! Files: `batch.rs` (what a source hands over and what it is answered),
 //! `drop_folder.rs` (the drop-folder source, live or over recorded files),
 //! `parquet_drop.rs` (the folder listing and its complete-file rule),
+//! `object_drop.rs` (a drop location on an object store, shared by
+//! replicas through claims),
 //! `kafka/` (the consumer source), `kafka_range/` (a topic range read for
 //! `replay`).
 
@@ -33,6 +36,7 @@ pub mod batch;
 pub mod drop_folder;
 pub mod kafka;
 pub mod kafka_range;
+pub mod object_drop;
 pub mod parquet_drop;
 
 use std::path::PathBuf;
@@ -79,4 +83,8 @@ pub enum SourceError {
     /// later to retry it, and must not drop a batch silently.
     #[error("could not read {}: {reason}", path.display())]
     Unread { path: PathBuf, reason: String },
+    /// A source's own record (an object store drop's done marker) could
+    /// not be written.
+    #[error("could not write {url}: {reason}")]
+    Store { url: String, reason: String },
 }

@@ -10,6 +10,21 @@ use serde_yaml::{Mapping, Value};
 use super::wording::{found, index_path, is_literal, is_secret_key, key_path, list, suggest};
 use super::{PARQUET_DROP_KEYS, Problem, ROOT, SOURCE_KEYS, SourceRule, resolve};
 
+/// The URL schemes of the object stores a drop location may be on (those
+/// the `object_store` crate builds a client for from a URL).
+const OBJECT_STORE_SCHEMES: &[&str] = &[
+    "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "memory",
+];
+
+/// The default `claim_lease_ms` of a drop location on an object store.
+const DEFAULT_CLAIM_LEASE_MS: u64 = 10 * 60 * 1000;
+
+/// Where a `parquet_drop` is: a folder, or a prefix on an object store.
+enum DropLocation {
+    Folder(String),
+    Objects(String),
+}
+
 #[derive(Default)]
 pub(super) struct Walker {
     pub(super) problems: Vec<Problem>,
@@ -354,13 +369,38 @@ impl Walker {
     ) -> Option<SourceRule> {
         let m = self.map(path, v, "`parquet_drop: { path: drop/payments }`")?;
         let mut f = Fields::new(path, m, PARQUET_DROP_KEYS);
-        let folder = f
+        let written = f
             .required(self, "path", "`path: drop/payments`")
-            .and_then(|(p, v)| self.text(&p, v, "`path: drop/payments`"))
-            .map(|s| resolve(base_dir, &s));
+            .and_then(|(p, v)| self.text(&p, v, "`path: drop/payments`").map(|s| (p, s)));
+        let location = written.and_then(|(p, s)| match s.split_once("://") {
+            Some((scheme, _)) if OBJECT_STORE_SCHEMES.contains(&scheme) => {
+                Some(DropLocation::Objects(s))
+            }
+            Some((scheme, _)) => {
+                self.problem(
+                    &p,
+                    format!(
+                        "`{scheme}://` is not an object store dqmon reads; write a folder path, or a prefix on one of {}.",
+                        OBJECT_STORE_SCHEMES
+                            .iter()
+                            .map(|s| format!("`{s}://`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+            None => Some(DropLocation::Folder(s)),
+        });
+        // A listing of an object store is a billed request: every 5 s by
+        // default, where a folder is listed every 500 ms (or on its events).
+        let default_poll = match location {
+            Some(DropLocation::Objects(_)) => 5_000,
+            _ => 500,
+        };
         let poll = match f.get("poll_interval_ms") {
             Some((p, v)) => self.whole(&p, v, 1, u64::MAX, "`poll_interval_ms: 500`"),
-            None => Some(500),
+            None => Some(default_poll),
         };
         let pattern = match f.get("pattern") {
             Some((p, v)) => self.text(&p, v, "`pattern: \"*.parquet\"`").and_then(|s| {
@@ -378,12 +418,33 @@ impl Walker {
             }),
             None => Some("*.parquet".to_string()),
         };
+        let lease = match f.get("claim_lease_ms") {
+            Some((p, v)) => {
+                let lease = self.whole(&p, v, 1_000, u64::MAX, "`claim_lease_ms: 600000`");
+                if matches!(location, Some(DropLocation::Folder(_))) {
+                    self.problem(
+                        &p,
+                        "`claim_lease_ms` is for a drop location on an object store (`path: s3://bucket/prefix/`), where replicas claim objects; a drop folder is watched by one process. Remove it.".to_string(),
+                    );
+                }
+                lease
+            }
+            None => Some(DEFAULT_CLAIM_LEASE_MS),
+        };
         f.finish(self);
-        Some(SourceRule::ParquetDrop {
-            path: folder?,
-            poll_interval_ms: poll?,
-            pattern: pattern?,
-        })
+        match location? {
+            DropLocation::Objects(url) => Some(SourceRule::ObjectDrop {
+                url,
+                poll_interval_ms: poll?,
+                pattern: pattern?,
+                claim_lease_ms: lease?,
+            }),
+            DropLocation::Folder(path) => Some(SourceRule::ParquetDrop {
+                path: resolve(base_dir, &path),
+                poll_interval_ms: poll?,
+                pattern: pattern?,
+            }),
+        }
     }
 
     pub(super) fn baseline_id(&mut self, path: &str, v: &Value) -> Option<String> {

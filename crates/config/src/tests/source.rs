@@ -1,4 +1,5 @@
-//! The `source:` section: Kafka, its defaults and secret references.
+//! The `source:` section: Kafka, its defaults and secret references; a drop
+//! location on an object store.
 
 use super::*;
 
@@ -106,4 +107,67 @@ source:
     );
     assert!(message(&p, "source.kafka.format").contains("json_lines"));
     assert!(message(&p, "source.kafka.dead_letter_topic").contains("loop"));
+}
+
+#[test]
+fn a_drop_location_on_an_object_store_is_read_with_its_defaults() {
+    let yaml = format!("{MINIMAL}source:\n  parquet_drop:\n    path: s3://ingest/incoming/\n");
+    let r = parse_rules(&yaml, Path::new("/cfg"), "test.yaml").unwrap();
+    assert_eq!(
+        r.source,
+        SourceRule::ObjectDrop {
+            url: "s3://ingest/incoming/".into(),
+            poll_interval_ms: 5_000,
+            pattern: "*.parquet".into(),
+            claim_lease_ms: 600_000,
+        }
+    );
+    let yaml = format!(
+        "{MINIMAL}source:\n  parquet_drop:\n    path: gs://b/p\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n    pattern: \"*.pq\"\n"
+    );
+    let r = parse_rules(&yaml, Path::new("/cfg"), "test.yaml").unwrap();
+    assert_eq!(
+        r.source,
+        SourceRule::ObjectDrop {
+            url: "gs://b/p".into(),
+            poll_interval_ms: 200,
+            pattern: "*.pq".into(),
+            claim_lease_ms: 60_000,
+        }
+    );
+}
+
+#[test]
+fn drop_location_mistakes_are_reported_with_their_paths() {
+    let found = parse_err(&format!(
+        "{MINIMAL}source:\n  parquet_drop:\n    path: ftp://host/incoming/\n"
+    ));
+    assert_eq!(
+        paths(&found),
+        vec!["source.parquet_drop.path"],
+        "{found:#?}"
+    );
+    let m = message(&found, "source.parquet_drop.path");
+    assert!(
+        m.contains("`ftp://` is not an object store") && m.contains("`s3://`"),
+        "{m}"
+    );
+    // a lease is for claims between replicas: not for a folder
+    let found = parse_err(&format!(
+        "{MINIMAL}source:\n  parquet_drop:\n    path: drop\n    claim_lease_ms: 60000\n"
+    ));
+    assert_eq!(
+        paths(&found),
+        vec!["source.parquet_drop.claim_lease_ms"],
+        "{found:#?}"
+    );
+    // a lease under a second is refused: a batch takes longer than that
+    let found = parse_err(&format!(
+        "{MINIMAL}source:\n  parquet_drop:\n    path: s3://b/p\n    claim_lease_ms: 10\n"
+    ));
+    assert_eq!(
+        paths(&found),
+        vec!["source.parquet_drop.claim_lease_ms"],
+        "{found:#?}"
+    );
 }
