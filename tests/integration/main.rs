@@ -6,6 +6,7 @@ mod common;
 
 mod alerts;
 mod baselines;
+mod capacity;
 mod config_errors;
 mod crash;
 mod crate_graph;
