@@ -2,6 +2,10 @@
 //! log and `dqmon audit verify`, signed baseline approvals enforced by the
 //! daemon, and no raw value of a `pii` column anywhere in the state folder
 //! or the logs after a run.
+//!
+//! Longer than 600 lines: one test per protection of the security model
+//! (audit chain, signed approvals, PII in state and logs, PII keys), each
+//! end to end through the binary, sharing the setup helpers.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -567,4 +571,63 @@ fn read_only_commands_and_replays_never_create_the_pii_key() {
     let o = dqmon(&commands[0].1);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!key_path.exists(), "profile created a key no column needs");
+}
+
+/// A process with another PII key than the one the baseline's `pii`
+/// columns were hashed with (a replica without the fleet's shared key made
+/// its own) is refused before it reads a batch, naming both key ids and the
+/// variable to set; `compare` is refused the same way. With the baseline's
+/// key the same run goes through.
+#[test]
+fn a_pii_key_other_than_the_baselines_is_refused() {
+    let s = Setup::new();
+    let rules = s.rules.to_str().unwrap();
+    // the baseline records the id of the key it was built with, not the key
+    let key = fs::read(s.state.join("pii.key")).unwrap();
+    let baselines: Vec<Value> = fs::read_dir(s.state.join("baselines"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "json")
+                .then(|| serde_json::from_slice(&fs::read(&p).unwrap()).unwrap())
+        })
+        .collect();
+    let id = baselines
+        .iter()
+        .find_map(|b| b["pii_key_id"].as_str().map(str::to_string))
+        .expect("the baseline records its PII key id");
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(!String::from_utf8_lossy(&key).contains(&id));
+
+    let file = s.drop_batch("a.parquet", 1, Scenario::Clean);
+    let run = |with_key: Option<&str>| {
+        let mut c = Command::new(dqmon_bin());
+        c.args(["run", "--once", "--settle-ms", "0", "--config", rules])
+            .env("RUST_LOG", "warn")
+            .env_remove("DQMON_PII_KEY");
+        if let Some(k) = with_key {
+            c.env("DQMON_PII_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let out = run(Some("a-replica-of-its-own-0123456789abcdef"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("was built with the PII key {id}")) && err.contains("$DQMON_PII_KEY"),
+        "{err}"
+    );
+    assert!(s.manifests().is_empty(), "no batch was read");
+    let out = dqmon_with_pii_key(&["compare", "--config", rules, file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("was built with the PII key"),
+        "{}",
+        stderr(&out)
+    );
+
+    // the state folder's key is the baseline's: the run goes through
+    let out = run(None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.manifests().len(), 1);
 }

@@ -44,6 +44,12 @@ pub struct Baseline {
     pub profile: BatchProfile,
     /// Batch-to-batch distribution of each metric, keyed `check|column|slice`.
     pub bands: BTreeMap<String, Band>,
+    /// The id of the PII key its `pii` columns were hashed with
+    /// ([`crate::pii::PiiKey::id`]), when the rules have any: a process with
+    /// another key would hash every value differently, so it is refused.
+    /// Absent in baselines built before it was recorded (not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii_key_id: Option<String>,
 }
 
 /// Building a baseline failed.
@@ -130,6 +136,7 @@ impl Baseline {
             batches,
             profile: merged,
             bands,
+            pii_key_id: None,
         })
     }
 }

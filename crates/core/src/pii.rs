@@ -55,6 +55,16 @@ impl PiiKey {
         format!("{PII_PREFIX}{}", hex::encode(&out[..12]))
     }
 
+    /// The key's public identifier: 16 hex digits of an HMAC of a fixed
+    /// text under the key. It tells two keys apart (a baseline records the
+    /// id of the key its profiles were hashed with) and reveals nothing of
+    /// the key.
+    pub fn id(&self) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"dqmon pii: key id");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
     /// The keyed 64-bit hash a distinct-count sketch takes for a value.
     pub fn hash64(&self, value: &str) -> u64 {
         self.sketch.hash(value.as_bytes())

@@ -54,6 +54,12 @@ pub enum AppError {
         #[source]
         source: PiiKeyError,
     },
+    // the mismatch is in the message, not chained as a source (see below)
+    #[error("dataset `{dataset}`: {mismatch}")]
+    PiiKeyMismatch {
+        dataset: String,
+        mismatch: Box<PiiKeyMismatch>,
+    },
     #[error(
         "dataset `{dataset}` has no source to watch; add `source: {{ parquet_drop: {{ path: DIR }} }}` to its rules"
     )]
@@ -109,6 +115,21 @@ pub enum AppError {
         #[source]
         source: crate::alert::outbox::OutboxError,
     },
+}
+
+/// A PII key other than the baseline's (see [`check_pii_key`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the approved baseline {} was built with the PII key {expected}, but this process has the key {found} (from ${env}, or else {}): every `pii` value would hash differently and read as never seen. Give every replica, and `dqmon baseline build`, the same key through ${env} (in a fleet: one shared secret), or build and approve a baseline with this key.",
+    &baseline_id[..12.min(baseline_id.len())],
+    key_file.display()
+)]
+pub struct PiiKeyMismatch {
+    pub baseline_id: String,
+    pub expected: String,
+    pub found: String,
+    pub env: String,
+    pub key_file: PathBuf,
 }
 
 /// How `run` behaves.
@@ -174,6 +195,34 @@ pub fn dataset_pii_key(rules: &Rules, access: PiiAccess<'_>) -> Result<PiiKey, P
     match access {
         PiiAccess::Writer(lock) => crate::pii::load_or_create(&rules.pii_key_env, lock),
         PiiAccess::ReadOnly => crate::pii::load(&rules.pii_key_env, &rules.state_dir),
+    }
+}
+
+/// Refuse a PII key other than the one the baseline's `pii` columns were
+/// hashed with (see [`crate::baseline::Baseline::pii_key_id`]): every
+/// hashed value would read as never seen. `state_dir` names the key file
+/// in the message.
+pub fn check_pii_key(
+    rules: &Rules,
+    baseline_id: &str,
+    baseline: &crate::baseline::Baseline,
+    pii: &PiiKey,
+    state_dir: &std::path::Path,
+) -> Result<(), AppError> {
+    match &baseline.pii_key_id {
+        Some(expected) if rules.columns.iter().any(|c| c.pii) && *expected != pii.id() => {
+            Err(AppError::PiiKeyMismatch {
+                dataset: rules.dataset.clone(),
+                mismatch: Box::new(PiiKeyMismatch {
+                    baseline_id: baseline_id.to_string(),
+                    expected: expected.clone(),
+                    found: pii.id(),
+                    env: rules.pii_key_env.clone(),
+                    key_file: state_dir.join("pii.key"),
+                }),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

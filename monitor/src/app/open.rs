@@ -21,7 +21,9 @@ use crate::store::object::ObjectBackend;
 
 use crate::pipeline::Worker;
 
-use super::{AppError, PiiAccess, RunOptions, RunSummary, dataset_pii_key, source_label};
+use super::{
+    AppError, PiiAccess, RunOptions, RunSummary, check_pii_key, dataset_pii_key, source_label,
+};
 
 /// A dataset's source, opened (its folder made, its consumer subscribed).
 pub enum OpenedSource {
@@ -188,6 +190,7 @@ impl Worker {
                 },
             )?,
         };
+        check_pii_key(&rules, &baseline_id, &baseline, &pii, history_dir)?;
         // Receivers are paged by live monitoring only: a replay never
         // delivers to them (its `--deliver` prints, see `crate::replay`).
         let notifier = match rules.alerts.as_ref().filter(|_| !opts.recorded_inputs) {

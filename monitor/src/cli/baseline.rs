@@ -8,6 +8,16 @@ use super::{BaselineCommand, baseline_pii_key, expand_paths, load_rules, profile
 use crate::baseline::{Baseline, BatchRef};
 use crate::store::baselines::BaselineStore;
 
+/// The id of the key a baseline's `pii` columns are hashed with; none when
+/// the rules have no `pii` column (nothing is hashed).
+fn pii_key_id(
+    rules: &crate::config::model::Rules,
+    key: Option<crate::pii::PiiKey>,
+) -> Option<String> {
+    key.filter(|_| rules.columns.iter().any(|c| c.pii))
+        .map(|k| k.id())
+}
+
 pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
     match action {
         BaselineCommand::Build {
@@ -28,7 +38,12 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into());
             let n = chosen.profiles.len();
-            let b = Baseline::build(&rules, &chosen.profiles, chosen.refs, &by)?;
+            let mut b = Baseline::build(&rules, &chosen.profiles, chosen.refs, &by)?;
+            // the stored profiles were hashed with the dataset's key
+            b.pii_key_id = pii_key_id(
+                &rules,
+                crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly).ok(),
+            );
             let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
             eprintln!(
                 "built candidate baseline of `{}` from {n} stored batches ({} rows) with batch time in [{}, {}); left out {} that raised alerts{}",
@@ -78,7 +93,8 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into());
-            let b = Baseline::build(&rules, &profiles, refs, &by)?;
+            let mut b = Baseline::build(&rules, &profiles, refs, &by)?;
+            b.pii_key_id = pii_key_id(&rules, Some(pii));
             let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
             crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
                 crate::store::audit::AuditKind::BaselineBuilt,

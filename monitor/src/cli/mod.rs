@@ -306,6 +306,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if base.shape != rules.profile_shape() {
                 bail!(crate::store::baselines::BaselineStoreError::WrongShape { id });
             }
+            crate::app::check_pii_key(&rules, &id, &base, &pii, &rules.state_dir)?;
             let mut out = std::io::stdout().lock();
             for file in expand_paths(&paths)? {
                 let profile = profile_file(&file, &rules, &pii)
