@@ -20,10 +20,11 @@
 //!   holds its replica's name and an expiry (`claim_lease_ms` from when it
 //!   was made, wall clock): when a replica dies holding a claim, the next
 //!   replica that lists the object after the expiry creates the next
-//!   generation and takes the object over. A lease shorter than the
-//!   longest batch lets a second replica start on an object the first is
-//!   still handling: keep it well above the time a batch takes (default
-//!   10 minutes), and the clocks of the replicas within a small part of it.
+//!   generation and takes the object over. While its object is in the
+//!   pipeline, a replica renews its claim every third of the lease, so a
+//!   batch longer than the lease is not taken over from a live replica;
+//!   keep the clocks of the replicas within a small part of the lease
+//!   (default 10 minutes).
 //! - **Done.** After the pipeline's commit, `ack` creates
 //!   `.dqmon-claims/<dataset>/<object>/done` (holding the batch id): no
 //!   replica claims the object again. Objects are never moved or deleted
@@ -41,7 +42,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -92,7 +93,7 @@ pub enum Claimed {
 /// A drop location on an object store (see the module docs).
 pub struct ObjectDropSource {
     rules: Rules,
-    store: Box<dyn Backend>,
+    store: Arc<dyn Backend>,
     url: String,
     pattern: glob::Pattern,
     poll: Duration,
@@ -107,6 +108,23 @@ pub struct ObjectDropSource {
     done: HashSet<String>,
     listed: bool,
     wake: Option<mpsc::Receiver<()>>,
+    /// Keeps the claim of the object in the pipeline alive.
+    renewal: Option<Renewal>,
+}
+
+/// A thread that extends a claim's expiry every third of the lease while
+/// its object is in the pipeline; it stops when the object is acknowledged
+/// (or the source dropped: its channel closes).
+struct Renewal {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Renewal {
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 /// What acknowledging an object needs.
@@ -145,7 +163,7 @@ impl ObjectDropSource {
         );
         Ok(ObjectDropSource {
             rules: rules.clone(),
-            store,
+            store: Arc::from(store),
             url: url.trim_end_matches('/').to_string(),
             pattern: glob::Pattern::new(pattern)?,
             poll,
@@ -157,6 +175,7 @@ impl ObjectDropSource {
             done: HashSet::new(),
             listed: false,
             wake: None,
+            renewal: None,
         })
     }
 
@@ -228,6 +247,31 @@ impl ObjectDropSource {
             Put::Created => Ok(Claimed::Ours(next)),
             Put::Existed => Ok(Claimed::Theirs),
         }
+    }
+
+    /// Keep this replica's claim on `name` alive until [`Renewal::stop`]:
+    /// a batch that takes longer than the lease is not taken over while
+    /// its replica still works on it. Only the holder writes its own
+    /// generation (others create the next one), so a plain put renews it.
+    fn renew(&self, name: &str, generation: u64) -> Renewal {
+        let (stop, rx) = mpsc::channel::<()>();
+        let store = self.store.clone();
+        let key = format!("{}/{generation}", self.claims(name));
+        let (holder, lease) = (self.holder.clone(), self.lease);
+        let dataset = self.rules.dataset.clone();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(lease / 3) {
+                let claim = Claim {
+                    holder: holder.clone(),
+                    expires_ms: now_ms().saturating_add(lease.as_millis() as u64),
+                };
+                let bytes = serde_json::to_vec(&claim).expect("a claim serializes");
+                if let Err(e) = store.put(&key, &bytes) {
+                    tracing::warn!(dataset = %dataset, claim = %key, error = %e, "could not renew a claim; another replica may take the object when it expires");
+                }
+            }
+        });
+        Renewal { stop, thread }
     }
 
     /// Give a claim up (the object could not be read): any replica may
@@ -327,6 +371,7 @@ impl Source for ObjectDropSource {
                 crate::ops::metrics::batch_started();
                 match self.batch(&name) {
                     Ok((batch, spooled)) => {
+                        self.renewal = Some(self.renew(&name, generation));
                         let ack = ObjectAck {
                             name,
                             generation,
@@ -375,6 +420,9 @@ impl Source for ObjectDropSource {
         outcome: &Outcome,
         _ctx: &SourceCtx<'_>,
     ) -> Result<(), SourceError> {
+        if let Some(r) = self.renewal.take() {
+            r.stop();
+        }
         if let Some(path) = &ack.spooled {
             let _ = std::fs::remove_file(path);
         }
@@ -418,177 +466,4 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-    use crate::store::history::History;
-    use crate::store::object::ObjectBackend;
-
-    /// A backend that records every request it serves, by kind.
-    #[derive(Debug)]
-    struct Counting {
-        inner: ObjectBackend,
-        log: Arc<Mutex<Vec<&'static str>>>,
-    }
-
-    impl Counting {
-        fn note(&self, kind: &'static str) {
-            self.log.lock().unwrap().push(kind);
-        }
-    }
-
-    impl Backend for Counting {
-        fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-            self.note("get");
-            self.inner.get(key)
-        }
-        fn size(&self, key: &str) -> io::Result<Option<u64>> {
-            self.note("head");
-            self.inner.size(key)
-        }
-        fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
-            self.note("put");
-            self.inner.put(key, bytes)
-        }
-        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<Put> {
-            self.note("put_if_absent");
-            self.inner.put_if_absent(key, bytes)
-        }
-        fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-            self.note(if prefix.is_empty() {
-                "list_drop"
-            } else {
-                "list_claims"
-            });
-            self.inner.list(prefix)
-        }
-        fn delete(&self, key: &str) -> io::Result<()> {
-            self.note("delete");
-            self.inner.delete(key)
-        }
-        fn locate(&self, key: &str) -> PathBuf {
-            self.inner.locate(key)
-        }
-    }
-
-    /// The object store requests one object costs: a listing of its claims,
-    /// the claim (a conditional put), a HEAD, a GET and the done marker
-    /// (a conditional put): five, plus one listing of the drop location
-    /// per poll. The README's capacity section quotes these counts.
-    #[test]
-    fn an_object_costs_five_requests_and_a_poll_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rules = Rules::for_tests("d", Vec::new());
-        rules.state_dir = dir.path().join("state");
-        let inner = ObjectBackend::from_url("memory:///incoming").unwrap();
-        for name in ["a.parquet", "b.parquet", "c.parquet"] {
-            inner.put(name, b"PAR1 not read here PAR1").unwrap();
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let store = Counting {
-            inner,
-            log: log.clone(),
-        };
-        let mut source = ObjectDropSource::new(
-            &rules,
-            Box::new(store),
-            "memory:///incoming",
-            "*.parquet",
-            Duration::from_millis(10),
-            Duration::from_secs(600),
-            true,
-        )
-        .unwrap();
-        let history = History::open(&rules.state_dir).unwrap();
-        let shutdown = Shutdown::default();
-        let ctx = SourceCtx {
-            history: &history,
-            shutdown: &shutdown,
-        };
-        let mut seen = Vec::new();
-        while let Some((batch, ack)) = source.next(&ctx).unwrap() {
-            assert!(matches!(batch.input, Input::File(_)));
-            seen.push(batch.origin.name.clone());
-            source.ack(ack, &Outcome::Processed, &ctx).unwrap();
-        }
-        assert_eq!(seen, ["a.parquet", "b.parquet", "c.parquet"]);
-        let log = log.lock().unwrap().clone();
-        let count = |k: &str| log.iter().filter(|&&x| x == k).count();
-        assert_eq!(count("list_drop"), 1, "{log:?}");
-        for (kind, per_object) in [
-            ("list_claims", 1),
-            ("put_if_absent", 2),
-            ("head", 1),
-            ("get", 1),
-        ] {
-            assert_eq!(count(kind), 3 * per_object, "{kind}: {log:?}");
-        }
-        assert_eq!(log.len(), 1 + 3 * 5, "{log:?}");
-        // the spool folder is left empty
-        let spool = rules.state_dir.join("spool");
-        assert_eq!(std::fs::read_dir(spool).unwrap().count(), 0);
-    }
-
-    /// One in-memory store shared by two sources (each `memory:///` client
-    /// is a store of its own).
-    #[derive(Debug, Clone)]
-    struct Shared(Arc<ObjectBackend>);
-
-    impl Backend for Shared {
-        fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-            self.0.get(key)
-        }
-        fn size(&self, key: &str) -> io::Result<Option<u64>> {
-            self.0.size(key)
-        }
-        fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
-            self.0.put(key, bytes)
-        }
-        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<Put> {
-            self.0.put_if_absent(key, bytes)
-        }
-        fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-            self.0.list(prefix)
-        }
-        fn delete(&self, key: &str) -> io::Result<()> {
-            self.0.delete(key)
-        }
-        fn locate(&self, key: &str) -> PathBuf {
-            self.0.locate(key)
-        }
-    }
-
-    /// Of two replicas claiming one object, one wins; a retry releases the
-    /// claim so the object can be claimed again; a done object is done for
-    /// every replica.
-    #[test]
-    fn one_claim_wins_a_retry_releases_it_and_done_is_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rules = Rules::for_tests("d", Vec::new());
-        rules.state_dir = dir.path().join("state");
-        let store = Shared(Arc::new(ObjectBackend::from_url("memory:///x").unwrap()));
-        let replica = || {
-            ObjectDropSource::new(
-                &rules,
-                Box::new(store.clone()),
-                "memory:///x",
-                "*.parquet",
-                Duration::from_millis(10),
-                Duration::from_secs(600),
-                true,
-            )
-            .unwrap()
-        };
-        let (a, b) = (replica(), replica());
-        assert_ne!(a.holder(), b.holder());
-        assert_eq!(a.claim("f.parquet").unwrap(), Claimed::Ours(0));
-        assert_eq!(b.claim("f.parquet").unwrap(), Claimed::Theirs);
-        a.release("f.parquet", 0);
-        assert_eq!(b.claim("f.parquet").unwrap(), Claimed::Ours(0));
-        assert_eq!(a.claim("f.parquet").unwrap(), Claimed::Theirs);
-        store.put(".dqmon-claims/d/f.parquet/done", b"{}").unwrap();
-        assert_eq!(a.claim("f.parquet").unwrap(), Claimed::Done);
-        assert_eq!(b.claim("f.parquet").unwrap(), Claimed::Done);
-    }
-}
+mod tests;
