@@ -114,11 +114,21 @@ impl Setup {
         }
     }
 
+    /// The committed manifests, read while the daemon may be writing: as
+    /// the store's own reader does, temporary files of writes in progress
+    /// (a leading `.`) are not manifests, and one that vanished between
+    /// the listing and the read is skipped.
     pub fn manifests(&self) -> Vec<Value> {
         let dir = self.state.join("history/batches");
         let mut out: Vec<Value> = match fs::read_dir(&dir) {
             Ok(d) => d
-                .map(|e| serde_json::from_slice(&fs::read(e.unwrap().path()).unwrap()).unwrap())
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                })
+                .filter_map(|p| fs::read(p).ok())
+                .map(|b| serde_json::from_slice(&b).unwrap())
                 .collect(),
             Err(_) => Vec::new(),
         };
