@@ -55,8 +55,6 @@ pub fn identify(
 
 /// A watched drop folder, or a list of recorded files (replay).
 pub struct DropSource {
-    dataset: String,
-    max_file_bytes: u64,
     rules: Rules,
     /// The folder watched; `None` for recorded files.
     folder: Option<DropFolder>,
@@ -113,8 +111,6 @@ impl DropSource {
         source_root: Option<PathBuf>,
     ) -> DropSource {
         DropSource {
-            dataset: rules.dataset.clone(),
-            max_file_bytes: rules.limits.max_file_bytes,
             rules: rules.clone(),
             folder: None,
             checkpoint: Checkpoint::default(),
@@ -170,12 +166,12 @@ impl DropSource {
         match folder.ready(Instant::now()) {
             Ok(r) => self.queue.extend(r),
             Err(e) => {
-                tracing::error!(dataset = %self.dataset, error = %e, "could not list the drop folder; retrying");
+                tracing::error!(dataset = %self.rules.dataset, error = %e, "could not list the drop folder; retrying");
             }
         }
         for r in folder.take_refusals() {
-            tracing::warn!(dataset = %self.dataset, file = %r.name, kind = r.kind, "refused a drop-folder entry unread: {}", r.reason);
-            crate::ops::metrics::drop_refused(&self.dataset, r.kind);
+            tracing::warn!(dataset = %self.rules.dataset, file = %r.name, kind = r.kind, "refused a drop-folder entry unread: {}", r.reason);
+            crate::ops::metrics::drop_refused(&self.rules.dataset, r.kind);
         }
         self.listed = true;
     }
@@ -226,11 +222,12 @@ impl DropSource {
             history.quarantine(&file.path, &id, &reason)?;
             return Ok(None);
         }
-        let input = if size > self.max_file_bytes {
+        let limit = self.rules.limits.max_file_bytes;
+        let input = if size > limit {
             let too_large = DecodeError::TooLarge {
                 path: file.path.clone(),
                 size,
-                limit: self.max_file_bytes,
+                limit,
             };
             Input::Refused(
                 too_large

@@ -54,6 +54,20 @@ impl Backend for Counting {
     }
 }
 
+/// A `--once` source over `store` (named `url`), polling every 10 ms.
+fn replica(rules: &Rules, store: Box<dyn Backend>, url: &str, lease: Duration) -> ObjectDropSource {
+    ObjectDropSource::new(
+        rules,
+        store,
+        url,
+        "*.parquet",
+        Duration::from_millis(10),
+        lease,
+        true,
+    )
+    .unwrap()
+}
+
 /// The object store requests one object costs: a listing of its claims,
 /// the claim (a conditional put), a HEAD, a GET and the done marker
 /// (a conditional put): five, plus one listing of the drop location
@@ -72,16 +86,12 @@ fn an_object_costs_five_requests_and_a_poll_one() {
         inner,
         log: log.clone(),
     };
-    let mut source = ObjectDropSource::new(
+    let mut source = replica(
         &rules,
         Box::new(store),
         "memory:///incoming",
-        "*.parquet",
-        Duration::from_millis(10),
         Duration::from_secs(600),
-        true,
-    )
-    .unwrap();
+    );
     let history = History::open(&rules.state_dir).unwrap();
     let shutdown = Shutdown::default();
     let ctx = SourceCtx {
@@ -152,19 +162,8 @@ fn a_claim_is_renewed_while_its_object_is_handled() {
     let store = Shared(Arc::new(ObjectBackend::from_url("memory:///x").unwrap()));
     store.put("slow.parquet", b"PAR1 PAR1").unwrap();
     let lease = Duration::from_millis(300);
-    let replica = || {
-        ObjectDropSource::new(
-            &rules,
-            Box::new(store.clone()),
-            "memory:///x",
-            "*.parquet",
-            Duration::from_millis(10),
-            lease,
-            true,
-        )
-        .unwrap()
-    };
-    let (mut a, b) = (replica(), replica());
+    let on_store = || replica(&rules, Box::new(store.clone()), "memory:///x", lease);
+    let (mut a, b) = (on_store(), on_store());
     let history = History::open(&rules.state_dir).unwrap();
     let shutdown = Shutdown::default();
     let ctx = SourceCtx {
@@ -203,19 +202,15 @@ fn one_claim_wins_a_retry_releases_it_and_done_is_done() {
     let mut rules = Rules::for_tests("d", Vec::new());
     rules.state_dir = dir.path().join("state");
     let store = Shared(Arc::new(ObjectBackend::from_url("memory:///x").unwrap()));
-    let replica = || {
-        ObjectDropSource::new(
+    let on_store = || {
+        replica(
             &rules,
             Box::new(store.clone()),
             "memory:///x",
-            "*.parquet",
-            Duration::from_millis(10),
             Duration::from_secs(600),
-            true,
         )
-        .unwrap()
     };
-    let (a, b) = (replica(), replica());
+    let (a, b) = (on_store(), on_store());
     assert_ne!(a.holder(), b.holder());
     assert_eq!(a.claim("f.parquet").unwrap(), Claimed::Ours(0));
     assert_eq!(b.claim("f.parquet").unwrap(), Claimed::Theirs);
