@@ -65,6 +65,20 @@ fn other(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
 }
 
+/// The backend key of a listed object directly under `prefix` (the
+/// backend's own prefix stripped), or `None` for hidden objects (a leading
+/// `.`: temporary names, as in a local folder).
+fn key_under(prefix: &str, object: &object_store::ObjectMeta) -> Option<String> {
+    let name = object.location.filename()?;
+    if name.starts_with('.') {
+        None
+    } else if prefix.is_empty() {
+        Some(name.to_string())
+    } else {
+        Some(format!("{prefix}/{name}"))
+    }
+}
+
 impl ObjectBackend {
     /// The store a URL names, configured from the environment.
     pub fn from_url(url: &str) -> io::Result<ObjectBackend> {
@@ -194,15 +208,41 @@ impl Backend for ObjectBackend {
         let mut keys: Vec<String> = listed
             .objects
             .iter()
-            .filter_map(|o| o.location.filename().map(str::to_string))
-            .filter(|name| !name.starts_with('.'))
-            .map(|name| {
-                if prefix.is_empty() {
-                    name
-                } else {
-                    format!("{prefix}/{name}")
-                }
-            })
+            .filter_map(|o| key_under(&prefix, o))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn list_after(&self, prefix: &str, after: &str) -> io::Result<Vec<String>> {
+        use futures_util::TryStreamExt;
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let dir = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(&prefix)?
+        };
+        // `after` need not name an object (nor be a valid key: `a/` is fine)
+        let offset = after
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.join(part));
+        let store = self.store.clone();
+        let depth = dir.parts().count() + 1;
+        let listed: Vec<object_store::ObjectMeta> = self.run(async move {
+            let dir = (!dir.is_root()).then_some(dir);
+            store
+                .list_with_offset(dir.as_ref(), &offset)
+                .try_collect()
+                .await
+                .map_err(other)
+        })?;
+        // the listing is recursive: keep what lies directly under the prefix
+        let mut keys: Vec<String> = listed
+            .iter()
+            .filter(|o| o.location.parts().count() == depth)
+            .filter_map(|o| key_under(&prefix, o))
+            .filter(|k| k.as_str() > after)
             .collect();
         keys.sort();
         Ok(keys)
