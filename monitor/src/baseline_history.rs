@@ -98,9 +98,9 @@ pub fn select(
 }
 
 /// Read the manifests and the chosen batches' profiles from a dataset's
-/// state folder.
+/// history (its state folder, or its shared history: the fleet's batches).
 pub fn choose(
-    state_dir: &Path,
+    objects: &dyn crate::store::backend::Backend,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     include_alerted: bool,
@@ -115,20 +115,11 @@ pub fn choose(
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let dir = state_dir.join("history/batches");
-    let mut manifests = Vec::new();
-    if dir.is_dir() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| err(&dir, &e))? {
-            let path = entry.map_err(|e| err(&dir, &e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(|e| err(&path, &e))?;
-            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| err(&path, &e))?;
-            manifests.push(m);
-        }
-    }
-    manifests.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+    let manifests = crate::store::history::read_manifests_from(objects).map_err(|e| match e {
+        crate::store::history::HistoryError::Io { path, source } => err(&path, &source),
+        crate::store::history::HistoryError::Corrupt { path, reason } => err(&path, &reason),
+        other => err(&objects.locate("history/batches"), &other),
+    })?;
     let (chosen, skipped_alerted, without_time) = select(&manifests, from, to, include_alerted);
     if chosen.is_empty() {
         let processed = manifests
@@ -151,10 +142,12 @@ pub fn choose(
         ..Default::default()
     };
     for m in chosen {
-        let path = state_dir
-            .join("history/profiles")
-            .join(format!("{}.json", m.batch_id));
-        let bytes = std::fs::read(&path).map_err(|e| err(&path, &e))?;
+        let key = format!("history/profiles/{}.json", m.batch_id);
+        let path = objects.locate(&key);
+        let bytes = objects
+            .get(&key)
+            .map_err(|e| err(&path, &e))?
+            .ok_or_else(|| err(&path, &"the profile of a committed batch is missing"))?;
         let p: BatchProfile = serde_json::from_slice(&bytes).map_err(|e| err(&path, &e))?;
         out.refs.push(BatchRef {
             origin: Path::new(&m.source)

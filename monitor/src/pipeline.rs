@@ -8,7 +8,7 @@
 //!        the same bytes as a committed batch ────── commit ─────▶ Replayed
 //!        decode + profile (pure core) ─ unreadable now ─────────▶ Retry
 //!                                     └ unusable ── commit ─────▶ Quarantined
-//!        compare (pure, with the evidence after the last commit)
+//!        compare (pure, with the evidence after the last commit of the batch's stream)
 //!        commit: manifest, profile, alerts into the history;
 //!                alerts into the outbox                ─────────▶ Processed
 //! ```
@@ -21,7 +21,9 @@
 //! from beyond its [`BatchOrigin`], so a live run and a replay of the same
 //! inputs commit the same manifests and alerts. The decisions are the pure
 //! core's ([`crate::profile`], [`crate::compare`]); this module owns their
-//! order and the commit, and the evidence that moves on only with a commit.
+//! order and the commit. The evidence is the history's, per input stream
+//! ([`crate::source::stream`]): read before compare, moved on only by a
+//! commit.
 
 use sha2::{Digest, Sha256};
 
@@ -41,7 +43,7 @@ use crate::store::history::{BatchStatus, History, HistoryError, MANIFEST_FORMAT,
 
 pub use crate::source::{Batch, BatchOrigin, Input, Outcome};
 
-/// One dataset's worker: its rules, baseline, history and evidence (the
+/// One dataset's worker: its rules, baseline and history (the
 /// per-batch state of the pipeline). It knows nothing of its source.
 pub struct Worker {
     pub(crate) rules: Rules,
@@ -50,9 +52,6 @@ pub struct Worker {
     pub(crate) baseline: Baseline,
     /// The baseline prepared for comparisons (bins, ranges), once.
     pub(crate) reference: compare::Reference,
-    /// The evidence after the last committed batch (see [`compare::evidence`]):
-    /// read from the history on open, replaced after each commit.
-    pub(crate) evidence: compare::EvidenceState,
     pub(crate) history: History,
     pub(crate) opts: RunOptions,
     pub summary: RunSummary,
@@ -234,7 +233,7 @@ impl Worker {
         }
     }
 
-    fn manifest(&self, ctx: &BatchContext, status: BatchStatus, size: u64) -> Manifest {
+    fn manifest(&self, ctx: &BatchContext, status: BatchStatus, file: &BatchOrigin) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT,
             seq: self.history.next_seq(),
@@ -243,7 +242,7 @@ impl Worker {
             status,
             source: ctx.source.clone(),
             input_sha256: ctx.input_sha256.clone(),
-            input_bytes: size,
+            input_bytes: file.size,
             rows: ctx.rows,
             rows_by_tag: Default::default(),
             schema_fingerprint: None,
@@ -255,6 +254,9 @@ impl Worker {
             findings: Vec::new(),
             alerts: Vec::new(),
             evidence: None,
+            stream: Some(file.stream.clone()),
+            stream_seq: None,
+            writer: None,
         }
     }
 
@@ -303,8 +305,14 @@ impl Worker {
         profile: BatchProfile,
         extra: Vec<Finding>,
     ) -> Result<(), AppError> {
+        // another replica may have moved the stream on (a partition that
+        // came here in a rebalance); a history of one writer knows
+        self.history
+            .follow_stream(&file.stream)
+            .map_err(|e| history_err(&self.rules, e))?;
+        let prior = self.history.stream_evidence(&file.stream);
         let at = compare::Position {
-            prior: &self.evidence,
+            prior: &prior,
             batch_id: id,
             baseline_id: &self.baseline_id,
         };
@@ -318,7 +326,8 @@ impl Worker {
             batch_time(&profile, &self.rules),
             profile.rows,
         );
-        let mut m = self.manifest(&ctx, BatchStatus::Processed, file.size);
+        let mut m = self.manifest(&ctx, BatchStatus::Processed, file);
+        m.stream_seq = Some(self.history.next_stream_seq(&file.stream));
         m.rows_by_tag = profile
             .tags
             .iter()
@@ -335,10 +344,9 @@ impl Worker {
             findings = findings.len(),
             "batch processed"
         );
-        m.evidence = Some(evidence.clone());
+        // the commit moves the stream's evidence on
+        m.evidence = Some(evidence);
         self.commit(m, findings, &ctx, Some(&profile))?;
-        // only a committed batch moves the evidence on
-        self.evidence = evidence;
         self.summary.processed += 1;
         Ok(())
     }
@@ -352,7 +360,7 @@ impl Worker {
         original: &str,
     ) -> Result<(), AppError> {
         let ctx = self.context(file, id, sha, None, 0);
-        let mut m = self.manifest(&ctx, BatchStatus::Replayed, file.size);
+        let mut m = self.manifest(&ctx, BatchStatus::Replayed, file);
         m.reason = Some(format!("same bytes as batch {original}"));
         let finding = Finding::batch_level(
             Check::ReplayedBatch,
@@ -379,7 +387,7 @@ impl Worker {
         reason: &str,
     ) -> Result<(), AppError> {
         let ctx = self.context(file, id, sha, None, 0);
-        let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file.size);
+        let mut m = self.manifest(&ctx, BatchStatus::Quarantined, file);
         m.reason = Some(reason.to_string());
         let finding = Finding::batch_level(
             Check::MalformedRecords,
@@ -393,10 +401,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Start from this evidence instead of the history's (a replay of a
-    /// part of the live history continues from what live had before it).
-    pub fn continue_evidence(&mut self, evidence: compare::EvidenceState) {
-        self.evidence = evidence;
+    /// Start a stream from this evidence instead of the history's (a
+    /// replay of a part of the live history continues each stream from
+    /// what live had before it).
+    pub fn continue_stream(&mut self, stream: &str, evidence: compare::EvidenceState) {
+        self.history.seed_stream(stream, evidence);
     }
 
     /// The dataset's rules.

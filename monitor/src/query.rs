@@ -10,6 +10,9 @@
 //! | `alerts` | `alerts.jsonl` | alert |
 //! | `baselines` | the baseline folder and its approvals | stored baseline |
 //!
+//! With a `shared_history`, the tables hold the fleet's history: every
+//! replica's batches, metrics and alerts, read from the object store.
+//!
 //! It must not write anything: the history is opened read-only (no repair),
 //! and a query is a plain DataFusion `SELECT`. It runs on the caller's
 //! thread with a single-threaded runtime.
@@ -24,6 +27,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::{Value, json};
 
 use crate::config::model::Rules;
+use crate::store::backend::Backend;
 use crate::store::baselines::BaselineStore;
 use crate::store::history::{self, HistoryError, Manifest};
 
@@ -224,18 +228,72 @@ fn mem(
 
 /// The history's manifests, read the way the store reads them (through its
 /// backend, without opening the history: nothing is locked or repaired).
-fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, QueryError> {
-    history::read_manifests(state_dir).map_err(|e| match e {
+fn read_manifests(objects: &dyn Backend) -> Result<Vec<Manifest>, QueryError> {
+    history::read_manifests_from(objects).map_err(|e| match e {
         HistoryError::Io { path, source } => QueryError::History {
             path,
             reason: source.to_string(),
         },
         HistoryError::Corrupt { path, reason } => QueryError::History { path, reason },
         other => QueryError::History {
-            path: state_dir.to_path_buf(),
+            path: objects.locate(""),
             reason: other.to_string(),
         },
     })
+}
+
+/// Every batch's metrics of a shared history, read through its backend
+/// (DataFusion 55's object store clients are the version this workspace
+/// keeps out; see `store::object`). One request per batch: fine for
+/// ad-hoc SQL, and what compaction into larger files will cut.
+fn shared_metrics(
+    objects: &dyn Backend,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let dir = "history/metrics";
+    let err = |path: std::path::PathBuf, reason: String| QueryError::History { path, reason };
+    let mut out = Vec::new();
+    for key in objects
+        .list(dir)
+        .map_err(|e| err(objects.locate(dir), e.to_string()))?
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+    {
+        // listed a moment ago: one removed since (an orphan) is skipped
+        let Some(bytes) = objects
+            .get(key)
+            .map_err(|e| err(objects.locate(key), e.to_string()))?
+        else {
+            continue;
+        };
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(bytes),
+        )
+        .and_then(|b| b.build())
+        .map_err(|e| err(objects.locate(key), e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| err(objects.locate(key), e.to_string()))?;
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| err(objects.locate(key), e.to_string()))?;
+            out.push(batch);
+        }
+    }
+    Ok(out)
+}
+
+/// The alerts of every batch of the manifests (a shared history's: the
+/// fleet's alerts, where each replica's `alerts.jsonl` holds its own).
+fn manifest_alerts(manifests: &[Manifest]) -> Vec<Value> {
+    manifests
+        .iter()
+        .flat_map(|m| &m.alerts)
+        .map(|a| {
+            flatten(
+                serde_json::to_value(a).expect("alerts serialize"),
+                &["attribution"],
+            )
+        })
+        .collect()
 }
 
 fn read_alerts(state_dir: &Path) -> Result<Vec<Value>, QueryError> {
@@ -262,9 +320,26 @@ fn read_alerts(state_dir: &Path) -> Result<Vec<Value>, QueryError> {
 /// live one unless a replay's is given) registered as tables.
 pub async fn session(rules: &Rules, state_dir: &Path) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new();
+    let shared = crate::app::is_shared(rules, state_dir);
+    let objects =
+        crate::app::history_objects(rules, state_dir).map_err(|e| QueryError::History {
+            path: state_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let metrics = state_dir.join("history/metrics");
     let schema = metrics_schema();
-    if metrics.is_dir() {
+    if shared {
+        let batches = shared_metrics(objects.as_ref(), &schema)?;
+        let t = MemTable::try_new(schema, vec![batches]).map_err(|e| QueryError::Table {
+            table: "metrics",
+            reason: e.to_string(),
+        })?;
+        ctx.register_table("metrics", Arc::new(t))
+            .map_err(|e| QueryError::Table {
+                table: "metrics",
+                reason: e.to_string(),
+            })?;
+    } else if metrics.is_dir() {
         let opts = ParquetReadOptions::default().schema(&schema);
         ctx.register_parquet("metrics", format!("{}/", metrics.display()), opts)
             .await
@@ -277,7 +352,12 @@ pub async fn session(rules: &Rules, state_dir: &Path) -> Result<SessionContext, 
         mem(&ctx, "metrics", schema, &[])?;
     }
 
-    let manifests = read_manifests(state_dir)?;
+    let manifests = read_manifests(objects.as_ref())?;
+    let alerts = if shared {
+        manifest_alerts(&manifests)
+    } else {
+        read_alerts(state_dir)?
+    };
     let mut batches = Vec::new();
     let mut findings = Vec::new();
     for m in &manifests {
@@ -296,7 +376,7 @@ pub async fn session(rules: &Rules, state_dir: &Path) -> Result<SessionContext, 
     drop(manifests);
     mem(&ctx, "batches", batches_schema(), &batches)?;
     mem(&ctx, "findings", findings_schema(), &findings)?;
-    mem(&ctx, "alerts", alerts_schema(), &read_alerts(state_dir)?)?;
+    mem(&ctx, "alerts", alerts_schema(), &alerts)?;
 
     let store = BaselineStore::new(&rules.baseline_dir);
     let mut rows = Vec::new();

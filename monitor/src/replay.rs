@@ -337,41 +337,29 @@ pub fn replay(
         ReplayOrder::Mtime => files
             .sort_by(|a, b| (a.mtime_ns, &a.name, &a.path).cmp(&(b.mtime_ns, &b.name, &b.path))),
     }
-    // Evidence accumulates in commit order: batches the live history holds
-    // go first, in its order, and start from the evidence live had before
-    // them; the rest follow in the chosen order.
-    let live = crate::store::history::read_manifests(&rules.state_dir).map_err(|e| {
-        ReplayError::LiveHistory {
-            path: rules.state_dir.clone(),
-            reason: e.to_string(),
-        }
-    })?;
-    let seq_of: std::collections::HashMap<&str, u64> =
-        live.iter().map(|m| (m.batch_id.as_str(), m.seq)).collect();
-    let mut keyed = Vec::with_capacity(files.len());
+    // Evidence accumulates per stream in commit order (see `order`)
+    let live = live_manifests(&rules)?;
+    let mut identified = Vec::with_capacity(files.len());
     for f in files {
         // as live does: an oversized file is known by its size, never read
         let (_, id) =
             crate::app::identify(&rules, &f.name, &f.path, f.size).map_err(io(&f.path))?;
-        keyed.push((seq_of.get(id.as_str()).copied(), f));
+        identified.push((id, f));
     }
-    keyed.sort_by_key(|(seq, _)| seq.unwrap_or(u64::MAX));
-    let prior = keyed.first().and_then(|(seq, _)| *seq).and_then(|first| {
-        live.iter()
-            .rev()
-            .filter(|m| m.seq < first)
-            .find_map(|m| m.evidence.clone())
-    });
-    let files: Vec<DroppedFile> = keyed.into_iter().map(|(_, f)| f).collect();
+    let order::LiveOrder {
+        files,
+        streams,
+        priors,
+    } = order::live_order(&live, identified);
     let (state_dir, _lock) = state_folder(&rules, opts.state_dir.as_deref())?;
     let source_root = if opts.keep_paths { None } else { live_folder };
-    let mut source = DropSource::recorded(&rules, files.clone(), source_root);
+    let mut source = DropSource::recorded(&rules, files.clone(), source_root).with_streams(streams);
     let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, pii)?;
     worker.captured = Some(Vec::new());
-    if let Some(prior) = prior
-        && worker.history().next_seq() == 0
-    {
-        worker.continue_evidence(prior);
+    if worker.history().next_seq() == 0 {
+        for (stream, prior) in priors {
+            worker.continue_stream(&stream, prior);
+        }
     }
 
     let mut out = Outputs::create(opts)?;
@@ -409,6 +397,18 @@ pub fn replay(
     out.finish()?;
     summary.run = worker.summary.clone();
     Ok(summary)
+}
+
+/// The live history's manifests (the shared history's when the dataset
+/// has one), read only.
+fn live_manifests(rules: &Rules) -> Result<Vec<crate::store::history::Manifest>, ReplayError> {
+    let objects = crate::app::history_objects(rules, &rules.state_dir)?;
+    crate::store::history::read_manifests_from(objects.as_ref()).map_err(|e| {
+        ReplayError::LiveHistory {
+            path: objects.locate(""),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// How a replay's worker runs: once, printing nothing itself (the replay
@@ -539,12 +539,7 @@ pub fn replay_kafka(
         }
     };
     // the live history, read only: its batch boundaries and commit order
-    let manifests = crate::store::history::read_manifests(&rules.state_dir).map_err(|e| {
-        ReplayError::LiveHistory {
-            path: rules.state_dir.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let manifests = live_manifests(&rules)?;
     let pii = crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly)?;
     let live = live_spans(&manifests, &cfg.topics);
     let mut reader = RangeReader::open(&cfg, range, &live)?;
@@ -586,5 +581,6 @@ pub fn replay_kafka(
     Ok(summary)
 }
 
+mod order;
 #[cfg(test)]
 mod tests;

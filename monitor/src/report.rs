@@ -30,7 +30,7 @@ use crate::store::baselines::BaselineStore;
 pub enum ReportError {
     #[error(transparent)]
     Query(#[from] QueryError),
-    #[error("could not read the alerts file {path}: {reason}")]
+    #[error("could not read the alerts at {path}: {reason}")]
     Alerts {
         path: std::path::PathBuf,
         reason: String,
@@ -104,7 +104,21 @@ fn parse_time(t: Option<&str>) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
-fn read_alerts(state_dir: &Path) -> Result<Vec<Alert>, ReportError> {
+/// The alerts of the history: the alerts file, or in a shared history
+/// the fleet's (every replica's batches' alerts, from their manifests).
+fn read_alerts(rules: &Rules, state_dir: &Path) -> Result<Vec<Alert>, ReportError> {
+    if crate::app::is_shared(rules, state_dir) {
+        let unreadable =
+            |path: std::path::PathBuf, e: &dyn std::fmt::Display| ReportError::Alerts {
+                path,
+                reason: e.to_string(),
+            };
+        let objects = crate::app::history_objects(rules, state_dir)
+            .map_err(|e| unreadable(state_dir.to_path_buf(), &e))?;
+        let manifests = crate::store::history::read_manifests_from(objects.as_ref())
+            .map_err(|e| unreadable(objects.locate("history/batches"), &e))?;
+        return Ok(manifests.into_iter().flat_map(|m| m.alerts).collect());
+    }
     let path = state_dir.join("alerts.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -178,7 +192,7 @@ fn load_series(rules: &Rules, state_dir: &Path) -> Result<BTreeMap<Key, Series>,
 /// Build the report of a dataset's history (`state_dir`) as HTML.
 pub fn build(rules: &Rules, state_dir: &Path) -> Result<String, ReportError> {
     let series = load_series(rules, state_dir)?;
-    let alerts = read_alerts(state_dir)?;
+    let alerts = read_alerts(rules, state_dir)?;
     let baseline = BaselineStore::new(&rules.baseline_dir)
         .approved(&rules.dataset, rules.baseline_id.as_deref())
         .ok();

@@ -39,13 +39,13 @@ fn moto_server() -> PathBuf {
 }
 
 /// One S3-compatible server for one test, stopped when dropped.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
     addr: String,
 }
 
 impl S3Server {
-    fn start() -> S3Server {
+    pub(crate) fn start() -> S3Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -71,7 +71,7 @@ impl S3Server {
     }
 
     /// Create a bucket (moto takes an unsigned `PUT /<bucket>`).
-    fn create_bucket(&self, bucket: &str) {
+    pub(crate) fn create_bucket(&self, bucket: &str) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         write!(
             s,
@@ -135,7 +135,7 @@ fn an_s3_compatible_server_keeps_the_backend_contract() {
 
 /// The `AWS_*` variables a replica reads to reach this server (as a
 /// deployment would set them, or take them from its workload identity).
-fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
+pub(crate) fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ENDPOINT", format!("http://{}", s3.addr)),
         ("AWS_ALLOW_HTTP", "true".into()),
@@ -155,14 +155,25 @@ const PII_KEY: &str = "integration-test-fleet-pii-key-0123456789";
 struct DropFleet {
     dir: tempfile::TempDir,
     s3: S3Server,
+    /// Lines added to every replica's rules.
+    extra: String,
 }
 
 impl DropFleet {
     fn new() -> DropFleet {
+        DropFleet::with_rules("")
+    }
+
+    /// A fleet whose rules end with `extra`.
+    fn with_rules(extra: &str) -> DropFleet {
         let s3 = S3Server::start();
         s3.create_bucket("ingest");
         let dir = tempfile::tempdir().unwrap();
-        let fleet = DropFleet { dir, s3 };
+        let fleet = DropFleet {
+            dir,
+            s3,
+            extra: extra.to_string(),
+        };
         // the baseline, built and approved once for every replica
         let rules = fleet.rules("builder");
         let good = fleet.dir.path().join("good");
@@ -194,14 +205,15 @@ impl DropFleet {
         fleet
     }
 
-    /// The rules of one replica (its state in `state-<replica>`).
-    fn rules(&self, replica: &str) -> PathBuf {
+    /// The rules of one replica (its state in `state-<state>`).
+    fn rules(&self, state: &str) -> PathBuf {
         let path = fixture_rules(self.dir.path());
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&format!(
-            "state_dir: state-{replica}\nbaseline_dir: baselines\nsource:\n  parquet_drop:\n    path: s3://ingest/incoming/\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n"
+            "state_dir: state-{state}\nbaseline_dir: baselines\nsource:\n  parquet_drop:\n    path: s3://ingest/incoming/\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n{}",
+            self.extra
         ));
-        let path = self.dir.path().join(format!("rules-{replica}.yaml"));
+        let path = self.dir.path().join(format!("rules-{state}.yaml"));
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -217,10 +229,17 @@ impl DropFleet {
 
     /// `dqmon run --once` of a replica, started.
     fn replica(&self, name: &str) -> Child {
-        let rules = self.rules(name);
+        self.replica_in(name, name)
+    }
+
+    /// `dqmon run --once` of replica `name` on the state folder
+    /// `state-<state>`, started.
+    fn replica_in(&self, name: &str, state: &str) -> Child {
+        let rules = self.rules(state);
         Command::new(dqmon_bin())
             .args(["run", "--once", "--config", rules.to_str().unwrap()])
             .envs(s3_env(&self.s3))
+            .env("DQMON_REPLICA", name)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -240,6 +259,22 @@ impl DropFleet {
         self.drop_location()
             .put(name, &std::fs::read(&tmp).unwrap())
             .unwrap();
+    }
+
+    /// Drops `part-<i>.parquet` for each `i` in `parts` (seed `seed + i`):
+    /// clean, except `part-005`, whose `scraped` labels are flipped.
+    fn drop_parts(&self, parts: std::ops::Range<u64>, seed: u64) {
+        for i in parts {
+            let scenario = if i == 5 {
+                Scenario::LabelFlip {
+                    tag: "scraped".into(),
+                    strength: 0.6,
+                }
+            } else {
+                Scenario::Clean
+            };
+            self.drop_object(&format!("part-{i:03}.parquet"), seed + i, scenario);
+        }
     }
 
     /// The manifests a replica committed: (batch id, source).
@@ -281,17 +316,7 @@ fn wait_ok(child: Child) -> String {
 fn two_replicas_on_one_drop_prefix_handle_each_object_once() {
     let fleet = DropFleet::new();
     let n = 8;
-    for i in 0..n {
-        let scenario = if i == 5 {
-            Scenario::LabelFlip {
-                tag: "scraped".into(),
-                strength: 0.6,
-            }
-        } else {
-            Scenario::Clean
-        };
-        fleet.drop_object(&format!("part-{i:03}.parquet"), 100 + i, scenario);
-    }
+    fleet.drop_parts(0..n, 100);
     // ingestion's temporary names and objects in deeper "folders" are not batches
     let loc = fleet.drop_location();
     loc.put("part-999.parquet.tmp", b"half").unwrap();
@@ -399,4 +424,137 @@ fn an_expired_claim_is_taken_over_and_a_live_one_respected() {
         vec![".dqmon-claims/events/busy.parquet/0"],
         "the live claim is left alone"
     );
+}
+
+/// The manifests of a shared history (`s3://history/fleet/events/`).
+pub(crate) fn shared_manifests(s3: &S3Server) -> Vec<serde_json::Value> {
+    let history = s3.backend("history", "fleet/events");
+    let mut out: Vec<serde_json::Value> = history
+        .list("history/batches")
+        .unwrap()
+        .iter()
+        .map(|key| serde_json::from_slice(&history.get(key).unwrap().unwrap()).unwrap())
+        .collect();
+    out.sort_by_key(|m| m["source"].as_str().unwrap().to_string());
+    out
+}
+
+/// The positions of a replica's stream in the shared history's manifests.
+fn stream_positions(manifests: &[serde_json::Value], stream: &str) -> Vec<u64> {
+    let mut seqs: Vec<u64> = manifests
+        .iter()
+        .filter(|m| m["stream"] == stream)
+        .map(|m| m["stream_seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort();
+    seqs
+}
+
+/// Two replicas on one drop prefix with one shared history on the S3
+/// server: every batch is in that history once, named by the replica that
+/// committed it and placed in that replica's stream; `dqmon query` from
+/// either replica sees the fleet's batches; each replica's audit chain
+/// verifies against the shared manifests. A replica restarted on an empty
+/// state folder (a pod without a volume) continues its stream, positions
+/// and evidence, from the shared history.
+#[test]
+fn replicas_with_a_shared_history_write_each_batch_once_and_continue_streams() {
+    let fleet = DropFleet::with_rules("shared_history: s3://history/fleet\n");
+    fleet.s3.create_bucket("history");
+    let n = 8;
+    // a alone first (so that its stream has batches whatever the race
+    // below), then a and b racing for the rest
+    fleet.drop_parts(0..3, 300);
+    wait_ok(fleet.replica("a"));
+    fleet.drop_parts(3..n, 300);
+    let (a, b) = (fleet.replica("a"), fleet.replica("b"));
+    wait_ok(a);
+    wait_ok(b);
+
+    // the batch objects are on the shared history, not in the state folders
+    assert!(fleet.manifests("a").is_empty() && fleet.manifests("b").is_empty());
+    let shared = shared_manifests(&fleet.s3);
+    assert_eq!(shared.len(), n as usize, "each batch once: {shared:#?}");
+    let ids: std::collections::BTreeSet<&str> = shared
+        .iter()
+        .map(|m| m["batch_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n as usize);
+    for m in &shared {
+        let writer = m["writer"].as_str().unwrap();
+        assert!(writer == "a" || writer == "b", "{m}");
+        assert_eq!(m["stream"], format!("drop.{writer}"), "{m}");
+    }
+    let (pa, pb) = (
+        stream_positions(&shared, "drop.a"),
+        stream_positions(&shared, "drop.b"),
+    );
+    assert_eq!(pa, (0..pa.len() as u64).collect::<Vec<_>>());
+    assert_eq!(pb, (0..pb.len() as u64).collect::<Vec<_>>());
+    assert_eq!(pa.len() + pb.len(), n as usize);
+    let flipped = shared
+        .iter()
+        .find(|m| m["source"] == "s3://ingest/incoming/part-005.parquet")
+        .unwrap();
+    assert!(
+        !flipped["alerts"].as_array().unwrap().is_empty(),
+        "the label flip is alerted: {flipped}"
+    );
+
+    // one view of the fleet from either replica: every batch, every alert once
+    let alerts_committed: usize = shared
+        .iter()
+        .map(|m| m["alerts"].as_array().unwrap().len())
+        .sum();
+    for r in ["a", "b"] {
+        let rules = fleet.rules(r);
+        let rules = rules.to_str().unwrap();
+        let out = fleet.dqmon(&[
+            "query",
+            "--config",
+            rules,
+            "--format",
+            "json",
+            "SELECT (SELECT count(DISTINCT batch_id) FROM metrics) AS batches, \
+             (SELECT count(*) FROM alerts) AS alerts, \
+             (SELECT count(DISTINCT alert_id) FROM alerts) AS alert_ids",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(row["batches"], n, "query from {r}: {row}");
+        assert_eq!(row["alerts"], alerts_committed as u64, "{row}");
+        assert_eq!(row["alert_ids"], alerts_committed as u64, "{row}");
+        let out = fleet.dqmon(&["audit", "verify", "--config", rules]);
+        assert!(out.status.success(), "audit of {r}: {}", stderr(&out));
+    }
+
+    // replica a again, on an empty state folder: its stream goes on
+    let last_a = shared
+        .iter()
+        .filter(|m| m["stream"] == "drop.a")
+        .max_by_key(|m| m["stream_seq"].as_u64().unwrap())
+        .cloned();
+    fleet.drop_parts(n..n + 3, 300);
+    wait_ok(fleet.replica_in("a", "a-restarted"));
+    let shared = shared_manifests(&fleet.s3);
+    assert_eq!(shared.len(), n as usize + 3);
+    let pa2 = stream_positions(&shared, "drop.a");
+    assert_eq!(pa2, (0..pa.len() as u64 + 3).collect::<Vec<_>>());
+    {
+        let last = last_a.expect("a committed the first objects");
+        // the first new batch's evidence continued from a's last one: its
+        // window is a's window and then itself
+        let first_new = shared
+            .iter()
+            .find(|m| m["stream"] == "drop.a" && m["stream_seq"] == pa.len() as u64)
+            .unwrap();
+        let window = |m: &serde_json::Value| m["evidence"]["batches"].as_array().unwrap().clone();
+        let mut expected = window(&last);
+        expected.push(first_new["batch_id"].clone());
+        assert_eq!(
+            window(first_new),
+            expected,
+            "evidence continues from {last}"
+        );
+    }
 }

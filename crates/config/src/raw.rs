@@ -8,6 +8,7 @@
 mod alerts;
 mod columns;
 mod kafka;
+mod object_store;
 mod ops;
 mod security;
 mod thresholds;
@@ -40,6 +41,7 @@ const RULES_KEYS: &[&str] = &[
     "dataset",
     "source",
     "state_dir",
+    "shared_history",
     "baseline_dir",
     "baseline_id",
     "trust",
@@ -192,6 +194,10 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
             ctx.inherited_state_dir
                 .map_or_else(|| ctx.base_dir.join("state"), Path::to_path_buf),
         ),
+    };
+    let shared_history = match f.get("shared_history") {
+        Some((p, v)) => w.shared_history(&p, v).map(Some),
+        None => Some(None),
     };
     let baseline_dir = match f.get("baseline_dir") {
         Some((p, v)) => w
@@ -389,6 +395,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         Some(dataset),
         Some(source),
         Some(state_root),
+        Some(shared_history),
         Some(baseline_dir),
         Some(baseline_id),
         Some(Section {
@@ -403,6 +410,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         dataset,
         source,
         state_root,
+        shared_history,
         baseline_dir,
         baseline_id,
         trust,
@@ -432,9 +440,11 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
     );
     let state_dir = state_root.join(&dataset);
     let baseline_dir = baseline_dir.unwrap_or_else(|| state_dir.join("baselines"));
+    let shared_history = shared_history.map(|url| format!("{url}/{dataset}"));
     Ok(Rules {
         dataset,
         source,
+        shared_history,
         state_dir,
         baseline_dir,
         baseline_id,

@@ -256,6 +256,9 @@ pub struct Rules {
     pub source: SourceRule,
     /// Folder holding state (history, checkpoints, alerts, quarantine).
     pub state_dir: PathBuf,
+    /// The dataset's batch history on an object store shared by replicas
+    /// (`<shared_history>/<dataset>`); `None`: in `state_dir`.
+    pub shared_history: Option<String>,
     /// Folder holding baselines and approvals (default `<state_dir>/baselines`).
     pub baseline_dir: PathBuf,
     /// Pin a baseline id; otherwise the latest approved baseline of the dataset is used.
@@ -366,6 +369,7 @@ impl Rules {
             dataset: dataset.to_string(),
             source: SourceRule::None,
             state_dir: PathBuf::from("state"),
+            shared_history: None,
             baseline_dir: PathBuf::from("state/baselines"),
             baseline_id: None,
             trust: TrustRules {

@@ -45,6 +45,7 @@ const WRITER_FOLDERS: &[&str] = &[
     "history/batches",
     "history/profiles",
     "history/metrics",
+    "history/streams",
     "quarantine",
     "outbox",
     "outbox/inbox",
@@ -177,6 +178,16 @@ impl WriterLock {
             let dir = self.hold.dir.join(sub);
             let owned = |target: &str| !sub.is_empty() || target != super::audit::HEAD_FILE;
             removed.extend(fsutil::remove_temp_files(&dir, owned)?);
+        }
+        // one folder per input stream (see `history`)
+        let streams = self.hold.dir.join("history/streams");
+        if let Ok(entries) = std::fs::read_dir(&streams) {
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    removed.extend(fsutil::remove_temp_files(&entry.path(), |_| true)?);
+                }
+            }
         }
         Ok(removed)
     }

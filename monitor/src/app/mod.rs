@@ -17,7 +17,7 @@ mod open;
 
 pub use open::OpenedSource;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,14 @@ pub enum AppError {
     DropFolder {
         dataset: String,
         path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "dataset `{dataset}`: the shared history {url} cannot be used: {reason}; check `shared_history` and the object store's credentials in the environment"
+    )]
+    SharedHistory {
+        dataset: String,
+        url: String,
         reason: String,
     },
     #[error("dataset `{dataset}`: the drop location {url} cannot be used: {reason}")]
@@ -315,6 +323,53 @@ pub fn run_datasets(
     }
 }
 
+/// Where a dataset's batch history lives when read from `state_dir`: the
+/// dataset's prefix of its `shared_history` when `state_dir` is the
+/// dataset's own state folder, else that folder (a replay's folder, or
+/// any other `--state-dir`, holds its own history).
+pub fn history_objects(
+    rules: &Rules,
+    state_dir: &Path,
+) -> Result<Box<dyn crate::store::backend::Backend>, AppError> {
+    match &rules.shared_history {
+        Some(url) if is_shared(rules, state_dir) => {
+            let store = crate::store::object::ObjectBackend::from_url(url).map_err(|e| {
+                AppError::SharedHistory {
+                    dataset: rules.dataset.clone(),
+                    url: url.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok(Box::new(store))
+        }
+        _ => Ok(Box::new(crate::store::backend::LocalBackend::new(
+            state_dir,
+        ))),
+    }
+}
+
+/// Whether the history read from `state_dir` is the dataset's shared one.
+pub fn is_shared(rules: &Rules, state_dir: &Path) -> bool {
+    rules.shared_history.is_some() && state_dir == rules.state_dir
+}
+
+/// Open the history a dataset's live run writes: its state folder, with
+/// the batch objects on the shared history when there is one (as this
+/// replica, see [`crate::source::stream::replica`]).
+pub fn open_history(rules: &Rules, state_dir: &Path) -> Result<History, AppError> {
+    let history_err = |source| AppError::History {
+        dataset: rules.dataset.clone(),
+        source,
+    };
+    if is_shared(rules, state_dir) {
+        let objects = history_objects(rules, state_dir)?;
+        let replica = crate::source::stream::replica();
+        History::open_shared(state_dir, objects, &replica).map_err(history_err)
+    } else {
+        History::open(state_dir).map_err(history_err)
+    }
+}
+
 /// A dataset not monitored because its approved baseline was refused: its
 /// refusal alert is paged through its outbox (when the rules have
 /// receivers), which keeps delivering until the run ends.
@@ -341,15 +396,13 @@ impl Stopped {
                 };
                 // The dataset's history, for the batches committed but not
                 // yet notified before the stop (under the writer lock).
-                let history =
-                    History::open(&rules.state_dir).map_err(|source| AppError::History {
+                let history = open_history(&rules, &rules.state_dir)?;
+                let manifests = history
+                    .own_manifests()
+                    .map_err(|source| AppError::History {
                         dataset: dataset.clone(),
                         source,
                     })?;
-                let manifests = history.manifests().map_err(|source| AppError::History {
-                    dataset: dataset.clone(),
-                    source,
-                })?;
                 let n = crate::alert::deliver::Notifier::start(
                     &dataset,
                     &rules.state_dir,

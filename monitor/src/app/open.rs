@@ -177,10 +177,15 @@ impl Worker {
                 source: BaselineStoreError::WrongShape { id: baseline_id },
             });
         }
-        let mut history = History::open(history_dir).map_err(|source| AppError::History {
-            dataset: dataset.clone(),
-            source,
-        })?;
+        // a replay writes a history of its own, never the shared one
+        let mut history = if opts.recorded_inputs {
+            History::open(history_dir).map_err(|source| AppError::History {
+                dataset: dataset.clone(),
+                source,
+            })?
+        } else {
+            super::open_history(&rules, history_dir)?
+        };
         let pii = match pii {
             Some(key) => key,
             None => dataset_pii_key(&rules, PiiAccess::Writer(history.writer_lock())).map_err(
@@ -199,10 +204,12 @@ impl Worker {
                     dataset: dataset.clone(),
                     source,
                 };
-                let manifests = history.manifests().map_err(|source| AppError::History {
-                    dataset: dataset.clone(),
-                    source,
-                })?;
+                let manifests = history
+                    .own_manifests()
+                    .map_err(|source| AppError::History {
+                        dataset: dataset.clone(),
+                        source,
+                    })?;
                 Some(
                     crate::alert::deliver::Notifier::start(
                         &dataset,
@@ -234,7 +241,6 @@ impl Worker {
             "dataset ready"
         );
         crate::ops::dataset_opened(&rules, &baseline_id);
-        let evidence = history.last_evidence();
         let reference = compare::Reference::new(&baseline.profile, &rules);
         Ok(Worker {
             rules,
@@ -242,7 +248,6 @@ impl Worker {
             baseline_id,
             baseline,
             reference,
-            evidence,
             history,
             opts,
             summary: RunSummary::default(),

@@ -20,7 +20,9 @@ pub(super) fn audit(action: AuditCommand) -> anyhow::Result<ExitCode> {
                 };
             let mut bad = 0;
             for r in datasets {
-                let v = crate::store::audit::verify(&r.state_dir)?;
+                // the replica's own chain; its manifests where they live
+                let objects = crate::app::history_objects(r, &r.state_dir)?;
+                let v = crate::store::audit::verify_with(&r.state_dir, objects.as_ref())?;
                 let path = r.state_dir.join(crate::store::audit::AUDIT_FILE);
                 match &v.tampered {
                     None => println!(

@@ -32,8 +32,12 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             let rules = load_rules(&config, dataset.as_deref())?;
             let from = crate::baseline_history::parse_bound(&between[0])?;
             let to = crate::baseline_history::parse_bound(&between[1])?;
-            let chosen =
-                crate::baseline_history::choose(&rules.state_dir, from, to, include_alerted)?;
+            let chosen = crate::baseline_history::choose(
+                crate::app::history_objects(&rules, &rules.state_dir)?.as_ref(),
+                from,
+                to,
+                include_alerted,
+            )?;
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into());

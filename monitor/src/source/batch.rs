@@ -16,6 +16,9 @@ pub struct BatchOrigin {
     pub name: String,
     /// Input bytes.
     pub size: u64,
+    /// The input stream it belongs to, along which evidence accumulates
+    /// (see [`super::stream`]).
+    pub stream: String,
 }
 
 /// One batch as a source hands it over.

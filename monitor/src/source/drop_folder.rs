@@ -7,7 +7,7 @@
 //! checkpointed or moved, and a file that cannot be read is an error
 //! instead of a later retry.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,9 @@ pub struct DropSource {
     /// Woken by the watcher and by shutdown.
     wake: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
     watcher: Option<notify::RecommendedWatcher>,
+    /// A replay's batches that live took from another stream than the
+    /// drop folder's (an object-store drop's replica), by batch id.
+    streams: HashMap<String, String>,
 }
 
 /// What acknowledging a file needs: the file as listed, its batch id and
@@ -121,7 +124,15 @@ impl DropSource {
             listed: false,
             wake: None,
             watcher: None,
+            streams: HashMap::new(),
         }
+    }
+
+    /// Give recorded batches the streams live gave them (by batch id);
+    /// the others are the drop folder's.
+    pub fn with_streams(mut self, streams: HashMap<String, String>) -> DropSource {
+        self.streams = streams;
+        self
     }
 
     fn recorded_inputs(&self) -> bool {
@@ -237,8 +248,12 @@ impl DropSource {
         } else {
             Input::File(file.path.clone())
         };
+        let mut origin = self.origin(file);
+        if let Some(stream) = self.streams.get(&id) {
+            origin.stream = stream.clone();
+        }
         Ok(Some(Batch {
-            origin: self.origin(file),
+            origin,
             id,
             sha256: sha,
             input,
@@ -348,6 +363,7 @@ impl From<&DroppedFile> for BatchOrigin {
             source: f.path.display().to_string(),
             name: f.name.clone(),
             size: f.size,
+            stream: super::stream::DROP.to_string(),
         }
     }
 }

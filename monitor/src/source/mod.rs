@@ -38,6 +38,7 @@ pub mod kafka;
 pub mod kafka_range;
 pub mod object_drop;
 pub mod parquet_drop;
+pub mod stream;
 
 use std::path::PathBuf;
 

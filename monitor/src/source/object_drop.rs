@@ -100,6 +100,8 @@ pub struct ObjectDropSource {
     once: bool,
     lease: Duration,
     holder: String,
+    /// This replica's stream (`drop.<replica>`, see [`super::stream`]).
+    stream: String,
     /// Where an object is downloaded to be read (in the state folder).
     spool: PathBuf,
     /// Objects of the last listing not yet tried.
@@ -155,9 +157,10 @@ impl ObjectDropSource {
         lease: Duration,
         once: bool,
     ) -> Result<ObjectDropSource, glob::PatternError> {
+        let replica = super::stream::replica();
         let holder = format!(
             "{}/{}/{:08x}",
-            hostname(),
+            replica,
             std::process::id(),
             rand::random::<u32>()
         );
@@ -170,6 +173,7 @@ impl ObjectDropSource {
             once,
             lease,
             holder,
+            stream: super::stream::object_drop(&replica),
             spool: rules.state_dir.join("spool"),
             queue: VecDeque::new(),
             done: HashSet::new(),
@@ -298,6 +302,7 @@ impl ObjectDropSource {
             source: source.clone(),
             name: name.to_string(),
             size,
+            stream: self.stream.clone(),
         };
         if size > limit {
             let id = batch_id(&self.rules.dataset, name, &format!("{UNHASHED}:{size}"));
@@ -452,18 +457,5 @@ impl Source for ObjectDropSource {
 }
 
 /// This machine's name, for claims (a pod name in Kubernetes).
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
-}
-
 #[cfg(test)]
 mod tests;

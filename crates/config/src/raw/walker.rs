@@ -7,14 +7,9 @@ use std::path::Path;
 
 use serde_yaml::{Mapping, Value};
 
+use super::object_store::{OBJECT_STORE_SCHEMES, schemes};
 use super::wording::{found, index_path, is_literal, is_secret_key, key_path, list, suggest};
 use super::{PARQUET_DROP_KEYS, Problem, ROOT, SOURCE_KEYS, SourceRule, resolve};
-
-/// The URL schemes of the object stores a drop location may be on (those
-/// the `object_store` crate builds a client for from a URL).
-const OBJECT_STORE_SCHEMES: &[&str] = &[
-    "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "memory",
-];
 
 /// The default `claim_lease_ms` of a drop location on an object store.
 const DEFAULT_CLAIM_LEASE_MS: u64 = 10 * 60 * 1000;
@@ -381,11 +376,7 @@ impl Walker {
                     &p,
                     format!(
                         "`{scheme}://` is not an object store dqmon reads; write a folder path, or a prefix on one of {}.",
-                        OBJECT_STORE_SCHEMES
-                            .iter()
-                            .map(|s| format!("`{s}://`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        schemes(OBJECT_STORE_SCHEMES)
                     ),
                 );
                 None

@@ -18,6 +18,7 @@ fn minimal_file_loads_with_defaults() {
         dataset: "payments".into(),
         source: SourceRule::None,
         state_dir: state.clone(),
+        shared_history: None,
         baseline_dir: state.join("baselines"),
         baseline_id: None,
         trust: TrustRules {
@@ -125,6 +126,7 @@ alerts:
     let r = parse_rules(yaml, Path::new("/etc/dqmon"), "full.yaml").unwrap();
     let expected = Rules {
         dataset: "payments.eu-1".into(),
+        shared_history: None,
         source: SourceRule::ParquetDrop {
             path: PathBuf::from("/etc/dqmon/drop/payments"),
             poll_interval_ms: 250,
@@ -389,7 +391,7 @@ fn typo_in_nested_key_is_suggested() {
             ),
             (
                 "xyzzy".to_string(),
-                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `slices`, `label_features`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
+                "unknown key `xyzzy`; remove it or use one of the keys allowed here: `dataset`, `source`, `state_dir`, `shared_history`, `baseline_dir`, `baseline_id`, `trust`, `label`, `columns`, `slices`, `label_features`, `thresholds`, `sketch`, `limits`, `pii_key_env`, `alerts`, `security`, `server`.".to_string()
             ),
         ]
     );

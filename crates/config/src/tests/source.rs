@@ -171,3 +171,25 @@ fn drop_location_mistakes_are_reported_with_their_paths() {
         "{found:#?}"
     );
 }
+
+/// `shared_history`: a prefix on an object store, the dataset's part
+/// under it; a folder, an unknown scheme or a bucket-less URL is refused.
+#[test]
+fn a_shared_history_is_a_prefix_on_an_object_store() {
+    let yaml = format!("{MINIMAL}shared_history: s3://fleet/dqmon/\n");
+    let r = parse_rules(&yaml, Path::new("/cfg"), "test.yaml").unwrap();
+    assert_eq!(
+        r.shared_history.as_deref(),
+        Some("s3://fleet/dqmon/payments")
+    );
+    let r = parse_rules(MINIMAL, Path::new("/cfg"), "test.yaml").unwrap();
+    assert_eq!(r.shared_history, None);
+    for bad in ["history", "ftp://host/h", "s3://", "memory:///x"] {
+        let found = parse_err(&format!("{MINIMAL}shared_history: {bad}\n"));
+        assert_eq!(paths(&found), vec!["shared_history"], "{bad}: {found:#?}");
+        assert!(
+            message(&found, "shared_history").contains("`s3://`"),
+            "{found:#?}"
+        );
+    }
+}

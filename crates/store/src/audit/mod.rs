@@ -44,7 +44,7 @@
 
 mod verify;
 
-pub use verify::{Tampered, Verification, verify};
+pub use verify::{Tampered, Verification, verify, verify_with};
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

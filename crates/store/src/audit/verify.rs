@@ -7,6 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::backend::{Backend, LocalBackend};
+
 use super::{AUDIT_FILE, AuditEntry, AuditError, AuditKind, GENESIS, HEAD_FILE, Head, io};
 
 /// The first problem [`verify`] found.
@@ -35,6 +37,12 @@ pub struct Verification {
 /// first entry that was edited, removed or moved. Also checks that every
 /// committed batch's manifest still has the bytes whose hash was logged.
 pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
+    verify_with(state_dir, &LocalBackend::new(state_dir))
+}
+
+/// [`verify`], with the manifests read from `objects` (a shared history's
+/// backend; the log itself is the replica's, in `state_dir`).
+pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verification, AuditError> {
     let path = state_dir.join(AUDIT_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -105,7 +113,7 @@ pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
             ));
             break;
         }
-        if let Some(reason) = manifest_changed(state_dir, &e) {
+        if let Some(reason) = manifest_changed(objects, &e)? {
             tampered = Some(bad(line_no, expected, reason));
             break;
         }
@@ -133,18 +141,22 @@ pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
     })
 }
 
-/// For a batch entry: whether the manifest file still hashes as logged.
-fn manifest_changed(state_dir: &Path, e: &AuditEntry) -> Option<String> {
+/// For a batch entry: whether the manifest still hashes as logged (a
+/// manifest that cannot be read now is an error, not a finding).
+fn manifest_changed(objects: &dyn Backend, e: &AuditEntry) -> Result<Option<String>, AuditError> {
     if e.kind != AuditKind::BatchCommitted.as_str() {
-        return None;
+        return Ok(None);
     }
-    let batch = e.key.as_deref()?;
-    let logged = e.payload.get("manifest_sha256")?.as_str()?;
-    let path = state_dir
-        .join("history/batches")
-        .join(format!("{batch}.json"));
-    match fs::read(&path) {
-        Ok(b) => {
+    let (Some(batch), Some(logged)) = (
+        e.key.as_deref(),
+        e.payload.get("manifest_sha256").and_then(|v| v.as_str()),
+    ) else {
+        return Ok(None);
+    };
+    let key = format!("history/batches/{batch}.json");
+    let path = objects.locate(&key);
+    Ok(match objects.get(&key).map_err(io(&path))? {
+        Some(b) => {
             let actual = hex::encode(Sha256::digest(&b));
             (actual != logged).then(|| {
                 format!(
@@ -154,10 +166,10 @@ fn manifest_changed(state_dir: &Path, e: &AuditEntry) -> Option<String> {
                 )
             })
         }
-        Err(_) => Some(format!(
+        None => Some(format!(
             "the manifest of batch {batch} ({}), logged by entry {}, was removed",
             path.display(),
             e.seq
         )),
-    }
+    })
 }

@@ -8,6 +8,7 @@
 //! history/batches/<batch_id>.json     manifest: origin, hashes, status, findings, alerts
 //! history/profiles/<batch_id>.json    the batch profile (mergeable)
 //! history/metrics/<batch_id>.parquet  dataset, batch_id, batch_time, slice, column, metric, value
+//! history/streams/<stream>/<seq>.json  the batch at position <seq> of an input stream
 //! alerts.jsonl                        every alert, one JSON object per line
 //! checkpoint.json                     files of the drop folder already handled (snapshot)
 //! checkpoint.log                      files handled since the snapshot, one JSON line each
@@ -31,6 +32,19 @@
 //! atomic writes in every folder the writer writes, then orphaned profiles
 //! and metrics.
 //!
+//! **Streams.** Evidence accumulates per input stream (a Kafka partition,
+//! a drop location), in the stream's own order: see [`streams`].
+//!
+//! **Shared.** [`History::open_shared`] keeps the batch objects (manifests,
+//! profiles, metrics, stream index) on a backend that several replicas
+//! share (an object store), and the rest (lock, alerts file, audit log,
+//! checkpoint, quarantine) in the replica's own state folder. Each batch is
+//! in the shared history once, whichever replica commits it first; a
+//! replica's manifests name it ([`Manifest::writer`]), and its repairs on
+//! open (alerts, audit entries) take only its own. Orphans are not removed
+//! there: a profile without a manifest may be another replica's commit in
+//! flight.
+//!
 //! Every commit is also recorded in the dataset's hash-chained audit log
 //! ([`super::audit`]) with the SHA-256 of the manifest's bytes, right after
 //! the alerts and before the caller checkpoints. A crash before that entry
@@ -39,10 +53,13 @@
 
 mod checkpoint;
 mod metrics;
+pub mod streams;
 
 pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
+use streams::StreamHead;
+pub use streams::is_stream_id;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -77,7 +94,9 @@ pub enum BatchStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
-    /// Commit order within the dataset's history.
+    /// Commit order within the dataset's history. In a shared history each
+    /// replica numbers its own commits from what it had seen, so two
+    /// replicas' batches may share a number: `(seq, batch_id)` orders.
     pub seq: u64,
     pub batch_id: String,
     pub dataset: String,
@@ -101,6 +120,17 @@ pub struct Manifest {
     /// what the next batch continues from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<dqmon_core::compare::EvidenceState>,
+    /// The input stream the batch came from (see the module docs); absent
+    /// in manifests written before streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The batch's position in its stream: processed batches only (those
+    /// that carry evidence), from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
+    /// The replica that committed the batch, in a shared history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// History I/O failed.
@@ -142,8 +172,13 @@ pub struct History {
     quarantined: HashMap<String, String>,
     next_seq: u64,
     audit: AuditLog,
-    /// The evidence after the last processed batch (what the next continues from).
-    evidence: Option<dqmon_core::compare::EvidenceState>,
+    /// Per stream: where it stands (what its next batch continues from).
+    streams: HashMap<String, StreamHead>,
+    /// The evidence after the last processed batch of the manifests without
+    /// a stream (written before streams): where a new stream starts.
+    past: Option<dqmon_core::compare::EvidenceState>,
+    /// This replica's name when the batch objects are shared.
+    writer: Option<String>,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -156,6 +191,26 @@ impl History {
     /// its writer lock until the history is dropped; fails at once when
     /// another process writes the folder.
     pub fn open(state_dir: &Path) -> Result<History, HistoryError> {
+        let objects = Box::new(LocalBackend::new(state_dir));
+        History::open_with(state_dir, objects, None)
+    }
+
+    /// Open a history whose batch objects live on `objects`, shared with
+    /// other replicas (see the module docs), as the replica `writer`; the
+    /// rest of its state is in `state_dir`, under its writer lock.
+    pub fn open_shared(
+        state_dir: &Path,
+        objects: Box<dyn Backend>,
+        writer: &str,
+    ) -> Result<History, HistoryError> {
+        History::open_with(state_dir, objects, Some(writer.to_string()))
+    }
+
+    fn open_with(
+        state_dir: &Path,
+        objects: Box<dyn Backend>,
+        writer: Option<String>,
+    ) -> Result<History, HistoryError> {
         let lock = WriterLock::acquire(state_dir)?;
         let root = state_dir.to_path_buf();
         for path in lock.remove_temp_files().map_err(io(&root))? {
@@ -171,14 +226,16 @@ impl History {
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
         let mut h = History {
-            objects: Box::new(LocalBackend::new(&root)),
+            objects,
             root,
             by_sha: HashMap::new(),
             ids: HashSet::new(),
             quarantined: HashMap::new(),
             next_seq: 0,
             audit: AuditLog::open(state_dir)?,
-            evidence: None,
+            streams: HashMap::new(),
+            past: None,
+            writer,
             lock,
             repaired: Vec::new(),
         };
@@ -195,12 +252,22 @@ impl History {
                     .or_insert(m.batch_id.clone());
             }
             h.next_seq = h.next_seq.max(m.seq + 1);
+            h.advance(m);
         }
-        // manifests come in commit order: the last one with evidence wins
-        h.evidence = manifests.iter().rev().find_map(|m| m.evidence.clone());
-        h.repaired = h.repair_alerts(&manifests)?;
-        h.repair_audit(&manifests)?;
-        h.remove_orphans()?;
+        h.open_streams(&manifests)?;
+        // in a shared history, the repairs take this replica's batches only
+        let own: Vec<Manifest> = match &h.writer {
+            None => manifests,
+            Some(me) => manifests
+                .into_iter()
+                .filter(|m| m.writer.as_deref() == Some(me))
+                .collect(),
+        };
+        h.repaired = h.repair_alerts(&own)?;
+        h.repair_audit(&own)?;
+        if h.writer.is_none() {
+            h.remove_orphans()?;
+        }
         Ok(h)
     }
 
@@ -208,6 +275,11 @@ impl History {
     /// left them out; taken once, so that whoever prints alerts prints them.
     pub fn take_repaired_alerts(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.repaired)
+    }
+
+    /// This replica's name, when the batch objects are shared.
+    pub fn writer(&self) -> Option<&str> {
+        self.writer.as_deref()
     }
 
     /// The state folder's writer lock (held while the history is open).
@@ -284,6 +356,16 @@ impl History {
         manifests_of(self.objects.as_ref())
     }
 
+    /// The manifests this writer committed, in commit order: every one in
+    /// a history of one writer, this replica's in a shared one.
+    pub fn own_manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
+        let mut all = self.manifests()?;
+        if let Some(me) = &self.writer {
+            all.retain(|m| m.writer.as_ref() == Some(me));
+        }
+        Ok(all)
+    }
+
     /// Whether a batch is in the history.
     pub fn contains(&self, batch_id: &str) -> bool {
         self.ids.contains(batch_id)
@@ -297,11 +379,6 @@ impl History {
     /// The batch that already holds these input bytes, if any.
     pub fn batch_with_input(&self, sha256: &str) -> Option<&str> {
         self.by_sha.get(sha256).map(String::as_str)
-    }
-
-    /// The evidence after the last processed batch (empty when none).
-    pub fn last_evidence(&self) -> dqmon_core::compare::EvidenceState {
-        self.evidence.clone().unwrap_or_default()
     }
 
     /// The next commit sequence number.
@@ -319,6 +396,8 @@ impl History {
         if self.contains(&manifest.batch_id) {
             return Ok(Vec::new());
         }
+        let mut manifest = manifest;
+        manifest.writer = self.writer.clone();
         let put = |key: String, bytes: &[u8]| {
             self.objects
                 .put(&key, bytes)
@@ -344,12 +423,31 @@ impl History {
             .map_err(io(&self.objects.locate(&key)))?;
         if outcome == Put::Existed {
             // another writer committed this batch between our look and our
-            // write: its commit stands, with its alerts and audit entry
+            // write: its commit stands, with its alerts and audit entry;
+            // its stream moves on from it (and its index entry is written
+            // if that writer died before it)
             tracing::info!(batch_id = %manifest.batch_id, "batch already committed by another writer; skipped");
             self.ids.insert(manifest.batch_id.clone());
+            if let Some(theirs) = self
+                .objects
+                .get(&key)
+                .map_err(io(&self.objects.locate(&key)))?
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            {
+                self.index_stream(&theirs)?;
+                self.advance(&theirs);
+            }
             return Ok(Vec::new());
         }
         self.ids.insert(manifest.batch_id.clone());
+        if !self.index_stream(&manifest)? {
+            tracing::warn!(
+                batch_id = %manifest.batch_id,
+                stream = ?manifest.stream,
+                position = ?manifest.stream_seq,
+                "another batch holds this position of the stream: two writers on one stream (replicas with the same name, or a consumer that lost its partition); the batch is committed, the stream's evidence follows the other"
+            );
+        }
         if manifest.status == BatchStatus::Quarantined {
             self.quarantined.insert(
                 manifest.batch_id.clone(),
@@ -362,9 +460,7 @@ impl History {
                 .or_insert(manifest.batch_id.clone());
         }
         self.next_seq = self.next_seq.max(manifest.seq + 1);
-        if manifest.evidence.is_some() {
-            self.evidence = manifest.evidence.clone();
-        }
+        self.advance(&manifest);
         self.append_alerts(&manifest.alerts)?;
         self.audit.append(
             AuditKind::BatchCommitted,
@@ -441,6 +537,12 @@ impl History {
 /// folder). A folder without a history has none.
 pub fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, HistoryError> {
     manifests_of(&LocalBackend::new(state_dir))
+}
+
+/// Every manifest of a history's batch objects (a state folder's, or a
+/// shared history's backend), in commit order, read only.
+pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
+    manifests_of(objects)
 }
 
 /// The key of a batch's manifest.

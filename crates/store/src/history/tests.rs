@@ -113,6 +113,118 @@ fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
         findings: Vec::new(),
         alerts: Vec::new(),
         evidence: None,
+        stream: None,
+        stream_seq: None,
+        writer: None,
+    }
+}
+
+/// Evidence that names the batches it has seen.
+fn evidence(batches: &[&str]) -> dqmon_core::compare::EvidenceState {
+    dqmon_core::compare::EvidenceState {
+        format: 1,
+        baseline_id: "base".into(),
+        batches: batches.iter().map(|b| b.to_string()).collect(),
+        counts: BTreeMap::new(),
+    }
+}
+
+/// A processed batch at a position of a stream, with the evidence after it.
+fn in_stream(id: &str, seq: u64, stream: &str, pos: u64, seen: &[&str]) -> Manifest {
+    Manifest {
+        stream: Some(stream.into()),
+        stream_seq: Some(pos),
+        evidence: Some(evidence(seen)),
+        ..manifest(id, seq, id)
+    }
+}
+
+/// Commit order interleaves two streams; each stream's next batch
+/// continues from its own last batch, before and after a reopen, and the
+/// index holds one entry per position.
+#[test]
+fn evidence_follows_each_stream_not_the_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut h = History::open(&state).unwrap();
+    assert_eq!(h.next_stream_seq("p0"), 0);
+    assert_eq!(h.stream_evidence("p0"), Default::default());
+    h.commit(in_stream("a1", 0, "p0", 0, &["a1"]), None)
+        .unwrap();
+    h.commit(in_stream("b1", 1, "p1", 0, &["b1"]), None)
+        .unwrap();
+    h.commit(in_stream("a2", 2, "p0", 1, &["a1", "a2"]), None)
+        .unwrap();
+    let check = |h: &History| {
+        assert_eq!(h.stream_evidence("p0"), evidence(&["a1", "a2"]));
+        assert_eq!(h.stream_evidence("p1"), evidence(&["b1"]));
+        assert_eq!(h.next_stream_seq("p0"), 2);
+        assert_eq!(h.next_stream_seq("p1"), 1);
+        assert_eq!(h.next_stream_seq("p2"), 0);
+    };
+    check(&h);
+    drop(h);
+    let h = History::open(&state).unwrap();
+    check(&h);
+    let index = LocalBackend::new(&state)
+        .list("history/streams/p0")
+        .unwrap();
+    assert_eq!(
+        index,
+        vec![
+            "history/streams/p0/00000000000000000000.json",
+            "history/streams/p0/00000000000000000001.json"
+        ]
+    );
+}
+
+/// Manifests written before streams (none named) are every stream's past:
+/// a stream without a batch of its own starts from their last evidence.
+#[test]
+fn a_new_stream_continues_from_the_manifests_written_before_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut h = History::open(&state).unwrap();
+    for (i, id) in ["old1", "old2"].iter().enumerate() {
+        let m = Manifest {
+            evidence: Some(evidence(&[id])),
+            ..manifest(id, i as u64, id)
+        };
+        h.commit(m, None).unwrap();
+    }
+    drop(h);
+    let mut h = History::open(&state).unwrap();
+    assert_eq!(h.stream_evidence("p0"), evidence(&["old2"]));
+    h.commit(in_stream("new", 2, "p0", 0, &["old2", "new"]), None)
+        .unwrap();
+    assert_eq!(h.stream_evidence("p0"), evidence(&["old2", "new"]));
+    assert_eq!(h.stream_evidence("p1"), evidence(&["old2"]));
+}
+
+/// A crash between a batch's manifest and its stream index entry: the
+/// reopen writes the entry.
+#[test]
+fn a_missing_stream_entry_is_written_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut h = History::open(&state).unwrap();
+    h.commit(in_stream("a1", 0, "p0", 0, &["a1"]), None)
+        .unwrap();
+    drop(h);
+    let entry = state.join("history/streams/p0/00000000000000000000.json");
+    fs::remove_file(&entry).unwrap();
+    let _h = History::open(&state).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&fs::read(&entry).unwrap()).unwrap();
+    assert_eq!(body["batch_id"], "a1");
+}
+
+#[test]
+fn stream_ids_are_key_parts_a_listing_shows() {
+    for ok in ["drop", "kafka.orders.3", "drop.dqmon-0", "a_b"] {
+        assert!(is_stream_id(ok), "{ok}");
+    }
+    for bad in ["", ".hidden", "a/b", "a b", "ä"] {
+        assert!(!is_stream_id(bad), "{bad}");
     }
 }
 
@@ -150,4 +262,82 @@ fn of_two_writers_committing_one_batch_the_first_wins() {
         h.audit().keys(AuditKind::BatchCommitted).unwrap(),
         committed
     );
+}
+
+/// Two replicas on one shared store (each with its own state folder),
+/// as a fleet runs: a batch both commit is in the history once, a stream
+/// one replica took over continues from the other's commits, each
+/// replica's repairs take its own batches only, and a profile without a
+/// manifest (possibly another replica's commit in flight) is left alone.
+#[test]
+fn replicas_on_a_shared_store_share_batches_and_streams() {
+    use crate::object::ObjectBackend;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let backend = || -> Box<dyn Backend> {
+        Box::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap())
+    };
+    let mut a = History::open_shared(&dir.path().join("a"), backend(), "a").unwrap();
+    let mut b = History::open_shared(&dir.path().join("b"), backend(), "b").unwrap();
+
+    // a holds partition p0 for two batches; then b takes it over
+    a.commit(in_stream("x1", 0, "p0", 0, &["x1"]), None)
+        .unwrap();
+    a.commit(in_stream("x2", 1, "p0", 1, &["x1", "x2"]), None)
+        .unwrap();
+    assert_eq!(
+        b.stream_evidence("p0"),
+        Default::default(),
+        "not yet looked"
+    );
+    b.follow_stream("p0").unwrap();
+    assert_eq!(b.stream_evidence("p0"), evidence(&["x1", "x2"]));
+    assert_eq!(b.next_stream_seq("p0"), 2);
+    assert_eq!(b.next_seq(), 2, "commit numbers go on past the stream's");
+    b.commit(in_stream("x3", 0, "p0", 2, &["x1", "x2", "x3"]), None)
+        .unwrap();
+    // and a, given the partition back, continues from b's batch
+    a.follow_stream("p0").unwrap();
+    assert_eq!(a.next_stream_seq("p0"), 3);
+
+    // a window both read (a died after its commit, before its offset
+    // commit, and b read it again): once in the history; b moves on from it
+    let mut dup = in_stream("x4", 2, "p0", 3, &["x4"]);
+    dup.alerts = Vec::new();
+    a.commit(dup.clone(), None).unwrap();
+    b.commit(in_stream("x4", 1, "p0", 3, &["other"]), None)
+        .unwrap();
+    assert_eq!(b.stream_evidence("p0"), evidence(&["x4"]));
+    let all = read_manifests_from(backend().as_ref()).unwrap();
+    let ids: Vec<&str> = all.iter().map(|m| m.batch_id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    let x4 = all.iter().find(|m| m.batch_id == "x4").unwrap();
+    assert_eq!(x4.writer.as_deref(), Some("a"));
+
+    // a profile left by a commit in flight survives another replica's open
+    backend()
+        .put("history/profiles/inflight.json", b"{}")
+        .unwrap();
+    drop(a);
+    let a = History::open_shared(&dir.path().join("a"), backend(), "a").unwrap();
+    assert!(
+        backend()
+            .get("history/profiles/inflight.json")
+            .unwrap()
+            .is_some()
+    );
+    // each replica's audit log holds its own commits only
+    let mut logged = a
+        .audit()
+        .keys(AuditKind::BatchCommitted)
+        .unwrap()
+        .into_iter()
+        .collect::<Vec<_>>();
+    logged.sort();
+    assert_eq!(logged, vec!["x1", "x2", "x4"]);
+    let logged = b.audit().keys(AuditKind::BatchCommitted).unwrap();
+    assert_eq!(logged.len(), 1);
 }

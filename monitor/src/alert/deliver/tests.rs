@@ -249,6 +249,9 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
         findings: Vec::new(),
         alerts,
         evidence: None,
+        stream: None,
+        stream_seq: None,
+        writer: None,
     };
     // First start: one batch already in the history is not notified.
     let n = Notifier::start(

@@ -106,6 +106,7 @@ impl WindowDecoder {
             source: origin_label(&w.topic, w.partition, first, last),
             name: origin_label(&w.topic, w.partition, first, last),
             size: w.bytes,
+            stream: crate::source::stream::kafka(&w.topic, w.partition),
         };
         if history.contains(&id) {
             return Prepared {

@@ -1,0 +1,209 @@
+//! Input streams in the history: the sequences along which evidence
+//! accumulates.
+//!
+//! Evidence accumulates per input stream (a Kafka partition,
+//! a drop location: [`Manifest::stream`]), in the stream's own order: each
+//! processed batch takes the next position of its stream and carries the
+//! evidence after it. So the evidence of a partition does not depend on how
+//! its batches interleaved with other partitions' (live and a replay agree
+//! whatever the timing), and a replica that takes a partition over
+//! continues the partition's evidence. `history/streams/<stream>/<seq>.json`
+//! indexes the positions, so that the head of a stream is one listing
+//! (`start-after` the last position known) and one read away, however long
+//! the history. Manifests written before streams (no `stream`) are every
+//! stream's past: a stream without a position of its own continues from
+//! the last of them.
+//!
+//! ```text
+//!   stream kafka.orders.0:  b1 ─ b4 ─ b5 ─▶ evidence after b5
+//!   stream kafka.orders.1:  b2 ─ b3 ─ b6 ─▶ evidence after b6
+//!   (commit order b1 … b6 interleaves them; the evidence does not)
+//! ```
+
+use super::{History, HistoryError, Manifest, io, manifest_key};
+use crate::backend::Put;
+
+/// Where a stream stands: its last position, and the evidence after it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct StreamHead {
+    /// `None`: no batch of the stream yet (the evidence is the past's, or a
+    /// replay's starting point).
+    pub(super) seq: Option<u64>,
+    pub(super) evidence: dqmon_core::compare::EvidenceState,
+}
+
+/// Whether a name can be a stream id: a key part that listings show
+/// (`[A-Za-z0-9._-]`, not starting with a dot).
+pub fn is_stream_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The key of a stream's position.
+pub(super) fn stream_key(stream: &str, seq: u64) -> String {
+    format!("history/streams/{stream}/{seq:020}.json")
+}
+
+impl History {
+    /// Move a stream's head to a committed batch when it is further on.
+    pub(super) fn advance(&mut self, m: &Manifest) {
+        let (Some(stream), Some(seq), Some(evidence)) = (&m.stream, m.stream_seq, &m.evidence)
+        else {
+            return;
+        };
+        let head = self.streams.entry(stream.clone()).or_default();
+        if head.seq.is_none_or(|s| s < seq) {
+            *head = StreamHead {
+                seq: Some(seq),
+                evidence: evidence.clone(),
+            };
+        }
+    }
+
+    /// At open, after every manifest (in commit order) advanced its
+    /// stream: note where new streams start (the last evidence of the
+    /// manifests without a stream), and repair the streams' index.
+    pub(super) fn open_streams(&mut self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+        self.past = manifests
+            .iter()
+            .rev()
+            .filter(|m| m.stream.is_none())
+            .find_map(|m| m.evidence.clone());
+        self.repair_streams(manifests)
+    }
+
+    /// Write the stream index entry of each stream's last batch if a crash
+    /// (between the manifest and its entry) left it out.
+    fn repair_streams(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+        for (stream, head) in &self.streams {
+            let Some(seq) = head.seq else { continue };
+            let last = manifests
+                .iter()
+                .find(|m| m.stream.as_deref() == Some(stream) && m.stream_seq == Some(seq));
+            if let Some(m) = last {
+                self.index_stream(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record a processed batch's position in its stream's index (if
+    /// absent). `false` when another batch holds that position: two writers
+    /// on one stream.
+    pub(super) fn index_stream(&self, m: &Manifest) -> Result<bool, HistoryError> {
+        let (Some(stream), Some(seq)) = (&m.stream, m.stream_seq) else {
+            return Ok(true);
+        };
+        let key = stream_key(stream, seq);
+        let body = serde_json::to_vec(&serde_json::json!({ "batch_id": m.batch_id }))
+            .expect("index entries serialize");
+        let put = self
+            .objects
+            .put_if_absent(&key, &body)
+            .map_err(io(&self.objects.locate(&key)))?;
+        if put == Put::Created {
+            return Ok(true);
+        }
+        let held = self
+            .objects
+            .get(&key)
+            .map_err(io(&self.objects.locate(&key)))?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                v.get("batch_id")
+                    .and_then(|b| b.as_str())
+                    .map(str::to_string)
+            });
+        Ok(held.as_deref() == Some(m.batch_id.as_str()))
+    }
+
+    /// The evidence a stream's next batch continues from.
+    pub fn stream_evidence(&self, stream: &str) -> dqmon_core::compare::EvidenceState {
+        match self.streams.get(stream) {
+            Some(head) => head.evidence.clone(),
+            None => self.past.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The position a stream's next processed batch takes.
+    pub fn next_stream_seq(&self, stream: &str) -> u64 {
+        self.streams
+            .get(stream)
+            .and_then(|h| h.seq)
+            .map_or(0, |s| s + 1)
+    }
+
+    /// Start a stream that has no batch yet from this evidence (a replay of
+    /// a part of the live history continues from what live had before it).
+    pub fn seed_stream(&mut self, stream: &str, evidence: dqmon_core::compare::EvidenceState) {
+        let head = self.streams.entry(stream.to_string()).or_default();
+        if head.seq.is_none() {
+            head.evidence = evidence;
+        }
+    }
+
+    /// Catch up with batches other replicas committed to a stream since
+    /// this one last looked (a Kafka partition that moved here): one
+    /// listing after the last known position, and the manifest of the
+    /// newest. Nothing to do in a history of one writer.
+    pub fn follow_stream(&mut self, stream: &str) -> Result<(), HistoryError> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        let dir = format!("history/streams/{stream}");
+        let after = match self.streams.get(stream).and_then(|h| h.seq) {
+            Some(seq) => stream_key(stream, seq),
+            None => format!("{dir}/"),
+        };
+        let keys = self
+            .objects
+            .list_after(&dir, &after)
+            .map_err(io(&self.objects.locate(&dir)))?;
+        // newest first: the first entry whose manifest is there and agrees
+        for key in keys.iter().rev() {
+            let Some(bytes) = self
+                .objects
+                .get(key)
+                .map_err(io(&self.objects.locate(key)))?
+            else {
+                continue;
+            };
+            let Some(id) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("batch_id")
+                        .and_then(|b| b.as_str())
+                        .map(str::to_string)
+                })
+            else {
+                continue;
+            };
+            let mkey = manifest_key(&id);
+            let Some(mbytes) = self
+                .objects
+                .get(&mkey)
+                .map_err(io(&self.objects.locate(&mkey)))?
+            else {
+                continue;
+            };
+            let m: Manifest =
+                serde_json::from_slice(&mbytes).map_err(|e| HistoryError::Corrupt {
+                    path: self.objects.locate(&mkey),
+                    reason: e.to_string(),
+                })?;
+            if m.stream.as_deref() == Some(stream) && m.evidence.is_some() {
+                tracing::info!(stream, batch_id = %m.batch_id, position = ?m.stream_seq, "continuing a stream from another replica's commits");
+                self.ids.insert(m.batch_id.clone());
+                // commit numbers go on past the stream's, so that within a
+                // stream they keep its order (a replay sorts by them)
+                self.next_seq = self.next_seq.max(m.seq + 1);
+                self.advance(&m);
+                break;
+            }
+        }
+        Ok(())
+    }
+}
