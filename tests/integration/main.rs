@@ -12,6 +12,7 @@ mod crash;
 mod crate_graph;
 mod daemon;
 mod faults;
+mod fleet;
 mod golden;
 mod history_baseline;
 mod kafka;
