@@ -29,6 +29,9 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
+mod counting;
+pub use counting::{Counting, Request, RequestLog};
+
 /// What [`Backend::put_if_absent`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {

@@ -341,3 +341,71 @@ fn replicas_on_a_shared_store_share_batches_and_streams() {
     let logged = b.audit().keys(AuditKind::BatchCommitted).unwrap();
     assert_eq!(logged.len(), 1);
 }
+
+/// The object store requests of a batch on a shared history, counted: a
+/// replica that owns its stream pays one listing (`start-after` its last
+/// position: has another replica moved the stream on?) and four writes
+/// (profile, metrics, the manifest and the stream index entry, the last
+/// two create-if-absent); a replica taking a stream over reads the newest
+/// index entry and its manifest once. The README's capacity section
+/// quotes these counts.
+#[test]
+fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
+    use crate::backend::Counting;
+    use crate::object::ObjectBackend;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let counted =
+        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let profile = BatchProfile {
+        format: 1,
+        dataset: "d".into(),
+        shape: String::new(),
+        batches: 1,
+        rows: 0,
+        schema: BTreeMap::new(),
+        tags: BTreeMap::new(),
+    };
+    let kinds = |log: Vec<crate::backend::Request>| {
+        let mut k: Vec<&str> = log.iter().map(|(kind, _)| *kind).collect();
+        k.sort();
+        k
+    };
+
+    // two replicas up; a owns the stream first
+    let (backend, log) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    let (backend, log_b) = counted();
+    let mut b = History::open_shared(&dir.path().join("b"), Box::new(backend), "b").unwrap();
+    let mut seen = Vec::new();
+    for i in 0..3u64 {
+        let id = format!("x{i}");
+        seen.push(id.clone());
+        let refs: Vec<&str> = seen.iter().map(String::as_str).collect();
+        log.take();
+        a.follow_stream("p0").unwrap();
+        a.commit(in_stream(&id, i, "p0", i, &refs), Some(&profile))
+            .unwrap();
+        assert_eq!(
+            kinds(log.take()),
+            ["list_after", "put", "put", "put_if_absent", "put_if_absent"],
+            "batch {i}"
+        );
+    }
+
+    // b takes the stream over: it reads where a left it (the newest index
+    // entry and its manifest), once
+    log_b.take();
+    b.follow_stream("p0").unwrap();
+    assert_eq!(kinds(log_b.take()), ["get", "get", "list_after"]);
+    assert_eq!(b.next_stream_seq("p0"), 3);
+    b.commit(in_stream("x3", 3, "p0", 3, &["x3"]), Some(&profile))
+        .unwrap();
+    assert_eq!(
+        kinds(log_b.take()),
+        ["put", "put", "put_if_absent", "put_if_absent"]
+    );
+}
