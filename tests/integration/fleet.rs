@@ -16,7 +16,8 @@
 //! partition one stream whose positions are contiguous whichever replica
 //! wrote them, each batch's evidence continuing from the batch before it in
 //! its stream (across owners), the poisoned batches alerted, and `dqmon
-//! query` and `dqmon audit verify` from every replica agreeing with it.
+//! query` and `dqmon audit verify` from every replica agreeing with it,
+//! and a replay of the whole topic raising exactly the fleet's alerts.
 //! Notification lifecycle is still per replica (issue 15, item 3), so this
 //! test configures no receivers and counts committed alerts, not pages.
 
@@ -54,19 +55,19 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// The rules of a replica: the setup's, with the replica's own state
-    /// folder and the fleet's shared history.
+    /// The rules of a replica, as pods of one StatefulSet have them: the
+    /// same file (so the same rules hash in every alert) in a folder of
+    /// the replica's own, where its state folder is; the baseline the
+    /// setup approved, and the fleet's shared history.
     fn rules(&self, name: &str) -> PathBuf {
         let text = fs::read_to_string(&self.setup.rules).unwrap();
-        let mut text = text.replace(
-            "state_dir: state-a\n",
-            &format!("state_dir: state-{name}\n"),
-        );
+        let own = "state_dir: state-a\nbaseline_dir: baselines\n";
+        assert!(text.contains(own), "{text}");
+        let mut text = text.replace(own, "state_dir: state\nbaseline_dir: ../baselines\n");
         text.push_str("shared_history: s3://history/fleet\n");
-        let path = self
-            .setup
-            .rules
-            .with_file_name(format!("rules-{name}.yaml"));
+        let dir = self.setup.rules.with_file_name(format!("replica-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.yaml");
         fs::write(&path, text).unwrap();
         path
     }
@@ -310,4 +311,34 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         let out = fleet.dqmon(&["audit", "verify", "--config", rules]);
         assert!(out.status.success(), "audit of {r}: {}", stderr(&out));
     }
+
+    // an analyst's replay of the whole topic gets the fleet's alerts,
+    // exactly, takeovers and all: a partition's evidence is its stream's,
+    // whichever replica processed each of its batches
+    let out = fleet.setup._dir.path().join("replay.jsonl");
+    let rules = fleet.rules("a");
+    let o = fleet.dqmon(&[
+        "replay",
+        "--config",
+        rules.to_str().unwrap(),
+        "--alerts-out",
+        out.to_str().unwrap(),
+        "--kafka-from",
+        "earliest",
+    ]);
+    assert!(o.status.success(), "replay: {}", stderr(&o));
+    let line = |a: &Value| serde_json::to_string(a).unwrap();
+    let mut replayed: Vec<String> = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| line(&serde_json::from_str(l).unwrap()))
+        .collect();
+    let mut live: Vec<String> = shared
+        .iter()
+        .flat_map(|m| m["alerts"].as_array().unwrap().iter().map(line))
+        .collect();
+    replayed.sort();
+    live.sort();
+    assert!(!live.is_empty());
+    assert_eq!(replayed, live, "replayed alerts differ from the fleet's");
 }
