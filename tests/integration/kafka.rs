@@ -494,6 +494,21 @@ fn clean_and_poisoned(broker: Broker) {
         "one history entry per batch: {:#?}",
         ms.iter().map(|m| &m["source"]).collect::<Vec<_>>()
     );
+    // one consumer with its own history: its partitions are one stream of
+    // evidence, in commit order (a campaign over partitions adds up)
+    let positions: Vec<(String, u64)> = ms
+        .iter()
+        .map(|m| {
+            let stream = m["stream"].as_str().unwrap_or_default().to_string();
+            (stream, m["stream_seq"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        (0..12u64)
+            .map(|i| ("kafka".to_string(), i))
+            .collect::<Vec<_>>()
+    );
     // batches per partition are contiguous and cover every offset once
     let mut by_part: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
     for m in &ms {

@@ -1,17 +1,19 @@
 //! Input streams: the sequences along which evidence accumulates.
 //!
-//! A stream is what one writer reads in order: a Kafka partition, a drop
-//! folder, or this replica's share of an object-store drop location. The
-//! sequential tests of [`crate::compare::evidence`] follow each stream on
-//! its own (see `store::history`), so the evidence of a batch depends on
-//! the batches before it in its stream only, not on how streams
-//! interleaved in time: live and a replay agree, and a replica that takes
-//! a Kafka partition over continues where the last owner stopped.
+//! A stream is what one writer reads in order: a drop folder, a Kafka
+//! consumer's partitions (in commit order) or, in a fleet, one Kafka
+//! partition, or this replica's share of an object-store drop location.
+//! The sequential tests of [`crate::compare::evidence`] follow each stream
+//! on its own (see `store::history`), so the evidence of a batch depends
+//! on the batches before it in its stream only: live and a replay agree,
+//! and in a fleet a replica that takes a Kafka partition over continues
+//! where the last owner stopped.
 //!
 //! | source | stream id |
 //! |---|---|
 //! | drop folder | `drop` |
-//! | Kafka | `kafka.<topic>.<partition>` |
+//! | Kafka, history in `state_dir` | `kafka` (every partition, in commit order: a campaign spread over partitions adds up in one window, and a replay follows live's commit order) |
+//! | Kafka, `shared_history` | `kafka.<topic>.<partition>` (a partition moves between replicas; the commit order of the whole fleet is no one's to follow) |
 //! | object-store drop | `drop.<replica>` (replicas claim objects in no set order, so each replica's batches are its own stream) |
 //!
 //! The replica's name is `$DQMON_REPLICA`, else the host name (a
@@ -20,7 +22,11 @@
 /// The stream of a local drop folder (one per dataset).
 pub const DROP: &str = "drop";
 
-/// The stream of a Kafka partition.
+/// The stream of a Kafka consumer whose history is its own: every
+/// partition, in commit order.
+pub const KAFKA: &str = "kafka";
+
+/// The stream of a Kafka partition (a fleet's, on a shared history).
 pub fn kafka(topic: &str, partition: i32) -> String {
     sanitize(&format!("kafka.{topic}.{partition}"))
 }
@@ -77,6 +83,7 @@ mod tests {
     fn every_stream_id_is_a_valid_key_part() {
         for id in [
             DROP.to_string(),
+            KAFKA.to_string(),
             kafka("orders.v2", 11),
             object_drop("dqmon-0"),
             object_drop("host name/with slash"),

@@ -79,6 +79,10 @@ pub(crate) struct WindowDecoder {
     malformed_max_share: f64,
     json: Option<JsonDecoder>,
     ipc: Option<IpcDecoder>,
+    /// Whether each partition is a stream of evidence of its own (a
+    /// shared history), or all are one, in commit order (see
+    /// [`crate::source::stream`]).
+    partition_streams: bool,
 }
 
 impl WindowDecoder {
@@ -94,6 +98,7 @@ impl WindowDecoder {
             malformed_max_share: rules.thresholds.malformed_max_share,
             json,
             ipc,
+            partition_streams: rules.shared_history.is_some(),
         }
     }
 
@@ -106,7 +111,11 @@ impl WindowDecoder {
             source: origin_label(&w.topic, w.partition, first, last),
             name: origin_label(&w.topic, w.partition, first, last),
             size: w.bytes,
-            stream: crate::source::stream::kafka(&w.topic, w.partition),
+            stream: if self.partition_streams {
+                crate::source::stream::kafka(&w.topic, w.partition)
+            } else {
+                crate::source::stream::KAFKA.to_string()
+            },
         };
         if history.contains(&id) {
             return Prepared {
