@@ -32,8 +32,8 @@
 //! atomic writes in every folder the writer writes, then orphaned profiles
 //! and metrics.
 //!
-//! **Streams.** Evidence accumulates per input stream (a Kafka partition,
-//! a drop location), in the stream's own order: see [`streams`].
+//! **Streams.** Evidence accumulates per input stream (what one reader
+//! reads in order), in the stream's own order: see [`streams`].
 //!
 //! **Shared.** [`History::open_shared`] keeps the batch objects (manifests,
 //! profiles, metrics, stream index) on a backend that several replicas

@@ -1,8 +1,10 @@
 //! Input streams in the history: the sequences along which evidence
 //! accumulates.
 //!
-//! Evidence accumulates per input stream (a Kafka partition,
-//! a drop location: [`Manifest::stream`]), in the stream's own order: each
+//! Evidence accumulates per input stream ([`Manifest::stream`]: what one
+//! reader reads in order, e.g. a drop location, a Kafka consumer's
+//! partitions, or in a fleet one Kafka partition; the sources name
+//! them), in the stream's own order: each
 //! processed batch takes the next position of its stream and carries the
 //! evidence after it. So the evidence of a partition does not depend on how
 //! its batches interleaved with other partitions' (live and a replay agree
