@@ -34,8 +34,8 @@ use super::daemon::{terminate, unsafe_kill};
 use super::kafka::{
     Broker, DLQ, KafkaSetup, ROWS, TOPIC, flip, produce_batch, producer, rows_of, span,
 };
-use super::object_store::{S3Server, s3_env, shared_manifests};
-use crate::common::{dqmon_bin, is_label_alert, stderr, stdout};
+use super::object_store::{S3Server, assert_fleet_view, s3_env, shared_manifests};
+use crate::common::{dqmon_bin, is_label_alert, stderr};
 
 const PARTITIONS: i32 = 6;
 /// Four batches per partition.
@@ -87,15 +87,6 @@ impl Fleet {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap()
-    }
-
-    fn dqmon(&self, args: &[&str]) -> std::process::Output {
-        Command::new(dqmon_bin())
-            .args(args)
-            .envs(s3_env(&self.s3))
-            .env("RUST_LOG", "warn")
-            .output()
             .unwrap()
     }
 
@@ -286,30 +277,8 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
     }
 
     // one view of the fleet from every replica
-    let alerts_committed: usize = shared
-        .iter()
-        .map(|m| m["alerts"].as_array().unwrap().len())
-        .sum();
     for r in REPLICAS {
-        let rules = fleet.rules(r);
-        let rules = rules.to_str().unwrap();
-        let out = fleet.dqmon(&[
-            "query",
-            "--config",
-            rules,
-            "--format",
-            "json",
-            "SELECT (SELECT count(DISTINCT batch_id) FROM metrics) AS batches, \
-             (SELECT count(*) FROM alerts) AS alerts, \
-             (SELECT count(DISTINCT alert_id) FROM alerts) AS alert_ids",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let row: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-        assert_eq!(row["batches"], BATCHES, "query from {r}: {row}");
-        assert_eq!(row["alerts"], alerts_committed as u64, "{row}");
-        assert_eq!(row["alert_ids"], alerts_committed as u64, "{row}");
-        let out = fleet.dqmon(&["audit", "verify", "--config", rules]);
-        assert!(out.status.success(), "audit of {r}: {}", stderr(&out));
+        assert_fleet_view(&fleet.s3, &fleet.rules(r), &shared);
     }
 
     // an analyst's replay of the whole topic gets the fleet's alerts,
@@ -317,7 +286,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
     // whichever replica processed each of its batches
     let out = fleet.setup._dir.path().join("replay.jsonl");
     let rules = fleet.rules("a");
-    let o = fleet.dqmon(&[
+    let o = fleet.s3.dqmon(&[
         "replay",
         "--config",
         rules.to_str().unwrap(),

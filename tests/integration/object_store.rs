@@ -100,6 +100,54 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// `dqmon` with arguments, its environment pointing at this server.
+    pub(crate) fn dqmon(&self, args: &[&str]) -> std::process::Output {
+        Command::new(dqmon_bin())
+            .args(args)
+            .envs(s3_env(self))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+}
+
+/// What a replica (its `rules`) sees of a shared history: `dqmon query`
+/// counts every batch of `shared` and each of their alerts once, and
+/// `dqmon audit verify` passes on the replica's chain.
+pub(crate) fn assert_fleet_view(
+    s3: &S3Server,
+    rules: &std::path::Path,
+    shared: &[serde_json::Value],
+) {
+    let alerts_committed: usize = shared
+        .iter()
+        .map(|m| m["alerts"].as_array().unwrap().len())
+        .sum();
+    let rules = rules.to_str().unwrap();
+    let out = s3.dqmon(&[
+        "query",
+        "--config",
+        rules,
+        "--format",
+        "json",
+        "SELECT (SELECT count(DISTINCT batch_id) FROM metrics) AS batches, \
+         (SELECT count(*) FROM alerts) AS alerts, \
+         (SELECT count(DISTINCT alert_id) FROM alerts) AS alert_ids",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        row["batches"],
+        shared.len() as u64,
+        "query with {rules}: {row}"
+    );
+    assert_eq!(row["alerts"], alerts_committed as u64, "{row}");
+    assert_eq!(row["alert_ids"], alerts_committed as u64, "{row}");
+    let out = s3.dqmon(&["audit", "verify", "--config", rules]);
+    assert!(out.status.success(), "audit with {rules}: {}", stderr(&out));
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -219,12 +267,7 @@ impl DropFleet {
     }
 
     fn dqmon(&self, args: &[&str]) -> std::process::Output {
-        Command::new(dqmon_bin())
-            .args(args)
-            .envs(s3_env(&self.s3))
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        self.s3.dqmon(args)
     }
 
     /// `dqmon run --once` of a replica, started.
@@ -502,30 +545,8 @@ fn replicas_with_a_shared_history_write_each_batch_once_and_continue_streams() {
     );
 
     // one view of the fleet from either replica: every batch, every alert once
-    let alerts_committed: usize = shared
-        .iter()
-        .map(|m| m["alerts"].as_array().unwrap().len())
-        .sum();
     for r in ["a", "b"] {
-        let rules = fleet.rules(r);
-        let rules = rules.to_str().unwrap();
-        let out = fleet.dqmon(&[
-            "query",
-            "--config",
-            rules,
-            "--format",
-            "json",
-            "SELECT (SELECT count(DISTINCT batch_id) FROM metrics) AS batches, \
-             (SELECT count(*) FROM alerts) AS alerts, \
-             (SELECT count(DISTINCT alert_id) FROM alerts) AS alert_ids",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-        assert_eq!(row["batches"], n, "query from {r}: {row}");
-        assert_eq!(row["alerts"], alerts_committed as u64, "{row}");
-        assert_eq!(row["alert_ids"], alerts_committed as u64, "{row}");
-        let out = fleet.dqmon(&["audit", "verify", "--config", rules]);
-        assert!(out.status.success(), "audit of {r}: {}", stderr(&out));
+        assert_fleet_view(&fleet.s3, &fleet.rules(r), &shared);
     }
 
     // replica a again, on an empty state folder: its stream goes on

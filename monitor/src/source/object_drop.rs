@@ -456,6 +456,5 @@ impl Source for ObjectDropSource {
     }
 }
 
-/// This machine's name, for claims (a pod name in Kubernetes).
 #[cfg(test)]
 mod tests;

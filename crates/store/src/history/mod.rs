@@ -353,7 +353,7 @@ impl History {
 
     /// Every manifest, in commit order.
     pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
-        manifests_of(self.objects.as_ref())
+        read_manifests_from(self.objects.as_ref())
     }
 
     /// The manifests this writer committed, in commit order: every one in
@@ -532,26 +532,16 @@ impl History {
     }
 }
 
-/// Every manifest of a state folder, in commit order, read without opening
-/// the history (nothing is repaired or written: safe on a live daemon's
-/// folder). A folder without a history has none.
-pub fn read_manifests(state_dir: &Path) -> Result<Vec<Manifest>, HistoryError> {
-    manifests_of(&LocalBackend::new(state_dir))
-}
-
-/// Every manifest of a history's batch objects (a state folder's, or a
-/// shared history's backend), in commit order, read only.
-pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
-    manifests_of(objects)
-}
-
 /// The key of a batch's manifest.
 fn manifest_key(batch_id: &str) -> String {
     format!("history/batches/{batch_id}.json")
 }
 
-/// Every manifest among a backend's objects, in commit order.
-fn manifests_of(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
+/// Every manifest of a history's batch objects (a state folder's
+/// `LocalBackend`, or a shared history's backend), in commit order, read
+/// without opening the history (nothing is repaired or written: safe on a
+/// live daemon's folder). A folder without a history has none.
+pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
     let dir = "history/batches";
     let keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
     let mut out = Vec::new();

@@ -249,7 +249,7 @@ fn of_two_writers_committing_one_batch_the_first_wins() {
         .commit(manifest("b1", 0, "from the second"), None)
         .unwrap();
     assert!(second.contains("b1"));
-    let all = read_manifests(&state).unwrap();
+    let all = read_manifests_from(&LocalBackend::new(&state)).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].source, "from the first");
     let committed = first.audit().keys(AuditKind::BatchCommitted).unwrap();
