@@ -271,10 +271,14 @@ impl Worker {
         m.findings = findings;
         let observed = crate::ops::metrics::Committed::of(&m);
         let (seq, batch_id) = (m.seq, m.batch_id.clone());
-        let alerts = self
+        let committed = self
             .history
-            .commit(m, profile)
+            .commit_new(m, profile)
             .map_err(|e| history_err(&self.rules, e))?;
+        // a batch another writer committed first is theirs to notify
+        let Some(alerts) = committed else {
+            return Ok(());
+        };
         observed.record(&alerts);
         self.summary.alerts += alerts.len() as u64;
         if let Some(c) = self.captured.as_mut() {

@@ -11,15 +11,19 @@
 //! rest of the run (2 to 5 minutes; 4 of 5 runs here; the tansu tests in
 //! `kafka.rs` kill their only consumer, where this does not arise).
 //!
+//! The replica killed is the one that holds the lease of the fleet's
+//! notifications (`monitor/src/alert/fleet.rs`), once it has committed:
+//! another replica takes the lease over when it runs out.
+//!
 //! What it checks is the fleet's history, read from the store itself: every
 //! batch once (offsets without gap or overlap per partition), every
 //! partition one stream whose positions are contiguous whichever replica
 //! wrote them, each batch's evidence continuing from the batch before it in
 //! its stream (across owners), the poisoned batches alerted, and `dqmon
 //! query` and `dqmon audit verify` from every replica agreeing with it,
-//! and a replay of the whole topic raising exactly the fleet's alerts.
-//! Notification lifecycle is still per replica (issue 15, item 3), so this
-//! test configures no receivers and counts committed alerts, not pages.
+//! and a replay of the whole topic raising exactly the fleet's alerts. And
+//! the pages a real webhook received: one per fingerprint that any replica
+//! alerted (a one-hour cooldown, no resolve in the run), across the kill.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,11 +34,14 @@ use std::time::{Duration, Instant};
 use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
+use super::alerts::http_server;
 use super::daemon::{terminate, unsafe_kill};
 use super::kafka::{
     Broker, DLQ, KafkaSetup, ROWS, TOPIC, flip, produce_batch, producer, rows_of, span,
 };
-use super::object_store::{S3Server, assert_fleet_view, s3_env, shared_manifests};
+use super::object_store::{
+    S3Server, assert_fleet_view, notification_holder, s3_env, shared_manifests,
+};
 use crate::common::{dqmon_bin, is_label_alert, stderr};
 
 const PARTITIONS: i32 = 6;
@@ -52,6 +59,8 @@ struct Fleet {
     setup: KafkaSetup,
     s3: S3Server,
     logs: PathBuf,
+    /// The port of the webhook every replica's rules page.
+    hook: u16,
 }
 
 impl Fleet {
@@ -65,6 +74,17 @@ impl Fleet {
         assert!(text.contains(own), "{text}");
         let mut text = text.replace(own, "state_dir: state\nbaseline_dir: ../baselines\n");
         text.push_str("shared_history: s3://history/fleet\n");
+        text.push_str(&format!(
+            "alerts:
+  cooldown: 1h
+  resolve_after_batches: 1000
+  retry: {{ max_attempts: 1000, initial_backoff: 100ms, max_backoff: 400ms }}
+  receivers:
+    hook: {{ type: webhook, url: http://127.0.0.1:{}/fleet }}
+  default: [hook]
+",
+            self.hook
+        ));
         let dir = self.setup.rules.with_file_name(format!("replica-{name}"));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rules.yaml");
@@ -113,10 +133,12 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
     s3.create_bucket("history");
     let setup = KafkaSetup::new(&addr, "dqmon-fleet", "state-a");
     let logs = tempfile::tempdir().unwrap();
+    let (hook, hits) = http_server();
     let fleet = Fleet {
         setup,
         s3,
         logs: logs.path().to_path_buf(),
+        hook,
     };
 
     let staged: Vec<Vec<Vec<u8>>> = (0..BATCHES)
@@ -155,32 +177,73 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         }
     };
     let by = |m: &Value, r: &str| m["writer"] == r;
-    // c dies mid-stream, without a chance to commit its offsets or to
-    // leave the group; the group hands its partitions to a and b once its
-    // session times out, and they continue c's streams; then c comes
+    // the holder of the notification lease dies mid-stream, once it has
+    // committed, without a chance to commit its offsets, leave the group
+    // or hand the lease on; the group hands its partitions to the others
+    // once its session times out, and they continue its streams (and one
+    // of them the notifications, once the lease runs out); then it comes
     // back on its own state folder
+    let mut victim = String::new();
     let before = wait_until(
-        &|s| s.len() >= 6 && s.iter().any(|m| by(m, "c")),
+        &|s| {
+            s.len() >= 6
+                && notification_holder(&fleet.s3).is_some_and(|h| s.iter().any(|m| by(m, &h)))
+        },
         "before the kill",
     );
+    victim.push_str(&notification_holder(&fleet.s3).unwrap());
+    let victim: &str = REPLICAS.iter().find(|r| **r == victim).unwrap();
     let c_partitions: BTreeSet<i32> = before
         .iter()
-        .filter(|m| by(m, "c"))
+        .filter(|m| by(m, victim))
         .map(|m| span(m).0)
         .collect();
-    let c = running.remove("c").unwrap();
+    let c = running.remove(victim).unwrap();
     unsafe_kill(c.id(), "KILL");
     let _ = c.wait_with_output();
     wait_until(
         &|s| {
             s.iter()
-                .any(|m| c_partitions.contains(&span(m).0) && !by(m, "c"))
+                .any(|m| c_partitions.contains(&span(m).0) && !by(m, victim))
         },
         "a partition of the killed replica taken over",
     );
-    running.insert("c", fleet.spawn("c"));
+    wait_until(
+        &|_| notification_holder(&fleet.s3).is_some_and(|h| h != victim),
+        "the notification lease taken over",
+    );
+    running.insert(victim, fleet.spawn(victim));
     producing.join().unwrap();
     wait_until(&|s| s.len() >= BATCHES as usize, "after the restart");
+    // every fingerprint alerted is paged, by whichever replica holds the
+    // lease (a takeover waits for the dead holder's lease to run out)
+    let fingerprints = |shared: &[Value]| -> BTreeSet<String> {
+        shared
+            .iter()
+            .flat_map(|m| m["alerts"].as_array().unwrap().iter())
+            .map(|a| a["fingerprint"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let paged = || -> Vec<(String, String)> {
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.answered == 200)
+            .map(|h| {
+                (
+                    h.body["fingerprint"].as_str().unwrap_or("").to_string(),
+                    h.body["kind"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    wait_until(
+        &|s| {
+            let got: BTreeSet<String> = paged().into_iter().map(|(f, _)| f).collect();
+            fingerprints(s).is_subset(&got)
+        },
+        "every alerted fingerprint paged",
+    );
     // give a late duplicate the time to show up before checking
     std::thread::sleep(Duration::from_secs(4));
     for (r, child) in running {
@@ -263,6 +326,40 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
             );
         }
     }
+
+    // one page per fingerprint: a trigger, whichever replicas alerted it
+    // and whoever held the lease
+    let mut pages = paged();
+    pages.sort();
+    let expected: Vec<(String, String)> = fingerprints(&shared)
+        .into_iter()
+        .map(|f| (f, "trigger".to_string()))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(pages, expected, "pages per fingerprint\n{}", fleet.logs());
+    // `dqmon outbox list` on any replica: nothing left pending in the
+    // fleet; each page recorded as sent by the one replica that sent it
+    let mut sent: Vec<String> = Vec::new();
+    for r in REPLICAS {
+        let rules = fleet.rules(r);
+        let o = fleet.s3.dqmon(&[
+            "outbox",
+            "list",
+            "--all",
+            "--json",
+            "--config",
+            rules.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "outbox list: {}", stderr(&o));
+        for l in String::from_utf8(o.stdout).unwrap().lines() {
+            let m: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(m["status"], "sent", "{m}");
+            sent.push(m["id"].as_str().unwrap().to_string());
+        }
+    }
+    let distinct: BTreeSet<&String> = sent.iter().collect();
+    assert_eq!(distinct.len(), sent.len(), "one record per page: {sent:?}");
+    assert_eq!(sent.len(), expected.len(), "{sent:?}");
 
     // the poisoned batches are alerted, whoever processed them
     for m in &shared {

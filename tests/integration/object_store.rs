@@ -87,7 +87,7 @@ impl S3Server {
     /// A backend on `s3://<bucket>/<prefix>` of this server, configured the
     /// way a deployment would be (the `object_store` keys, here given
     /// directly instead of through `AWS_*` variables).
-    fn backend(&self, bucket: &str, prefix: &str) -> ObjectBackend {
+    pub(crate) fn backend(&self, bucket: &str, prefix: &str) -> ObjectBackend {
         let options = [
             ("aws_endpoint", format!("http://{}", self.addr)),
             ("aws_allow_http", "true".into()),
@@ -480,6 +480,16 @@ pub(crate) fn shared_manifests(s3: &S3Server) -> Vec<serde_json::Value> {
         .collect();
     out.sort_by_key(|m| m["source"].as_str().unwrap().to_string());
     out
+}
+
+/// The replica that holds the lease of the fleet's notifications (its
+/// newest state version under `notify/state/`), if any holds it.
+pub(crate) fn notification_holder(s3: &S3Server) -> Option<String> {
+    let history = s3.backend("history", "fleet/events");
+    let key = history.list("notify/state").unwrap().pop()?;
+    let state: serde_json::Value = serde_json::from_slice(&history.get(&key).unwrap()?).unwrap();
+    let holder = state["holder"].as_str()?;
+    (!holder.is_empty()).then(|| holder.to_string())
 }
 
 /// The positions of a replica's stream in the shared history's manifests.

@@ -71,6 +71,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(keys)
     }
 
+    /// The folder-like prefixes directly under a prefix, as keys
+    /// (`history/streams` gives `history/streams/kafka.t.0`, …), sorted;
+    /// hidden ones (a leading `.`) are not listed. One delimiter listing on
+    /// an object store.
+    fn folders(&self, prefix: &str) -> io::Result<Vec<String>>;
+
     /// Remove the object; one already gone is fine.
     fn delete(&self, key: &str) -> io::Result<()>;
 
@@ -113,6 +119,44 @@ impl LocalBackend {
         &self.root
     }
 
+    /// The files (or the folders) directly under a prefix, as keys, sorted.
+    fn entries(&self, prefix: &str, folders: bool) -> io::Result<Vec<String>> {
+        let prefix = prefix.trim_end_matches('/');
+        let dir = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix)?
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let kind = entry.file_type()?;
+            let wanted = if folders {
+                kind.is_dir()
+            } else {
+                kind.is_file()
+            };
+            if name.starts_with('.') || !wanted {
+                continue;
+            }
+            keys.push(if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            });
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     fn path(&self, key: &str) -> io::Result<PathBuf> {
         check_key(key)?;
         Ok(self.root.join(key))
@@ -150,34 +194,11 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let prefix = prefix.trim_end_matches('/');
-        let dir = if prefix.is_empty() {
-            self.root.clone()
-        } else {
-            self.path(prefix)?
-        };
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut keys = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') || !entry.file_type()?.is_file() {
-                continue;
-            }
-            keys.push(if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            });
-        }
-        keys.sort();
-        Ok(keys)
+        self.entries(prefix, false)
+    }
+
+    fn folders(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.entries(prefix, true)
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
@@ -220,6 +241,11 @@ pub fn conformance(b: &dyn Backend) {
     assert_eq!(b.list("a/").unwrap(), vec!["a/one.json", "a/two.json"]);
     assert_eq!(b.list("").unwrap(), vec!["top.json"]);
     assert_eq!(b.list("a/b").unwrap(), vec!["a/b/deeper.json"]);
+    assert_eq!(b.folders("a").unwrap(), vec!["a/b"]);
+    assert_eq!(b.folders("a/").unwrap(), vec!["a/b"]);
+    assert_eq!(b.folders("").unwrap(), vec!["a"]);
+    assert_eq!(b.folders("a/b").unwrap(), Vec::<String>::new());
+    assert_eq!(b.folders("nothing").unwrap(), Vec::<String>::new());
 
     assert_eq!(b.list_after("a", "a/one.json").unwrap(), vec!["a/two.json"]);
     assert_eq!(

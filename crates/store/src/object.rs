@@ -248,6 +248,35 @@ impl Backend for ObjectBackend {
         Ok(keys)
     }
 
+    fn folders(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let dir = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(&prefix)?
+        };
+        let store = self.store.clone();
+        let listed = self.run(async move {
+            let dir = (!dir.is_root()).then_some(dir);
+            store.list_with_delimiter(dir.as_ref()).await.map_err(other)
+        })?;
+        let mut keys: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter(|name| !name.starts_with('.'))
+            .map(|name| {
+                if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}/{name}")
+                }
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     fn delete(&self, key: &str) -> io::Result<()> {
         let (store, path) = (self.store.clone(), self.path(key)?);
         self.run(async move {

@@ -9,7 +9,6 @@
 //! history's metrics only to draw charts.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -21,11 +20,13 @@ use sha2::{Digest, Sha256};
 
 use super::Alert;
 use super::clock::Clock;
+use super::fleet::{Fleet, FleetInbox};
 use super::lifecycle::{Lifecycle, Planned};
 use super::outbox::{InboxBatch, Message, MessageStatus, Outbox, OutboxError};
 use super::sink::{self, SendContext};
 use crate::config::model::AlertRules;
 use crate::store::audit::{AuditKind, AuditLog};
+use crate::store::backend::{Backend, LocalBackend};
 use crate::store::history::Manifest;
 
 /// The longest the delivery thread sleeps before looking again.
@@ -34,6 +35,9 @@ const MAX_IDLE: Duration = Duration::from_millis(500);
 /// Handle of a dataset's delivery: enqueue batches, stop the thread.
 pub struct Notifier {
     outbox: Outbox,
+    /// With a shared history: the replica's inbox on the shared store,
+    /// which takes the place of the local one (see [`super::fleet`]).
+    fleet: Option<FleetInbox>,
     dataset: String,
     rules: AlertRules,
     clock: Arc<dyn Clock>,
@@ -45,7 +49,9 @@ pub struct Notifier {
 /// Everything the delivery thread owns.
 struct Deliverer {
     dataset: String,
-    state_dir: PathBuf,
+    /// The history's objects, where charts read metrics: the state folder,
+    /// or the shared history.
+    history: Arc<dyn Backend>,
     rules: AlertRules,
     outbox: Outbox,
     lifecycle: Lifecycle,
@@ -62,23 +68,36 @@ struct Deliverer {
     /// with the process: the next start finds them pending and sends them
     /// once more (delivery is at least once).
     unrecorded: BTreeMap<String, Message>,
+    /// With a shared history: the fleet's lifecycle, run while this
+    /// replica holds its lease.
+    fleet: Option<Fleet>,
 }
 
 impl Notifier {
     /// Open the outbox, reconcile it with the history (batches committed but
     /// not yet enqueued because of a crash are enqueued now) and start the
-    /// delivery thread.
+    /// delivery thread. With `fleet` (a shared history), committed batches
+    /// go to the replica's inbox on the shared store and the fleet's
+    /// lifecycle runs on whichever replica holds its lease.
     pub fn start(
         dataset: &str,
         state_dir: &std::path::Path,
         rules: AlertRules,
         manifests: &[Manifest],
         clock: Arc<dyn Clock>,
+        fleet: Option<FleetInbox>,
     ) -> Result<Notifier, OutboxError> {
         let outbox = Outbox::open(state_dir)?;
-        let lifecycle = match outbox.lifecycle()? {
-            Some(l) => l,
-            None => {
+        let lifecycle = match (&fleet, outbox.lifecycle()?) {
+            (Some(inbox), local) => {
+                let n = inbox.repair(manifests)?;
+                if n > 0 {
+                    tracing::info!(dataset = %dataset, batches = n, "committed batches added to the fleet's notification inbox after a crash");
+                }
+                local.unwrap_or_default()
+            }
+            (None, Some(l)) => l,
+            (None, None) => {
                 // A new outbox on an existing history: start from now, do not
                 // notify the whole past again.
                 let l = Lifecycle {
@@ -92,13 +111,15 @@ impl Notifier {
                 l
             }
         };
-        for m in manifests {
-            if lifecycle.ingested_seq.is_none_or(|s| m.seq > s) {
-                outbox.put_inbox(&InboxBatch {
-                    seq: m.seq,
-                    batch_id: m.batch_id.clone(),
-                    alerts: m.alerts.clone(),
-                })?;
+        if fleet.is_none() {
+            for m in manifests {
+                if lifecycle.ingested_seq.is_none_or(|s| m.seq > s) {
+                    outbox.put_inbox(&InboxBatch {
+                        seq: m.seq,
+                        batch_id: m.batch_id.clone(),
+                        alerts: m.alerts.clone(),
+                    })?;
+                }
             }
         }
         let audit = match AuditLog::open(state_dir) {
@@ -115,7 +136,10 @@ impl Notifier {
         let stop = Arc::new(AtomicBool::new(false));
         let mut d = Deliverer {
             dataset: dataset.to_string(),
-            state_dir: state_dir.to_path_buf(),
+            history: match &fleet {
+                Some(inbox) => inbox.objects(),
+                None => Arc::new(LocalBackend::new(state_dir)),
+            },
             rules: rules.clone(),
             outbox: outbox.clone(),
             lifecycle,
@@ -123,6 +147,7 @@ impl Notifier {
             rng: rand::rngs::SmallRng::from_os_rng(),
             audit,
             unrecorded: BTreeMap::new(),
+            fleet: fleet.as_ref().map(FleetInbox::fleet),
         };
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -134,6 +159,7 @@ impl Notifier {
             })?;
         Ok(Notifier {
             outbox,
+            fleet,
             dataset: dataset.to_string(),
             rules,
             clock,
@@ -146,11 +172,15 @@ impl Notifier {
     /// Durably enqueue a committed batch's alerts (call before the batch is
     /// acknowledged). Idempotent per batch.
     pub fn enqueue(&self, seq: u64, batch_id: &str, alerts: &[Alert]) -> Result<(), OutboxError> {
-        self.outbox.put_inbox(&InboxBatch {
+        let b = InboxBatch {
             seq,
             batch_id: batch_id.to_string(),
             alerts: alerts.to_vec(),
-        })?;
+        };
+        match &self.fleet {
+            Some(inbox) => inbox.put(&b)?,
+            None => self.outbox.put_inbox(&b)?,
+        }
         let _ = self.wake.send(());
         Ok(())
     }
@@ -199,27 +229,31 @@ fn queue(
     now: i64,
 ) -> Result<(), OutboxError> {
     for p in planned {
-        let digest_until_ms = p.target.digest_secs.map(|s| {
-            let w = (s as i64).max(1) * 1000;
-            (now.div_euclid(w) + 1) * w
-        });
-        let m = Message {
-            id: p.notice.message_id(&p.target.receiver, &p.id_extra),
-            receiver: p.target.receiver.clone(),
-            notice: p.notice,
-            digest_until_ms,
-            status: MessageStatus::Pending,
-            attempts: 0,
-            created_ms: now,
-            next_attempt_ms: digest_until_ms.unwrap_or(now),
-            last_error: None,
-            delivered_in: None,
-        };
+        let m = super::fleet::message(p, now);
         if outbox.add(&m)? {
             tracing::debug!(dataset = %dataset, message_id = %m.id, receiver = %m.receiver, kind = m.notice.kind.as_str(), "notification queued");
         }
     }
     Ok(())
+}
+
+/// Due messages in delivery groups: a message alone (keyed by its id), or
+/// the digest items of one receiver and window together.
+fn groups(due: Vec<Message>) -> Vec<(String, Vec<Message>)> {
+    let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+    for m in due {
+        match m.digest_until_ms {
+            Some(w) => {
+                let key = format!("digest-{}-{w}", m.receiver);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.push(m),
+                    None => groups.push((key, vec![m])),
+                }
+            }
+            None => groups.push((m.id.clone(), vec![m])),
+        }
+    }
+    groups
 }
 
 impl Deliverer {
@@ -234,13 +268,24 @@ impl Deliverer {
                 }
             };
             if stopping {
+                if let Some(fleet) = self.fleet.as_mut()
+                    && let Err(e) = fleet.release(self.clock.now_ms())
+                {
+                    tracing::warn!(dataset = %self.dataset, error = %e, "could not hand the fleet's notifications on; another replica takes them over when the lease runs out");
+                }
                 break;
             }
             let wait = next
-                .map(|t| Duration::from_millis((t - self.clock.now_ms()).clamp(1, 500) as u64))
+                .map(|t| {
+                    Duration::from_millis(t.saturating_sub(self.clock.now_ms()).clamp(1, 500) as u64)
+                })
                 .unwrap_or(MAX_IDLE)
                 .min(MAX_IDLE);
-            let _ = rx.recv_timeout(wait);
+            if rx.recv_timeout(wait).is_ok()
+                && let Some(fleet) = self.fleet.as_mut()
+            {
+                fleet.poke();
+            }
         }
     }
 
@@ -273,16 +318,56 @@ impl Deliverer {
         }
         self.lifecycle = next;
         self.deliver_due()?;
+        let fleet_due = self.step_fleet()?;
         let pending = self.outbox.messages(MessageStatus::Pending)?;
-        crate::ops::metrics::outbox_depth(&self.dataset, pending.len() as u64);
+        let fleet_pending = self.fleet.as_ref().map_or(0, Fleet::pending);
+        crate::ops::metrics::outbox_depth(&self.dataset, (pending.len() + fleet_pending) as u64);
         let next_msg = pending
             .iter()
             .map(|m| m.next_attempt_ms.max(m.digest_until_ms.unwrap_or(i64::MIN)))
             .min();
-        Ok([next_msg, self.lifecycle.next_due_ms()]
+        Ok([next_msg, self.lifecycle.next_due_ms(), fleet_due]
             .into_iter()
             .flatten()
             .min())
+    }
+
+    /// The fleet's part of a step: move its state on (see
+    /// [`Fleet::step`]) and, while this replica holds the lease, deliver
+    /// its due messages and record the outcome in the next version.
+    /// Returns when the fleet has something due next.
+    fn step_fleet(&mut self) -> Result<Option<i64>, OutboxError> {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms();
+        if !fleet.step(&self.rules, now)? || !fleet.may_deliver(now) {
+            return Ok(fleet.next_due_ms());
+        }
+        let due = fleet.due(now);
+        if due.is_empty() {
+            return Ok(fleet.next_due_ms());
+        }
+        let mut outcomes = Vec::new();
+        for (key, mut group) in groups(due) {
+            self.send(&key, &mut group);
+            outcomes.extend(group);
+        }
+        for m in outcomes
+            .iter()
+            .filter(|m| m.status != MessageStatus::Pending)
+        {
+            // the replica's own record, for `dqmon outbox` (and a retry of
+            // a failed one, which this replica then sends itself)
+            if let Err(e) = self.outbox.write(m) {
+                tracing::warn!(dataset = %self.dataset, message_id = %m.id, error = %e, "could not record a fleet notification in the local outbox");
+            }
+        }
+        let fleet = self.fleet.as_mut().expect("fleet mode");
+        if !fleet.settle(&outcomes, self.clock.now_ms())? {
+            tracing::warn!(dataset = %self.dataset, "the fleet's notification lease moved on during a delivery; its successor sends what this delivery did not record (same message ids)");
+        }
+        Ok(fleet.next_due_ms())
     }
 
     /// Write planned notices as pending messages (known ids are no-ops).
@@ -313,68 +398,10 @@ impl Deliverer {
             .into_iter()
             .filter(|m| m.next_attempt_ms <= now && !self.unrecorded.contains_key(&m.id))
             .collect();
-        // Group: a single message, or the digest items of (receiver, window).
-        let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
-        for m in due {
-            match m.digest_until_ms {
-                Some(w) => {
-                    let key = format!("digest-{}-{w}", m.receiver);
-                    match groups.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, g)) => g.push(m),
-                        None => groups.push((key, vec![m])),
-                    }
-                }
-                None => groups.push((m.id.clone(), vec![m])),
-            }
-        }
-        for (key, mut group) in groups {
-            let receiver_name = group[0].receiver.clone();
-            let id = if group[0].digest_until_ms.is_some() {
-                hex::encode(
-                    &Sha256::digest(format!("{}\u{1f}{key}", self.dataset).as_bytes())[..16],
-                )
-            } else {
-                key
-            };
-            let result = match self.rules.receivers.get(&receiver_name) {
-                Some(r) => sink::deliver(
-                    r,
-                    &id,
-                    &group,
-                    &SendContext {
-                        state_dir: &self.state_dir,
-                        receiver: &receiver_name,
-                    },
-                )
-                .map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "no receiver is named `{receiver_name}` in the rules any more; add it back or move this message out of {}",
-                    self.outbox.root().join("pending").display()
-                )),
-            };
-            let now = self.clock.now_ms();
-            // One retry time for the whole group, so a digest stays together.
-            let retry_at = now + self.backoff_ms(group[0].attempts + 1);
+        for (key, mut group) in groups(due) {
+            self.send(&key, &mut group);
             let mut write_error = None;
             for m in group.iter_mut() {
-                m.attempts += 1;
-                match &result {
-                    Ok(()) => {
-                        m.status = MessageStatus::Sent;
-                        m.last_error = None;
-                        if m.digest_until_ms.is_some() {
-                            m.delivered_in = Some(id.clone());
-                        }
-                    }
-                    Err(e) => {
-                        m.last_error = Some(e.clone());
-                        if m.attempts >= self.rules.retry.max_attempts {
-                            m.status = MessageStatus::Failed;
-                        } else {
-                            m.next_attempt_ms = retry_at;
-                        }
-                    }
-                }
                 // After a failed write, the rest of the group is not tried:
                 // its attempt is over all the same, so it waits in memory.
                 if write_error.is_some() {
@@ -384,28 +411,79 @@ impl Deliverer {
                     write_error = Some(e);
                 }
             }
-            if result.is_err() {
-                crate::ops::metrics::delivery_failure(&self.dataset, &receiver_name);
-            }
-            match &result {
-                Ok(()) => {
-                    self.record_sent(&id, &group);
-                    tracing::info!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, notifications = group.len(), "notification delivered")
-                }
-                Err(e) if group[0].status == MessageStatus::Failed => tracing::error!(
-                    dataset = %self.dataset, message_id = %id, receiver = %receiver_name, attempts = group[0].attempts, error = %e,
-                    "notification FAILED after the retry limit; it stays in the outbox's failed/ folder"
-                ),
-                Err(e) => {
-                    tracing::warn!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, attempts = group[0].attempts, error = %e, "notification not delivered; will retry")
-                }
-            }
             // Nothing more goes out while its state cannot be written.
             if let Some(e) = write_error {
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// Send one group (a message, or the digest items of one receiver and
+    /// window) and move its messages on: sent, failed for good, or due
+    /// again after a backoff. Records a delivery in the audit log.
+    fn send(&mut self, key: &str, group: &mut [Message]) {
+        let receiver_name = group[0].receiver.clone();
+        let id = if group[0].digest_until_ms.is_some() {
+            hex::encode(&Sha256::digest(format!("{}\u{1f}{key}", self.dataset).as_bytes())[..16])
+        } else {
+            key.to_string()
+        };
+        let result = match self.rules.receivers.get(&receiver_name) {
+            Some(r) => sink::deliver(
+                r,
+                &id,
+                group,
+                &SendContext {
+                    history: &*self.history,
+                    receiver: &receiver_name,
+                },
+            )
+            .map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no receiver is named `{receiver_name}` in the rules any more; add it back or move this message out of {}",
+                self.outbox.root().join("pending").display()
+            )),
+        };
+        let now = self.clock.now_ms();
+        // One retry time for the whole group, so a digest stays together.
+        let retry_at = now + self.backoff_ms(group[0].attempts + 1);
+        for m in group.iter_mut() {
+            m.attempts += 1;
+            match &result {
+                Ok(()) => {
+                    m.status = MessageStatus::Sent;
+                    m.last_error = None;
+                    if m.digest_until_ms.is_some() {
+                        m.delivered_in = Some(id.clone());
+                    }
+                }
+                Err(e) => {
+                    m.last_error = Some(e.clone());
+                    if m.attempts >= self.rules.retry.max_attempts {
+                        m.status = MessageStatus::Failed;
+                    } else {
+                        m.next_attempt_ms = retry_at;
+                    }
+                }
+            }
+        }
+        if result.is_err() {
+            crate::ops::metrics::delivery_failure(&self.dataset, &receiver_name);
+        }
+        match &result {
+            Ok(()) => {
+                self.record_sent(&id, group);
+                tracing::info!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, notifications = group.len(), "notification delivered")
+            }
+            Err(e) if group[0].status == MessageStatus::Failed => tracing::error!(
+                dataset = %self.dataset, message_id = %id, receiver = %receiver_name, attempts = group[0].attempts, error = %e,
+                "notification FAILED after the retry limit; it stays in the outbox's failed/ folder"
+            ),
+            Err(e) => {
+                tracing::warn!(dataset = %self.dataset, message_id = %id, receiver = %receiver_name, attempts = group[0].attempts, error = %e, "notification not delivered; will retry")
+            }
+        }
     }
 
     /// Record a delivered message in the audit log, once per message id
@@ -440,4 +518,4 @@ impl Deliverer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,11 +15,15 @@
 //!                                 ─► outbox message per receiver ─► sink (retries)
 //! ```
 //!
+//! With a shared history the inbox is on the shared store and one replica
+//! at a time runs the lifecycle for the fleet ([`fleet`]).
+//!
 //! Dedup, cooldown, resolve and routing govern notifications only; the
 //! alerts file keeps one line per finding.
 
 pub mod clock;
 pub mod deliver;
+pub mod fleet;
 pub mod lifecycle;
 pub mod outbox;
 pub mod route;

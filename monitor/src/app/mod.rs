@@ -353,6 +353,23 @@ pub fn is_shared(rules: &Rules, state_dir: &Path) -> bool {
     rules.shared_history.is_some() && state_dir == rules.state_dir
 }
 
+/// With a shared history, this replica's notification inbox on it (the
+/// fleet's one alert stream, see [`crate::alert::fleet`]); `None` otherwise.
+pub fn fleet_inbox(
+    rules: &Rules,
+    state_dir: &Path,
+) -> Result<Option<crate::alert::fleet::FleetInbox>, AppError> {
+    if !is_shared(rules, state_dir) {
+        return Ok(None);
+    }
+    let objects: std::sync::Arc<dyn crate::store::backend::Backend> =
+        std::sync::Arc::from(history_objects(rules, state_dir)?);
+    Ok(Some(crate::alert::fleet::FleetInbox::new(
+        &crate::source::stream::replica(),
+        objects,
+    )))
+}
+
 /// Open the history a dataset's live run writes: its state folder, with
 /// the batch objects on the shared history when there is one (as this
 /// replica, see [`crate::source::stream::replica`]).
@@ -409,6 +426,7 @@ impl Stopped {
                     a.clone(),
                     &manifests,
                     Arc::new(crate::alert::clock::SystemClock),
+                    fleet_inbox(&rules, &rules.state_dir)?,
                 )
                 .map_err(outbox_err)?;
                 n.page(alert).map_err(outbox_err)?;

@@ -217,6 +217,7 @@ impl Worker {
                         a.clone(),
                         &manifests,
                         Arc::new(crate::alert::clock::SystemClock),
+                        super::fleet_inbox(&rules, history_dir)?,
                     )
                     .map_err(outbox_err)?,
                 )

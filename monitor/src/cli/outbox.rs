@@ -1,7 +1,9 @@
 //! `dqmon outbox list` and `dqmon outbox retry`: the way back for
 //! notifications that exhausted their retries (`outbox/failed/`).
 //!
-//! `list` only reads. `retry` sends failed messages back to pending with
+//! `list` only reads (with a shared history, also the fleet's pending
+//! messages, from its shared state; failed and sent messages stay in the
+//! outbox of the replica that tried them). `retry` sends failed messages back to pending with
 //! their attempts at zero: directly when no daemon writes the dataset's
 //! state folder (the next `dqmon run` delivers them), or, while one does,
 //! by leaving it a request (`outbox/retry/<id>`) that its delivery thread
@@ -72,6 +74,28 @@ pub fn run(action: OutboxCommand) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             let mut n = 0;
             for r in datasets(&config, dataset.as_deref())? {
+                // with a shared history, the fleet's pending messages are in
+                // its shared state, whichever replica will deliver them
+                if r.shared_history.is_some() {
+                    let objects = crate::app::history_objects(&r, &r.state_dir)?;
+                    let (holder, pending) = crate::alert::fleet::pending_on(&*objects)?;
+                    for m in pending {
+                        n += 1;
+                        if json {
+                            let mut v = summary(&r.dataset, &m);
+                            v["fleet_holder"] = serde_json::json!(holder);
+                            serde_json::to_writer(&mut out, &v)?;
+                            writeln!(out)?;
+                        } else {
+                            writeln!(
+                                out,
+                                "{}  (fleet; replica {} delivers)",
+                                line(&r.dataset, &m),
+                                escape(&holder)
+                            )?;
+                        }
+                    }
+                }
                 let Some(outbox) = existing(&r) else { continue };
                 for &status in statuses {
                     for m in outbox.messages(status)? {

@@ -76,6 +76,10 @@ impl<B: Backend> Backend for Counting<B> {
         self.log.note("list_after", prefix);
         self.inner.list_after(prefix, after)
     }
+    fn folders(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.log.note("list_folders", prefix);
+        self.inner.folders(prefix)
+    }
     fn delete(&self, key: &str) -> io::Result<()> {
         self.log.note("delete", key);
         self.inner.delete(key)

@@ -393,8 +393,19 @@ impl History {
         manifest: Manifest,
         profile: Option<&BatchProfile>,
     ) -> Result<Vec<Alert>, HistoryError> {
+        Ok(self.commit_new(manifest, profile)?.unwrap_or_default())
+    }
+
+    /// [`History::commit`], telling a batch this commit wrote (`Some`, its
+    /// alerts) from one already in the history, by this writer or another
+    /// (`None`: nothing was written, nothing is to be notified).
+    pub fn commit_new(
+        &mut self,
+        manifest: Manifest,
+        profile: Option<&BatchProfile>,
+    ) -> Result<Option<Vec<Alert>>, HistoryError> {
         if self.contains(&manifest.batch_id) {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut manifest = manifest;
         manifest.writer = self.writer.clone();
@@ -437,7 +448,7 @@ impl History {
                 self.index_stream(&theirs)?;
                 self.advance(&theirs);
             }
-            return Ok(Vec::new());
+            return Ok(None);
         }
         self.ids.insert(manifest.batch_id.clone());
         if !self.index_stream(&manifest)? {
@@ -467,7 +478,7 @@ impl History {
             Some(&manifest.batch_id),
             manifest_audit_payload(&manifest, &manifest_bytes),
         )?;
-        Ok(manifest.alerts)
+        Ok(Some(manifest.alerts))
     }
 
     fn append_alerts(&self, alerts: &[Alert]) -> Result<(), HistoryError> {

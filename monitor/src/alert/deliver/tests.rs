@@ -8,8 +8,9 @@ use crate::alert::BatchContext;
 use crate::alert::clock::ManualClock;
 use crate::compare::{Check, Finding, Severity, Verdict};
 use crate::config::model::{ConfigValue, Receiver, RetryRules, WebhookFormat, WebhookReceiver};
+use crate::store::history::{BatchStatus, MANIFEST_FORMAT};
 
-fn alert(batch: &str) -> Alert {
+pub(crate) fn alert(batch: &str) -> Alert {
     let ctx = BatchContext {
         dataset: "d".into(),
         batch_id: batch.into(),
@@ -29,7 +30,7 @@ fn alert(batch: &str) -> Alert {
     Alert::new(&ctx, &f)
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
@@ -40,12 +41,40 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+pub(crate) fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A committed batch of the history with these alerts.
+pub(crate) fn manifest(seq: u64, id: &str, alerts: Vec<Alert>) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT,
+        seq,
+        batch_id: id.into(),
+        dataset: "d".into(),
+        status: BatchStatus::Processed,
+        source: String::new(),
+        input_sha256: String::new(),
+        input_bytes: 0,
+        rows: 0,
+        rows_by_tag: Default::default(),
+        schema_fingerprint: None,
+        baseline_id: None,
+        rules_hash: String::new(),
+        dqmon_version: String::new(),
+        batch_time: None,
+        reason: None,
+        findings: Vec::new(),
+        alerts,
+        evidence: None,
+        stream: None,
+        stream_seq: None,
+        writer: None,
+    }
 }
 
 #[test]
@@ -62,7 +91,7 @@ fn paused_clock_drives_trigger_cooldown_summary_and_resolve_through_the_thread()
         .insert("log".into(), Receiver::File { path: out.clone() });
     rules.default_route = vec!["log".into()];
     let clock = ManualClock::new(1_700_000_000_000);
-    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone()), None).unwrap();
     n.enqueue(0, "b0", &[alert("b0")]).unwrap();
     wait_for("the trigger", || lines(&out).len() == 1);
     assert_eq!(lines(&out)[0]["kind"], "trigger");
@@ -113,7 +142,7 @@ fn a_delivered_message_whose_record_fails_is_not_sent_again() {
     rules.default_route = vec!["log".into()];
     let sent_dir = dir.path().join("outbox/sent");
     let clock = ManualClock::new(1_700_000_000_000);
-    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone()), None).unwrap();
     std::fs::remove_dir(&sent_dir).unwrap();
     std::fs::write(&sent_dir, b"not a folder").unwrap();
     n.enqueue(0, "b0", &[alert("b0")]).unwrap();
@@ -169,7 +198,7 @@ fn retries_back_off_then_the_message_is_marked_failed_and_kept() {
     );
     rules.default_route = vec!["hook".into()];
     let clock = ManualClock::new(0);
-    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone()), None).unwrap();
     n.enqueue(0, "b0", &[alert("b0")]).unwrap();
     let pending = |n: &Notifier| n.outbox().messages(MessageStatus::Pending).unwrap();
     wait_for("the first attempt", || {
@@ -221,7 +250,6 @@ fn pending_is_empty(state: &std::path::Path) -> bool {
 
 #[test]
 fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
-    use crate::store::history::{BatchStatus, MANIFEST_FORMAT, Manifest};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("notes.jsonl");
     let mut rules = AlertRules::default();
@@ -229,30 +257,6 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
         .receivers
         .insert("log".into(), Receiver::File { path: out.clone() });
     rules.default_route = vec!["log".into()];
-    let manifest = |seq: u64, id: &str, alerts: Vec<Alert>| Manifest {
-        format: MANIFEST_FORMAT,
-        seq,
-        batch_id: id.into(),
-        dataset: "d".into(),
-        status: BatchStatus::Processed,
-        source: String::new(),
-        input_sha256: String::new(),
-        input_bytes: 0,
-        rows: 0,
-        rows_by_tag: Default::default(),
-        schema_fingerprint: None,
-        baseline_id: None,
-        rules_hash: String::new(),
-        dqmon_version: String::new(),
-        batch_time: None,
-        reason: None,
-        findings: Vec::new(),
-        alerts,
-        evidence: None,
-        stream: None,
-        stream_seq: None,
-        writer: None,
-    };
     // First start: one batch already in the history is not notified.
     let n = Notifier::start(
         "d",
@@ -260,6 +264,7 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
         rules.clone(),
         &[manifest(0, "b0", vec![alert("b0")])],
         Arc::new(ManualClock::new(0)),
+        None,
     )
     .unwrap();
     n.stop();
@@ -274,12 +279,21 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
         rules.clone(),
         &ms,
         Arc::new(ManualClock::new(0)),
+        None,
     )
     .unwrap();
     wait_for("b1's trigger", || lines(&out).len() == 1);
     n.stop();
     // And once more: nothing is sent twice.
-    let n = Notifier::start("d", dir.path(), rules, &ms, Arc::new(ManualClock::new(0))).unwrap();
+    let n = Notifier::start(
+        "d",
+        dir.path(),
+        rules,
+        &ms,
+        Arc::new(ManualClock::new(0)),
+        None,
+    )
+    .unwrap();
     n.enqueue(1, "b1", &[alert("b1")]).unwrap();
     n.stop();
     let got = lines(&out);
@@ -307,7 +321,7 @@ fn a_digest_route_sends_one_message_per_window() {
         continue_matching: false,
     });
     let clock = ManualClock::new(10_000);
-    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone())).unwrap();
+    let n = Notifier::start("d", dir.path(), rules, &[], Arc::new(clock.clone()), None).unwrap();
     let mut other = alert("b1");
     other.fingerprint = "0123456789abcdef".into();
     other.alert_id = "ff".repeat(16);

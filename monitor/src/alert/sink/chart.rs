@@ -5,14 +5,13 @@
 //! Reads history metrics only; writes nothing. Draws with plotters into an
 //! RGB buffer (no fonts, no system libraries) and encodes it with `png`.
 
-use std::path::Path;
-
 use arrow::array::{Array, Float64Array, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use plotters::prelude::*;
 
 use crate::alert::Alert;
 use crate::compare::Check;
+use crate::store::backend::Backend;
 
 pub const WIDTH: u32 = 480;
 pub const HEIGHT: u32 = 160;
@@ -33,18 +32,16 @@ fn metric_of(a: &Alert) -> Option<(&'static str, Option<String>)> {
 
 /// Rows (column, value) of one metric and slice in one batch's metrics file.
 fn rows_in(
-    state_dir: &Path,
+    history: &dyn Backend,
     batch_id: &str,
     slice: &str,
     metric: &str,
 ) -> Vec<(Option<String>, f64)> {
-    let path = state_dir
-        .join("history/metrics")
-        .join(format!("{batch_id}.parquet"));
-    let Ok(file) = std::fs::File::open(path) else {
+    let key = format!("history/metrics/{batch_id}.parquet");
+    let Ok(Some(bytes)) = history.get(&key) else {
         return Vec::new();
     };
-    let Some(reader) = ParquetRecordBatchReaderBuilder::try_new(file)
+    let Some(reader) = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
         .ok()
         .and_then(|b| b.build().ok())
     else {
@@ -81,11 +78,16 @@ fn rows_in(
 /// The metrics column that holds the alert's metric: the named one, or for
 /// a label rate without a class, the class whose rate in the alert's batch
 /// is the observed value.
-fn column_of(state_dir: &Path, a: &Alert, metric: &str, column: Option<String>) -> Option<String> {
+fn column_of(
+    history: &dyn Backend,
+    a: &Alert,
+    metric: &str,
+    column: Option<String>,
+) -> Option<String> {
     if column.is_some() || metric != "label_rate" {
         return column;
     }
-    rows_in(state_dir, &a.batch_id, &a.trust_tag, metric)
+    rows_in(history, &a.batch_id, &a.trust_tag, metric)
         .into_iter()
         .filter_map(|(c, v)| c.map(|c| (c, (v - a.observed_value).abs())))
         .min_by(|x, y| x.1.total_cmp(&y.1))
@@ -94,12 +96,12 @@ fn column_of(state_dir: &Path, a: &Alert, metric: &str, column: Option<String>) 
 
 /// The series (oldest first) of the alert's metric over `recent` batches;
 /// the alert's own observed value stands in where no metrics file is found.
-pub fn series(state_dir: &Path, recent: &[String], a: &Alert) -> Vec<f64> {
+pub fn series(history: &dyn Backend, recent: &[String], a: &Alert) -> Vec<f64> {
     let mut out = Vec::new();
     if let Some((metric, column)) = metric_of(a) {
-        let column = column_of(state_dir, a, metric, column);
+        let column = column_of(history, a, metric, column);
         for b in recent {
-            let v = rows_in(state_dir, b, &a.trust_tag, metric)
+            let v = rows_in(history, b, &a.trust_tag, metric)
                 .into_iter()
                 .find(|(c, _)| *c == column)
                 .map(|(_, v)| v);

@@ -42,7 +42,7 @@ pub fn build(
         b = b.to(to.parse().map_err(|e| bad(format!("to: {e}")))?);
     }
     let head = batch[0].notice.head();
-    let values = chart::series(ctx.state_dir, &batch[0].notice.recent_batches, head);
+    let values = chart::series(ctx.history, &batch[0].notice.recent_batches, head);
     let png = chart::png(&values, chart::band(head));
     let cid = format!("chart-{}", &id[..16.min(id.len())]);
     let html_part = SinglePart::html(render::html(batch, png.as_ref().ok().map(|_| cid.as_str())));

@@ -12,7 +12,7 @@ pub mod render;
 pub mod webhook;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::outbox::Message;
 use crate::config::model::{ConfigValue, Receiver, SecretRef};
@@ -42,8 +42,9 @@ pub enum SinkError {
 
 /// What a sink needs besides the message.
 pub struct SendContext<'a> {
-    /// The dataset's state folder (history metrics for charts).
-    pub state_dir: &'a Path,
+    /// The dataset's history objects (its metrics, for charts): the state
+    /// folder, or the fleet's shared history.
+    pub history: &'a dyn crate::store::backend::Backend,
     /// The receiver's name (for error messages).
     pub receiver: &'a str,
 }

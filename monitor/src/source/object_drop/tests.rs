@@ -99,6 +99,9 @@ impl Backend for Shared {
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         self.0.list(prefix)
     }
+    fn folders(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.0.folders(prefix)
+    }
     fn delete(&self, key: &str) -> io::Result<()> {
         self.0.delete(key)
     }
