@@ -122,6 +122,19 @@ impl Fleet {
     }
 }
 
+/// The replicas still running, killed if the test fails half-way (a
+/// `Child` dropped is not stopped).
+struct Running(BTreeMap<&'static str, Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in self.0.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Three replicas, one shared history, one SIGKILL and restart mid-stream.
 #[test]
 fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
@@ -152,8 +165,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
             std::thread::sleep(Duration::from_millis(250));
         }
     });
-    let mut running: BTreeMap<&str, Child> =
-        REPLICAS.iter().map(|r| (*r, fleet.spawn(r))).collect();
+    let mut running = Running(REPLICAS.iter().map(|r| (*r, fleet.spawn(r))).collect());
 
     // wait until the shared history satisfies `done`
     let wait_until = |done: &dyn Fn(&[Value]) -> bool, what: &str| {
@@ -198,7 +210,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         .filter(|m| by(m, victim))
         .map(|m| span(m).0)
         .collect();
-    let c = running.remove(victim).unwrap();
+    let c = running.0.remove(victim).unwrap();
     unsafe_kill(c.id(), "KILL");
     let _ = c.wait_with_output();
     wait_until(
@@ -212,7 +224,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         &|_| notification_holder(&fleet.s3).is_some_and(|h| h != victim),
         "the notification lease taken over",
     );
-    running.insert(victim, fleet.spawn(victim));
+    running.0.insert(victim, fleet.spawn(victim));
     producing.join().unwrap();
     wait_until(&|s| s.len() >= BATCHES as usize, "after the restart");
     // every fingerprint alerted is paged, by whichever replica holds the
@@ -246,7 +258,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
     );
     // give a late duplicate the time to show up before checking
     std::thread::sleep(Duration::from_secs(4));
-    for (r, child) in running {
+    for (r, child) in std::mem::take(&mut running.0) {
         let out = terminate(child);
         assert!(
             out.status.success(),
