@@ -42,6 +42,7 @@ use super::kafka::{
 use super::object_store::{
     S3Server, assert_fleet_view, notification_holder, s3_env, shared_manifests,
 };
+use super::ops::http_get;
 use crate::common::{dqmon_bin, is_label_alert, stderr};
 
 const PARTITIONS: i32 = 6;
@@ -61,6 +62,8 @@ struct Fleet {
     logs: PathBuf,
     /// The port of the webhook every replica's rules page.
     hook: u16,
+    /// Each replica's /metrics port (of its latest start).
+    ports: std::cell::RefCell<BTreeMap<String, u16>>,
 }
 
 impl Fleet {
@@ -99,8 +102,15 @@ impl Fleet {
             .append(true)
             .open(self.logs.join(format!("{name}.log")))
             .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.ports.borrow_mut().insert(name.to_string(), port);
         Command::new(dqmon_bin())
             .args(["run", "--config", self.rules(name).to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .envs(s3_env(&self.s3))
             .env("DQMON_REPLICA", name)
             .env("RUST_LOG", "warn,dqmon=info,librdkafka=error")
@@ -152,6 +162,7 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         s3,
         logs: logs.path().to_path_buf(),
         hook,
+        ports: Default::default(),
     };
 
     let staged: Vec<Vec<Vec<u8>>> = (0..BATCHES)
@@ -258,6 +269,25 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
     );
     // give a late duplicate the time to show up before checking
     std::thread::sleep(Duration::from_secs(4));
+    // /metrics: exactly one replica holds the notification lease
+    let holding: Vec<String> = fleet
+        .ports
+        .borrow()
+        .iter()
+        .filter(|(_, port)| {
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            let (status, text) = http_get(addr, "/metrics");
+            assert_eq!(status, 200);
+            text.lines()
+                .any(|l| l.starts_with("dqmon_notification_lease_held{") && l.ends_with(" 1"))
+        })
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert_eq!(
+        holding,
+        vec![notification_holder(&fleet.s3).unwrap()],
+        "the lease holder, as /metrics shows it"
+    );
     for (r, child) in std::mem::take(&mut running.0) {
         let out = terminate(child);
         assert!(

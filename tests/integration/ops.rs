@@ -183,7 +183,7 @@ impl Drop for Service {
 }
 
 /// A plain HTTP/1.1 GET (the listener answers with a Content-Length body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
     stream

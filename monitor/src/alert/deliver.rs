@@ -341,7 +341,9 @@ impl Deliverer {
             return Ok(None);
         };
         let now = self.clock.now_ms();
-        if !fleet.step(&self.rules, now)? || !fleet.may_deliver(now) {
+        let held = fleet.step(&self.rules, now)?;
+        crate::ops::metrics::notification_lease(&self.dataset, held);
+        if !held || !fleet.may_deliver(now) {
             return Ok(fleet.next_due_ms());
         }
         let due = fleet.due(now);

@@ -53,6 +53,7 @@ pub const QUARANTINED: &str = "dqmon_quarantined_total";
 pub const DROP_REFUSED: &str = "dqmon_drop_refused_total";
 pub const DEAD_LETTERED: &str = "dqmon_dead_lettered_total";
 pub const OUTBOX_DEPTH: &str = "dqmon_outbox_depth";
+pub const NOTIFICATION_LEASE: &str = "dqmon_notification_lease_held";
 pub const DELIVERY_FAILURES: &str = "dqmon_delivery_failures_total";
 pub const KAFKA_LAG: &str = "dqmon_kafka_consumer_lag";
 pub const PROCESSING_SECONDS: &str = "dqmon_batch_processing_seconds";
@@ -142,6 +143,10 @@ fn describe() {
     describe_gauge!(
         OUTBOX_DEPTH,
         "Alerts in the outbox not yet delivered to every sink."
+    );
+    describe_gauge!(
+        NOTIFICATION_LEASE,
+        "1 while this replica holds the lease of a dataset's fleet notifications (it delivers them), else 0."
     );
     describe_counter!(DELIVERY_FAILURES, "Failed delivery attempts, by sink.");
     describe_gauge!(
@@ -311,6 +316,12 @@ pub fn config_reload(result: &'static str) {
 /// outbox for at least one sink.
 pub fn outbox_depth(dataset: &str, depth: u64) {
     gauge!(OUTBOX_DEPTH, "dataset" => dataset.to_string()).set(depth as f64);
+}
+
+/// Whether this replica holds the lease of a dataset's fleet
+/// notifications (with a shared history).
+pub fn notification_lease(dataset: &str, held: bool) {
+    gauge!(NOTIFICATION_LEASE, "dataset" => dataset.to_string()).set(if held { 1.0 } else { 0.0 });
 }
 
 /// One failed delivery attempt of a sink.
