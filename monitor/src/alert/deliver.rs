@@ -5,6 +5,9 @@
 //!
 //! The batch thread never waits on a receiver: a dead SMTP server or webhook
 //! only delays messages, which stay pending in the outbox across restarts.
+//! With a shared history the inbox is the replica's on the shared store, and
+//! the lifecycle and pending messages are the fleet's, moved on by the
+//! replica that holds their lease ([`super::fleet`]); sending is the same.
 //! This module must not touch the alerts file or the history; it reads the
 //! history's metrics only to draw charts.
 
@@ -229,7 +232,7 @@ fn queue(
     now: i64,
 ) -> Result<(), OutboxError> {
     for p in planned {
-        let m = super::fleet::message(p, now);
+        let m = Message::planned(p, now);
         if outbox.add(&m)? {
             tracing::debug!(dataset = %dataset, message_id = %m.id, receiver = %m.receiver, kind = m.notice.kind.as_str(), "notification queued");
         }

@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::{Lifecycle, Planned};
+use super::lifecycle::Lifecycle;
 use super::outbox::{InboxBatch, Message, MessageStatus, OutboxError};
 use crate::config::model::AlertRules;
 use crate::store::backend::{Backend, Put};
@@ -218,27 +218,6 @@ pub struct Fleet {
     next_look_ms: i64,
 }
 
-/// Make the message of a planned notice (pending, due now or at the end of
-/// its digest window).
-pub fn message(p: Planned, now: i64) -> Message {
-    let digest_until_ms = p.target.digest_secs.map(|s| {
-        let w = (s as i64).max(1) * 1000;
-        (now.div_euclid(w) + 1) * w
-    });
-    Message {
-        id: p.notice.message_id(&p.target.receiver, &p.id_extra),
-        receiver: p.target.receiver.clone(),
-        notice: p.notice,
-        digest_until_ms,
-        status: MessageStatus::Pending,
-        attempts: 0,
-        created_ms: now,
-        next_attempt_ms: digest_until_ms.unwrap_or(now),
-        last_error: None,
-        delivered_in: None,
-    }
-}
-
 impl Fleet {
     pub fn new(me: &str, objects: Arc<dyn Backend>) -> Fleet {
         Fleet {
@@ -284,9 +263,13 @@ impl Fleet {
         }
     }
 
-    /// How many messages wait (as far as this replica knows).
+    /// How many of the fleet's messages wait, on the holder (0 on the
+    /// others, so that the fleet's outbox depth is counted once).
     pub fn pending(&self) -> usize {
-        self.known.as_ref().map_or(0, |(_, s)| s.pending.len())
+        match &self.known {
+            Some((_, s)) if s.holder == self.me => s.pending.len(),
+            _ => 0,
+        }
     }
 
     /// When something is due next: a message, a summary, the next look.
@@ -344,7 +327,7 @@ impl Fleet {
             self.next_look_ms = now + POLL_MS;
         }
         for p in next.lifecycle.tick(rules, now) {
-            let m = message(p, now);
+            let m = Message::planned(p, now);
             next.pending.entry(m.id.clone()).or_insert(m);
         }
         let renew = state.lease_until_ms - now < LEASE_MS / 2;
@@ -441,7 +424,7 @@ impl Fleet {
                 let b: InboxBatch = parse(objects, &key, &bytes)?;
                 let n = next.lifecycle.ingested_seq.map_or(0, |s| s + 1);
                 for p in next.lifecycle.ingest(n, &b.batch_id, &b.alerts, rules, now) {
-                    let m = message(p, now);
+                    let m = Message::planned(p, now);
                     next.pending.entry(m.id.clone()).or_insert(m);
                 }
                 next.cursors.insert(writer.clone(), seq);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Alert;
-use super::lifecycle::{Lifecycle, Notice};
+use super::lifecycle::{Lifecycle, Notice, Planned};
 use crate::store::fsutil;
 
 /// Outbox I/O failed.
@@ -91,6 +91,29 @@ pub struct Message {
     pub last_error: Option<String>,
     /// Id of the digest it was delivered in, if it went out in one.
     pub delivered_in: Option<String>,
+}
+
+impl Message {
+    /// The message of a planned notice: pending, due now, or at the end of
+    /// its digest window on a digest route.
+    pub fn planned(p: Planned, now: i64) -> Message {
+        let digest_until_ms = p.target.digest_secs.map(|s| {
+            let w = (s as i64).max(1) * 1000;
+            (now.div_euclid(w) + 1) * w
+        });
+        Message {
+            id: p.notice.message_id(&p.target.receiver, &p.id_extra),
+            receiver: p.target.receiver.clone(),
+            notice: p.notice,
+            digest_until_ms,
+            status: MessageStatus::Pending,
+            attempts: 0,
+            created_ms: now,
+            next_attempt_ms: digest_until_ms.unwrap_or(now),
+            last_error: None,
+            delivered_in: None,
+        }
+    }
 }
 
 /// The outbox folder of one dataset.
