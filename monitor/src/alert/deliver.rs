@@ -346,32 +346,29 @@ impl Deliverer {
         let now = self.clock.now_ms();
         let held = fleet.step(&self.rules, now)?;
         crate::ops::metrics::notification_lease(&self.dataset, held);
-        if !held || !fleet.may_deliver(now) {
-            return Ok(fleet.next_due_ms());
-        }
-        let due = fleet.due(now);
-        if due.is_empty() {
-            return Ok(fleet.next_due_ms());
-        }
-        let mut outcomes = Vec::new();
+        let due = if held { fleet.due(now) } else { Vec::new() };
         for (key, mut group) in groups(due) {
+            // each send starts with the lease long enough to finish it
+            let fleet = self.fleet.as_mut().expect("fleet mode");
+            let now = self.clock.now_ms();
+            if !fleet.ready_to_send(now)? {
+                break;
+            }
             self.send(&key, &mut group);
-            outcomes.extend(group);
-        }
-        for m in outcomes
-            .iter()
-            .filter(|m| m.status != MessageStatus::Pending)
-        {
-            // the replica's own record, for `dqmon outbox` (and a retry of
-            // a failed one, which this replica then sends itself)
-            if let Err(e) = self.outbox.write(m) {
-                tracing::warn!(dataset = %self.dataset, message_id = %m.id, error = %e, "could not record a fleet notification in the local outbox");
+            for m in group.iter().filter(|m| m.status != MessageStatus::Pending) {
+                // the replica's own record, for `dqmon outbox` (and a retry
+                // of a failed one, which this replica then sends itself)
+                if let Err(e) = self.outbox.write(m) {
+                    tracing::warn!(dataset = %self.dataset, message_id = %m.id, error = %e, "could not record a fleet notification in the local outbox");
+                }
+            }
+            let fleet = self.fleet.as_mut().expect("fleet mode");
+            if !fleet.settle(&group, self.clock.now_ms())? {
+                tracing::warn!(dataset = %self.dataset, "the fleet's notification lease moved on during a delivery; its successor sends what this delivery did not record (same message ids)");
+                break;
             }
         }
-        let fleet = self.fleet.as_mut().expect("fleet mode");
-        if !fleet.settle(&outcomes, self.clock.now_ms())? {
-            tracing::warn!(dataset = %self.dataset, "the fleet's notification lease moved on during a delivery; its successor sends what this delivery did not record (same message ids)");
-        }
+        let fleet = self.fleet.as_ref().expect("fleet mode");
         Ok(fleet.next_due_ms())
     }
 

@@ -28,18 +28,24 @@
 //! - A replica takes the lease when the newest state's lease has run out
 //!   (its holder stopped renewing: it died, or it stopped and released
 //!   it) or is its own; the holder renews it by writing a version at least
-//!   every half lease ([`LEASE_MS`]).
+//!   every half lease ([`lease_ms`]: 15 s, or longer when a receiver may
+//!   take longer to answer).
 //! - The holder delivers only messages that a written version lists as
-//!   pending, and only while its lease has more than a third to run; a
-//!   delivery is taken out of the pending set by the next version. A
+//!   pending, and starts a send only when the longest send its receivers
+//!   may take ends before its lease does, with [`MARGIN_MS`] to spare
+//!   (renewing first if need be); each send's outcome is recorded (and the
+//!   lease renewed) by a version of its own. So a successor, which waits
+//!   for the lease to run out, never sends while a send of the holder is
+//!   still under way; a delivery is taken out of the pending set by the
+//!   next version. A
 //!   holder that dies between the two leaves the message pending for its
 //!   successor, which sends it again under the same message id (email
 //!   Message-ID, webhook idempotency key): at least once, as the local
 //!   outbox. A holder that dies before delivering leaves it to its
 //!   successor: nothing is lost.
 //! - Lease expiry compares clocks of different machines: a skew of more
-//!   than a third of the lease between replicas can let two holders send
-//!   one message (still once per id for receivers that deduplicate).
+//!   than [`MARGIN_MS`] between replicas can let two holders send one
+//!   message (still once per id for receivers that deduplicate).
 //!
 //! What stays local to a replica: its delivered and failed records
 //! (`outbox/sent`, `outbox/failed`, for `dqmon outbox`), the audit entries
@@ -57,9 +63,13 @@ use crate::config::model::AlertRules;
 use crate::store::backend::{Backend, Put};
 use crate::store::history::Manifest;
 
-/// How long a lease lasts without renewal: the longest a dead holder's
-/// pending notifications wait for its successor.
+/// How long a lease lasts without renewal, at least: the longest a dead
+/// holder's pending notifications wait for its successor when its
+/// receivers answer fast (see [`lease_ms`]).
 pub const LEASE_MS: i64 = 15_000;
+/// The least lease a holder must have left when it starts a send, beyond
+/// the longest the send may take: room for the replicas' clocks to differ.
+pub const MARGIN_MS: i64 = LEASE_MS / 3;
 /// How often the holder looks for new inbox entries when nothing wakes it.
 pub const POLL_MS: i64 = 2_000;
 /// How often a follower reads the newest state before the lease it knows
@@ -82,6 +92,32 @@ fn inbox_key(writer: &str, seq: u64) -> String {
 /// The number in a versioned key (`…/00000000000000000042.json`).
 fn number_of(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// The longest one send may take with these receivers: a webhook's
+/// timeout bounds its whole request; an SMTP session is bounded per
+/// operation (connect, greeting and TLS, envelope, data), so four times its
+/// timeout; a file or stdout, a second.
+pub fn send_bound_ms(rules: &AlertRules) -> i64 {
+    use crate::config::model::Receiver;
+    rules
+        .receivers
+        .values()
+        .map(|r| match r {
+            Receiver::Webhook(w) => w.timeout_secs as i64 * 1000,
+            Receiver::Email(e) => 4 * e.timeout_secs as i64 * 1000,
+            Receiver::Stdout | Receiver::File { .. } => 1000,
+        })
+        .max()
+        .unwrap_or(1000)
+}
+
+/// The lease a holder takes: [`LEASE_MS`], or long enough for a send to
+/// finish inside it with [`MARGIN_MS`] to spare, twice over, so that a
+/// successor can never take over while a send of the holder's is still
+/// under way.
+pub fn lease_ms(rules: &AlertRules) -> i64 {
+    LEASE_MS.max(2 * (send_bound_ms(rules) + MARGIN_MS))
 }
 
 /// The fleet's notification state: one version per step of its holder.
@@ -216,6 +252,9 @@ pub struct Fleet {
     known: Option<(u64, FleetState)>,
     /// When to look at the inboxes (holder) or the state (follower) next.
     next_look_ms: i64,
+    /// The receivers' longest send and the lease taken (from the rules).
+    bound_ms: i64,
+    lease_ms: i64,
 }
 
 impl Fleet {
@@ -225,6 +264,8 @@ impl Fleet {
             objects,
             known: None,
             next_look_ms: i64::MIN,
+            bound_ms: 1000,
+            lease_ms: LEASE_MS,
         }
     }
 
@@ -242,12 +283,36 @@ impl Fleet {
             .is_some_and(|(_, s)| s.holder == self.me)
     }
 
-    /// Whether this replica may deliver now: it holds the lease with more
-    /// than a third of it to run.
+    /// Whether this replica may start a send now: it holds the lease, and
+    /// the longest send ends before the lease does, with [`MARGIN_MS`] to
+    /// spare.
     pub fn may_deliver(&self, now: i64) -> bool {
-        self.known
-            .as_ref()
-            .is_some_and(|(_, s)| s.holder == self.me && now < s.lease_until_ms - LEASE_MS / 3)
+        self.known.as_ref().is_some_and(|(_, s)| {
+            s.holder == self.me && now + self.bound_ms + MARGIN_MS < s.lease_until_ms
+        })
+    }
+
+    /// Whether this replica may start a send now, renewing its lease
+    /// first (one version) when too little of it is left.
+    pub fn ready_to_send(&mut self, now: i64) -> Result<bool, OutboxError> {
+        if self.may_deliver(now) {
+            return Ok(true);
+        }
+        Ok(self.renew(now)? && self.may_deliver(now))
+    }
+
+    /// Renew the lease now (one version). Returns whether this replica
+    /// still holds it.
+    pub fn renew(&mut self, now: i64) -> Result<bool, OutboxError> {
+        let Some((version, state)) = self.known.clone() else {
+            return Ok(false);
+        };
+        if state.holder != self.me {
+            return Ok(false);
+        }
+        let mut next = state;
+        next.lease_until_ms = now + self.lease_ms;
+        self.write(version + 1, next)
     }
 
     /// The pending messages whose time has come (holder only).
@@ -295,6 +360,8 @@ impl Fleet {
     /// write the next version when anything moved or the lease needs
     /// renewing. Returns whether this replica holds the lease after it.
     pub fn step(&mut self, rules: &AlertRules, now: i64) -> Result<bool, OutboxError> {
+        self.bound_ms = send_bound_ms(rules);
+        self.lease_ms = lease_ms(rules);
         let look = now >= self.next_look_ms;
         if !self.holds() {
             let live_elsewhere = self
@@ -330,11 +397,11 @@ impl Fleet {
             let m = Message::planned(p, now);
             next.pending.entry(m.id.clone()).or_insert(m);
         }
-        let renew = state.lease_until_ms - now < LEASE_MS / 2;
+        let renew = state.lease_until_ms - now < self.lease_ms / 2;
         if next == state && !renew && !taking_over {
             return Ok(true);
         }
-        next.lease_until_ms = now + LEASE_MS;
+        next.lease_until_ms = now + self.lease_ms;
         if !self.write(version.map_or(0, |v| v + 1), next)? {
             return Ok(false);
         }
@@ -367,7 +434,7 @@ impl Fleet {
                 next.pending.remove(&m.id);
             }
         }
-        next.lease_until_ms = now + LEASE_MS;
+        next.lease_until_ms = now + self.lease_ms;
         self.write(version + 1, next)
     }
 
