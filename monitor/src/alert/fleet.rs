@@ -36,9 +36,8 @@
 //!   (renewing first if need be); each send's outcome is recorded (and the
 //!   lease renewed) by a version of its own. So a successor, which waits
 //!   for the lease to run out, never sends while a send of the holder is
-//!   still under way; a delivery is taken out of the pending set by the
-//!   next version. A
-//!   holder that dies between the two leaves the message pending for its
+//!   still under way. A holder that dies between a send and its record
+//!   leaves the message pending for its
 //!   successor, which sends it again under the same message id (email
 //!   Message-ID, webhook idempotency key): at least once, as the local
 //!   outbox. A holder that dies before delivering leaves it to its
@@ -95,9 +94,11 @@ fn number_of(key: &str) -> Option<u64> {
 }
 
 /// The longest one send may take with these receivers: a webhook's
-/// timeout bounds its whole request; an SMTP session is bounded per
-/// operation (connect, greeting and TLS, envelope, data), so four times its
-/// timeout; a file or stdout, a second.
+/// timeout bounds its whole request; an SMTP client's bounds each wait for
+/// the server (connect, greeting and TLS, envelope, data), so four times
+/// its timeout (a server that stalls at every reply of a long session can
+/// take longer: its copy then carries the same Message-ID); a file or
+/// stdout, a second.
 pub fn send_bound_ms(rules: &AlertRules) -> i64 {
     use crate::config::model::Receiver;
     rules
