@@ -130,6 +130,30 @@ impl ObjectBackend {
             .fold(self.prefix.clone(), |p, part| p.join(part)))
     }
 
+    /// A folder-like prefix of keys (no trailing `/`) and where it is in
+    /// the store.
+    fn dir(&self, prefix: &str) -> io::Result<(String, ObjectPath)> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let dir = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path(&prefix)?
+        };
+        Ok((prefix, dir))
+    }
+
+    /// One delimiter listing of a prefix: the objects and folders directly
+    /// under it.
+    fn delimited(&self, prefix: &str) -> io::Result<(String, object_store::ListResult)> {
+        let (prefix, dir) = self.dir(prefix)?;
+        let store = self.store.clone();
+        let listed = self.run(async move {
+            let dir = (!dir.is_root()).then_some(dir);
+            store.list_with_delimiter(dir.as_ref()).await.map_err(other)
+        })?;
+        Ok((prefix, listed))
+    }
+
     /// Run one call of the store on the backend's runtime and wait for it.
     fn run<T: Send + 'static>(
         &self,
@@ -194,17 +218,7 @@ impl Backend for ObjectBackend {
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let dir = if prefix.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.path(&prefix)?
-        };
-        let store = self.store.clone();
-        let listed = self.run(async move {
-            let dir = (!dir.is_root()).then_some(dir);
-            store.list_with_delimiter(dir.as_ref()).await.map_err(other)
-        })?;
+        let (prefix, listed) = self.delimited(prefix)?;
         let mut keys: Vec<String> = listed
             .objects
             .iter()
@@ -216,12 +230,7 @@ impl Backend for ObjectBackend {
 
     fn list_after(&self, prefix: &str, after: &str) -> io::Result<Vec<String>> {
         use futures_util::TryStreamExt;
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let dir = if prefix.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.path(&prefix)?
-        };
+        let (prefix, dir) = self.dir(prefix)?;
         // `after` need not name an object (nor be a valid key: `a/` is fine)
         let offset = after
             .split('/')
@@ -249,17 +258,7 @@ impl Backend for ObjectBackend {
     }
 
     fn folders(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let prefix = prefix.trim_end_matches('/').to_string();
-        let dir = if prefix.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.path(&prefix)?
-        };
-        let store = self.store.clone();
-        let listed = self.run(async move {
-            let dir = (!dir.is_root()).then_some(dir);
-            store.list_with_delimiter(dir.as_ref()).await.map_err(other)
-        })?;
+        let (prefix, listed) = self.delimited(prefix)?;
         let mut keys: Vec<String> = listed
             .common_prefixes
             .iter()

@@ -305,14 +305,20 @@ impl Fleet {
     /// Renew the lease now (one version). Returns whether this replica
     /// still holds it.
     pub fn renew(&mut self, now: i64) -> Result<bool, OutboxError> {
-        let Some((version, state)) = self.known.clone() else {
+        let until = now + self.lease_ms;
+        self.as_holder(|next| next.lease_until_ms = until)
+    }
+
+    /// Write the next version, `edit` applied to the newest known state,
+    /// when this replica holds the lease. Returns whether it was written.
+    fn as_holder(&mut self, edit: impl FnOnce(&mut FleetState)) -> Result<bool, OutboxError> {
+        let Some((version, mut next)) = self.known.clone() else {
             return Ok(false);
         };
-        if state.holder != self.me {
+        if next.holder != self.me {
             return Ok(false);
         }
-        let mut next = state;
-        next.lease_until_ms = now + self.lease_ms;
+        edit(&mut next);
         self.write(version + 1, next)
     }
 
@@ -421,36 +427,29 @@ impl Fleet {
     /// pending set, keep the retry times of the rest, and renew the lease
     /// (one version). Returns whether the version was written.
     pub fn settle(&mut self, outcomes: &[Message], now: i64) -> Result<bool, OutboxError> {
-        let Some((version, state)) = self.known.clone() else {
-            return Ok(false);
-        };
-        if state.holder != self.me {
-            return Ok(false);
-        }
-        let mut next = state;
-        for m in outcomes {
-            if m.status == MessageStatus::Pending {
-                next.pending.insert(m.id.clone(), m.clone());
-            } else {
-                next.pending.remove(&m.id);
+        let until = now + self.lease_ms;
+        self.as_holder(|next| {
+            for m in outcomes {
+                if m.status == MessageStatus::Pending {
+                    next.pending.insert(m.id.clone(), m.clone());
+                } else {
+                    next.pending.remove(&m.id);
+                }
             }
-        }
-        next.lease_until_ms = now + self.lease_ms;
-        self.write(version + 1, next)
+            next.lease_until_ms = until;
+        })
     }
 
     /// Hand the lease on at once (a replica that stops): the next step of
     /// any other replica takes it, without waiting for it to run out.
     pub fn release(&mut self, now: i64) -> Result<(), OutboxError> {
-        let Some((version, state)) = self.known.clone() else {
-            return Ok(());
-        };
-        if state.holder != self.me || now >= state.lease_until_ms {
-            return Ok(());
+        if self
+            .known
+            .as_ref()
+            .is_some_and(|(_, s)| now < s.lease_until_ms)
+        {
+            self.as_holder(|next| next.lease_until_ms = now)?;
         }
-        let mut next = state;
-        next.lease_until_ms = now;
-        self.write(version + 1, next)?;
         Ok(())
     }
 
