@@ -122,9 +122,28 @@ fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x5851_F42D_4C95_7F2D)
 }
 
+/// The hash a null value folds into a row's hash.
+pub(super) const NULL_HASH: u64 = 0xA5A5_5A5A_0F0F_F0F0;
+
+/// The one hash of a string value (xxh3, 64 bits, seed 0; stable across
+/// platforms and versions of the crate). The duplicate-row hash, the
+/// counting of text values and the distinct-count sketch all take it, so
+/// profiling hashes each string once.
+#[inline]
+pub(super) fn value_hash(s: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(s.as_bytes())
+}
+
+/// Fold precomputed value hashes (one per row) into the row hashes.
+pub(super) fn fold_hashes(hashes: &[u64], row_hash: &mut [u64]) {
+    for (h, &v) in row_hash.iter_mut().zip(hashes) {
+        *h = mix(*h, v);
+    }
+}
+
 /// Fold one column into the per-row hashes used for duplicate detection.
 pub(super) fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
-    const NULL: u64 = 0xA5A5_5A5A_0F0F_F0F0;
+    const NULL: u64 = NULL_HASH;
     fn prim<T: ArrowPrimitiveType>(
         a: &PrimitiveArray<T>,
         out: &mut [u64],
@@ -146,7 +165,7 @@ pub(super) fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
     fn strs<'a>(it: impl Iterator<Item = Option<&'a str>>, out: &mut [u64]) {
         for (h, v) in out.iter_mut().zip(it) {
             let x = match v {
-                Some(s) => twox_hash::XxHash3_64::oneshot(s.as_bytes()),
+                Some(s) => value_hash(s),
                 None => NULL,
             };
             *h = mix(*h, x);
@@ -215,7 +234,7 @@ pub(super) fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
                         if values.is_null(k) {
                             NULL
                         } else {
-                            twox_hash::XxHash3_64::oneshot(values.value(k).as_bytes())
+                            value_hash(values.value(k))
                         }
                     })
                     .collect();

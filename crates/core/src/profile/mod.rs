@@ -56,7 +56,12 @@ pub use summary::{ColumnSummary, ProfileSummary, SliceSummary};
 /// 2: the distinct-count sketch of a `pii` column takes keyed hashes (format
 /// 1 fed it raw values, so a sketch of format 1 and one of format 2 count
 /// the same value twice when merged).
-pub const PROFILE_FORMAT: u32 = 2;
+///
+/// 3: the distinct-count sketch of a string column takes the value's xxh3
+/// hash (`arrays::value_hash`, computed once per value for the row hash
+/// too) instead of hashing the string again with MurmurHash3: a sketch of
+/// format 2 and one of format 3 count the same value twice when merged.
+pub const PROFILE_FORMAT: u32 = 3;
 
 /// Name of the slice that holds the rows whose trust tag is null or absent.
 pub const UNTAGGED: &str = "untagged";
@@ -387,10 +392,11 @@ impl BatchProfile {
 
     /// Merge another profile of the same dataset and rules shape into this one.
     pub fn merge(&mut self, other: &BatchProfile) -> Result<(), ProfileError> {
-        if other.format != PROFILE_FORMAT {
-            return Err(ProfileError::Format {
-                found: other.format,
-            });
+        // either side: a baseline built from history may start with an old profile
+        for found in [self.format, other.format] {
+            if found != PROFILE_FORMAT {
+                return Err(ProfileError::Format { found });
+            }
         }
         if self.shape != other.shape || self.dataset != other.dataset {
             return Err(ProfileError::Shape {
@@ -461,6 +467,12 @@ pub struct Profiler<'r> {
     slice_of_row: Vec<u32>,
     row_hash: Vec<u64>,
     num_scratch: Vec<NumScratch>,
+    /// A text column's value hashes in this record batch, one per row.
+    text_hash: Vec<u64>,
+    /// Per slice: a text column's distinct values in this record batch.
+    text_seen: Vec<TextSeen>,
+    /// Rows of this record batch per slice.
+    batch_slice_rows: Vec<usize>,
     /// Per binned slice column or label feature: its bins.
     binners: BTreeMap<String, Binner>,
     /// Per slice column or label feature: its counts per value, written
@@ -471,6 +483,15 @@ pub struct Profiler<'r> {
     cells: Option<ValueCounter>,
     /// Label classes as first seen (class slot `1 + i` of the counters).
     class_names: Vec<String>,
+}
+
+/// The distinct values of a text column in one slice of one record batch:
+/// each as (first row, count), in order of first row, and a table of their
+/// positions keyed by the value's hash. Reused from batch to batch.
+#[derive(Default)]
+struct TextSeen {
+    table: hashbrown::HashTable<u32>,
+    first: Vec<(u32, u64)>,
 }
 
 /// A column as one record batch's profiling read it, kept for counting it
@@ -495,3 +516,5 @@ pub fn profile_batches<'a>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;

@@ -7,18 +7,19 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Float64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayAccessor, ArrayRef, AsArray, DictionaryArray, Float64Array, RecordBatch,
+};
 use arrow::datatypes::{DataType, Int32Type};
-use foldhash::fast::FixedState;
 
-use super::arrays::{hash_column, to_dictionary, to_f64};
+use super::arrays::{NULL_HASH, fold_hashes, hash_column, to_dictionary, to_f64, value_hash};
 use super::bins::{Binner, order_key};
 use super::by_value::ValueCounter;
 use super::labels::{ProfilePart, RowCodes, label_classes};
 use super::{
-    BatchProfile, ColumnProfile, Distinct, FastMap, MAX_CELL_COLUMNS, NumScratch, NumericProfile,
-    PROFILE_FORMAT, ProfileError, Profiler, Quantiles, Read, SliceProfile, TopValues, UNTAGGED,
-    ValuesProfile, bin_names, logical_type,
+    BatchProfile, ColumnProfile, Distinct, MAX_CELL_COLUMNS, NumScratch, NumericProfile,
+    PROFILE_FORMAT, ProfileError, Profiler, Quantiles, Read, SliceProfile, TextSeen, TopValues,
+    UNTAGGED, ValuesProfile, bin_names, logical_type,
 };
 use crate::pii::PiiKey;
 use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
@@ -42,6 +43,9 @@ impl<'r> Profiler<'r> {
             slice_of_row: Vec::new(),
             row_hash: Vec::new(),
             num_scratch: Vec::new(),
+            text_hash: Vec::new(),
+            text_seen: Vec::new(),
+            batch_slice_rows: Vec::new(),
             binners: rules
                 .slice_bins
                 .iter()
@@ -102,12 +106,13 @@ impl<'r> Profiler<'r> {
         self.profile.rows += n as u64;
         self.assign_slices(batch)?;
         let nslices = self.slices.len();
-        let mut counts = vec![0u64; nslices];
+        self.batch_slice_rows.clear();
+        self.batch_slice_rows.resize(nslices, 0);
         for &s in &self.slice_of_row {
-            counts[s as usize] += 1;
+            self.batch_slice_rows[s as usize] += 1;
         }
-        for (s, c) in counts.iter().enumerate() {
-            self.slices[s].rows += c;
+        for (s, &c) in self.batch_slice_rows.iter().enumerate() {
+            self.slices[s].rows += c as u64;
         }
 
         self.row_hash.clear();
@@ -120,10 +125,13 @@ impl<'r> Profiler<'r> {
             let Some(array) = batch.column_by_name(&rule.name) else {
                 continue;
             };
-            hash_column(array, &mut self.row_hash);
             let as_read = if rule.kind.is_numeric_like() {
+                hash_column(array, &mut self.row_hash);
                 Some(Read::Floats(self.update_numeric(rule, array)?))
+            } else if rule.kind == ColumnKind::Text && self.update_plain_text(rule, array) {
+                None
             } else {
+                hash_column(array, &mut self.row_hash);
                 self.update_values(rule, array)?.map(Read::Dictionary)
             };
             if let Some(r) = as_read
@@ -177,7 +185,7 @@ impl<'r> Profiler<'r> {
         for (i, &h) in self.row_hash.iter().enumerate() {
             self.slices[self.slice_of_row[i] as usize]
                 .distinct_rows
-                .update_u64(h);
+                .update_hash(h);
         }
         Ok(())
     }
@@ -293,32 +301,27 @@ impl<'r> Profiler<'r> {
         Ok(floats)
     }
 
-    /// The column as a dictionary, when it was read as one (plain text is
-    /// not), for a caller that counts it per value.
+    /// A text column read as plain strings (not a dictionary): profiled,
+    /// and folded into the row hashes. False for any other array type.
+    ///
+    /// Free text rarely repeats: interning it would copy every value for
+    /// nothing, so plain text goes straight into the sketches.
+    fn update_plain_text(&mut self, rule: &ColumnRule, array: &ArrayRef) -> bool {
+        match array.data_type() {
+            DataType::Utf8 => self.update_text(rule, array.as_string::<i32>()),
+            DataType::LargeUtf8 => self.update_text(rule, array.as_string::<i64>()),
+            DataType::Utf8View => self.update_text(rule, array.as_string_view()),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The column as a dictionary, for a caller that counts it per value.
     fn update_values(
         &mut self,
         rule: &ColumnRule,
         array: &ArrayRef,
     ) -> Result<Option<DictionaryArray<Int32Type>>, ProfileError> {
-        // Free text rarely repeats: interning it would hash and copy every
-        // value for nothing, so plain text goes straight into the sketches.
-        if rule.kind == ColumnKind::Text {
-            match array.data_type() {
-                DataType::Utf8 => {
-                    self.update_text(rule, array.as_string::<i32>().iter());
-                    return Ok(None);
-                }
-                DataType::LargeUtf8 => {
-                    self.update_text(rule, array.as_string::<i64>().iter());
-                    return Ok(None);
-                }
-                DataType::Utf8View => {
-                    self.update_text(rule, array.as_string_view().iter());
-                    return Ok(None);
-                }
-                _ => {}
-            }
-        }
         let dict = to_dictionary(array).map_err(|reason| ProfileError::Column {
             column: rule.name.clone(),
             kind: rule.kind,
@@ -375,10 +378,10 @@ impl<'r> Profiler<'r> {
                 col.count += c;
                 let v = values.value(k);
                 if rule.pii {
-                    vp.distinct.update_u64(self.pii.hash64(v));
+                    vp.distinct.update_hash(self.pii.hash64(v));
                     vp.top.update_with_count(&self.pii.hash(v), c);
                 } else {
-                    vp.distinct.update_str(v);
+                    vp.distinct.update_hash(value_hash(v));
                     vp.top.update_with_count(v, c);
                 }
             }
@@ -386,55 +389,87 @@ impl<'r> Profiler<'r> {
         Ok(Some(dict))
     }
 
-    /// Value statistics of a text column. Values are counted per record
-    /// batch in a hash map (no copy, no dictionary); each distinct value then
-    /// updates the distinct-count sketch once. When a record batch holds more
+    /// Value statistics of a text column. Each value is hashed once
+    /// ([`value_hash`]): the hashes go into the row hashes, key the count
+    /// of each distinct value per slice in this record batch (a table of
+    /// positions, reused from batch to batch; values are compared only when
+    /// hashes are equal, never copied), and feed the distinct-count sketch
+    /// once per distinct value. When a record batch holds more
     /// distinct values than the top-values sketch keeps exactly, only values
     /// seen at least twice update that sketch: a value seen once in
     /// a record batch of `decode::parquet::BATCH_ROWS` (the `dqmon` crate) rows can never
     /// reach a top share, so skipping it changes a count by at most one per
     /// record batch while sparing a heap copy per unique string. Raw values of
     /// pii columns reach no sketch: the distinct count takes their keyed
-    /// 64-bit hash, the top values their keyed text hash.
-    fn update_text<'a>(
-        &mut self,
-        rule: &ColumnRule,
-        values: impl Iterator<Item = Option<&'a str>>,
-    ) {
+    /// 64-bit hash, the top values their keyed text hash. Distinct values
+    /// reach the sketches in order of first row, whatever the table's
+    /// history.
+    fn update_text<'a, A>(&mut self, rule: &ColumnRule, values: A)
+    where
+        A: ArrayAccessor<Item = &'a str> + Copy,
+    {
+        let n = values.len();
         let nslices = self.slices.len();
         let sketch = &self.rules.sketch;
-        let (rows, _) = values.size_hint();
-        let mut counts: Vec<FastMap<&'a str, u64>> = (0..nslices)
-            .map(|_| {
-                FastMap::with_capacity_and_hasher(rows / nslices.max(1) + 16, FixedState::default())
-            })
-            .collect();
+        self.text_hash.clear();
+        self.text_hash.extend((0..n).map(|i| {
+            if values.is_valid(i) {
+                value_hash(values.value(i))
+            } else {
+                NULL_HASH
+            }
+        }));
+        fold_hashes(&self.text_hash, &mut self.row_hash);
+        if self.text_seen.len() < nslices {
+            self.text_seen.resize_with(nslices, TextSeen::default);
+        }
+        let hashes = &self.text_hash;
+        for (seen, &rows) in self.text_seen.iter_mut().zip(&self.batch_slice_rows) {
+            seen.table.clear();
+            seen.first.clear();
+            // at most one entry per row: no rehash while counting
+            let TextSeen { table, first } = seen;
+            table.reserve(rows, |&at| hashes[first[at as usize].0 as usize]);
+        }
         let mut tallies = vec![(0u64, 0u64); nslices];
-        for (i, v) in values.enumerate() {
+        for (i, &h) in hashes.iter().enumerate() {
             let s = self.slice_of_row[i] as usize;
-            match v {
-                Some(v) => {
-                    tallies[s].0 += 1;
-                    *counts[s].entry(v).or_default() += 1;
+            if values.is_null(i) {
+                tallies[s].1 += 1;
+                continue;
+            }
+            tallies[s].0 += 1;
+            let TextSeen { table, first } = &mut self.text_seen[s];
+            let same = |&at: &u32| {
+                let j = first[at as usize].0 as usize;
+                hashes[j] == h && values.value(j) == values.value(i)
+            };
+            match table.find(h, same) {
+                Some(&at) => first[at as usize].1 += 1,
+                None => {
+                    table.insert_unique(h, first.len() as u32, |&at| {
+                        hashes[first[at as usize].0 as usize]
+                    });
+                    first.push((i as u32, 1));
                 }
-                None => tallies[s].1 += 1,
             }
         }
-        let parts: Vec<(u64, u64, ValuesProfile)> = counts
-            .into_iter()
+        let parts: Vec<(u64, u64, ValuesProfile)> = self.text_seen[..nslices]
+            .iter()
             .zip(tallies)
-            .map(|(map, (count, nulls))| {
+            .map(|(seen, (count, nulls))| {
                 let mut part = ValuesProfile {
                     distinct: Distinct::new(sketch.hll_lg_k),
                     top: TopValues::new(sketch.frequent_items_map),
                 };
                 // few distinct values: the top-values sketch stays exact, feed it all
-                let all = map.len() * 4 <= sketch.frequent_items_map * 3;
-                for (v, c) in map {
+                let all = seen.first.len() * 4 <= sketch.frequent_items_map * 3;
+                for &(j, c) in &seen.first {
+                    let v = values.value(j as usize);
                     if rule.pii {
-                        part.distinct.update_u64(self.pii.hash64(v));
+                        part.distinct.update_hash(self.pii.hash64(v));
                     } else {
-                        part.distinct.update_str(v);
+                        part.distinct.update_hash(hashes[j as usize]);
                     }
                     if all || c >= 2 {
                         part.top.update_with_count(v, c);

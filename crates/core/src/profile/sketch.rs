@@ -3,8 +3,10 @@
 //! with other parameters.
 //!
 //! The sketches are Apache DataSketches' (the `datasketches` crate): a
-//! t-digest for quantiles, HyperLogLog for distinct counts and the
-//! frequent-items (Misra-Gries) sketch for heavy hitters. All three are
+//! t-digest for quantiles, HyperLogLog for distinct counts (fed 64-bit
+//! hashes: a string by the xxh3 hash profiling computes once per value, see
+//! profile format 3) and the frequent-items (Misra-Gries) sketch for heavy
+//! hitters. All three are
 //! deterministic: the same updates in the same order give the same bytes.
 //! (DataSketches' KLL is not used because it draws random bits.)
 //!
@@ -217,14 +219,13 @@ impl Distinct {
         }
     }
 
+    /// Count a value by its 64-bit hash: a string's `value_hash` (xxh3,
+    /// the one hash profiling computes per value), a row's hash, a pii
+    /// value's keyed hash. The sketch spreads it again (MurmurHash3 of the
+    /// 8 bytes), so the hash need only be collision-free, not uniform.
     #[inline]
-    pub fn update_str(&mut self, value: &str) {
-        self.sketch.update(value);
-    }
-
-    #[inline]
-    pub fn update_u64(&mut self, value: u64) {
-        self.sketch.update_with_coupon(Coupon::from_value(value));
+    pub fn update_hash(&mut self, hash: u64) {
+        self.sketch.update_with_coupon(Coupon::from_value(hash));
     }
 
     pub fn lg_k(&self) -> u8 {
@@ -493,12 +494,12 @@ mod tests {
         let mut b = Distinct::new(12);
         let mut all = Distinct::new(12);
         for i in 0..5_000u64 {
-            a.update_u64(i);
-            all.update_u64(i);
+            a.update_hash(i);
+            all.update_hash(i);
         }
         for i in 2_500..8_000u64 {
-            b.update_u64(i);
-            all.update_u64(i);
+            b.update_hash(i);
+            all.update_hash(i);
         }
         a.merge(&b).unwrap();
         // a union holds the same registers; its estimator may differ slightly

@@ -10,7 +10,7 @@ use super::labels::{RowCodes, count_hashed, value_counts};
 use super::*;
 use crate::rules::{ColumnKind, ColumnRule, Rules};
 
-fn rules() -> Rules {
+pub(super) fn rules() -> Rules {
     let col = |name: &str, kind, pii| ColumnRule {
         name: name.into(),
         kind,
@@ -35,11 +35,11 @@ fn rules() -> Rules {
     r
 }
 
-const TAGS: [&str; 4] = ["human_reviewed", "vendor", "user_reported", "scraped"];
+pub(super) const TAGS: [&str; 4] = ["human_reviewed", "vendor", "user_reported", "scraped"];
 const CATS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 #[derive(Debug, Clone)]
-struct Row {
+pub(super) struct Row {
     x: Option<f64>,
     n: Option<i64>,
     cat: Option<usize>,
@@ -64,7 +64,7 @@ fn row() -> impl Strategy<Value = Row> {
         })
 }
 
-fn batch(rows: &[Row]) -> RecordBatch {
+pub(super) fn batch(rows: &[Row]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("x", DataType::Float64, true),
         Field::new("n", DataType::Int64, true),
@@ -96,7 +96,7 @@ fn batch(rows: &[Row]) -> RecordBatch {
     RecordBatch::try_new(schema, cols).unwrap()
 }
 
-fn key() -> PiiKey {
+pub(super) fn key() -> PiiKey {
     PiiKey::from_bytes(b"unit-test-key-0123456789")
 }
 
@@ -420,7 +420,7 @@ fn pii_sketches_are_keyed_in_their_serialized_form() {
     let mut r = rules();
     r.slices.clear();
     let mut raw = Distinct::new(r.sketch.hll_lg_k);
-    raw.update_str(guess);
+    raw.update_hash(super::arrays::value_hash(guess));
     let raw = serde_json::to_value(&raw).unwrap();
     for (mail, dt) in [
         (plain, DataType::Utf8),
