@@ -190,8 +190,16 @@ impl Notifier {
 
     /// Durably queue the notices of an alert that belongs to no batch (a
     /// refused baseline, see [`super::lifecycle::unbatched`]) and wake the
-    /// delivery thread. Idempotent per alert id.
+    /// delivery thread. Idempotent per alert id. In a fleet, only the
+    /// replica that claims the alert first pages it (see
+    /// [`super::fleet`], pages).
     pub fn page(&self, alert: &Alert) -> Result<(), OutboxError> {
+        if let Some(inbox) = &self.fleet
+            && !inbox.claim_page(&alert.alert_id)?
+        {
+            tracing::info!(dataset = %self.dataset, alert_id = %alert.alert_id, "another replica of the fleet pages this alert");
+            return Ok(());
+        }
         let planned = super::lifecycle::unbatched(alert, &self.rules);
         queue(&self.outbox, &self.dataset, planned, self.clock.now_ms())?;
         let _ = self.wake.send(());

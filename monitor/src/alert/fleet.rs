@@ -48,8 +48,9 @@
 //!
 //! What stays local to a replica: its delivered and failed records
 //! (`outbox/sent`, `outbox/failed`, for `dqmon outbox`), the audit entries
-//! of what it delivered, pages of a refused baseline, and messages sent
-//! again by `dqmon outbox retry`.
+//! of what it delivered, and messages sent again by `dqmon outbox retry`.
+//! A page of a refused baseline is sent from the outbox of the one replica
+//! that claims it first (module `pages`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -544,5 +545,7 @@ impl Fleet {
     }
 }
 
+mod pages;
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,7 @@ use crate::store::backend::LocalBackend;
 
 const T: i64 = 1_700_000_000_000;
 
-fn rules(out: &Path) -> AlertRules {
+pub(crate) fn rules(out: &Path) -> AlertRules {
     let mut rules = AlertRules {
         cooldown_secs: 3600,
         resolve_after_batches: 3,
@@ -33,7 +33,7 @@ fn rules(out: &Path) -> AlertRules {
     rules
 }
 
-fn shared() -> (tempfile::TempDir, Arc<dyn Backend>) {
+pub(crate) fn shared() -> (tempfile::TempDir, Arc<dyn Backend>) {
     let dir = tempfile::tempdir().unwrap();
     let objects: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("shared")));
     (dir, objects)
