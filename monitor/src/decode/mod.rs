@@ -3,6 +3,7 @@
 
 pub mod ipc;
 pub mod json;
+mod ordered;
 pub mod parquet;
 
 pub use self::parquet::{DecodeError, ParquetInput};

@@ -8,7 +8,8 @@
 //!
 //! A file of several row groups is profiled one row group per task on the
 //! shared thread pool (`--threads`), and the row groups' profiles are
-//! merged in row-group order:
+//! merged in row-group order, as they finish, while the other threads go
+//! on profiling (see `ordered`):
 //!
 //! ```text
 //!   file ─┬─ row group 0 ─ decode ─ profile ─┐
@@ -37,7 +38,6 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::reader::{ChunkReader, Length};
-use rayon::prelude::*;
 
 use crate::config::model::{ColumnKind, Limits, Rules, TrustSource};
 use crate::profile::{ProfilePart, Profiler};
@@ -418,8 +418,9 @@ impl Iterator for Batches<'_> {
 
 /// Decode and profile a Parquet file: each row group streamed record batch
 /// by record batch, row groups profiled in parallel on the shared thread
-/// pool (as many at a time as it has threads), their profiles merged in
-/// row-group order. The result depends on the file, not on the threads.
+/// pool (each thread taking the next row group when it finishes one), their
+/// profiles merged in row-group order as they finish. The result depends
+/// on the file, not on the threads.
 pub fn profile_file(
     path: &Path,
     rules: &Rules,
@@ -430,22 +431,13 @@ pub fn profile_file(
     if groups <= 1 {
         return Ok(profile_groups(&input, None, rules, pii)?.finish());
     }
-    let order: Vec<usize> = (0..groups).collect();
-    let mut whole: Option<ProfilePart> = None;
-    for wave in order.chunks(rayon::current_num_threads().max(1)) {
-        let parts: Vec<_> = wave
-            .par_iter()
-            .map(|&g| profile_groups(&input, Some(vec![g]), rules, pii))
-            .collect();
-        // the first error in file order, whatever finished first
-        for part in parts {
-            let part = part?;
-            match &mut whole {
-                None => whole = Some(part),
-                Some(w) => w.merge(&part)?,
-            }
-        }
-    }
+    // merged in row-group order as they finish (the first error in file
+    // order, whatever finished first)
+    let whole = super::ordered::fold_in_order(
+        groups,
+        |g| profile_groups(&input, Some(vec![g]), rules, pii),
+        |whole: &mut ProfilePart, part| Ok(whole.merge(&part)?),
+    )?;
     let mut whole = whole.expect("a file of two or more row groups").finish();
     // one file is one batch, however many parts it was profiled in
     whole.batches = 1;
