@@ -60,13 +60,10 @@ impl FleetInbox {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::alert::clock::ManualClock;
-    use crate::alert::deliver::Notifier;
     use crate::alert::deliver::tests::{alert, lines, wait_for};
-    use crate::alert::fleet::tests::{rules, shared};
+    use crate::alert::fleet::tests::{replica, rules, shared};
 
     #[test]
     fn the_first_replica_to_claim_a_page_pages_it_and_again_after_a_restart() {
@@ -87,17 +84,7 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let r = rules(&out);
         let clock = ManualClock::new(1_700_000_000_000);
-        let start = |name: &str| {
-            Notifier::start(
-                "d",
-                &dir.path().join(name),
-                r.clone(),
-                &[],
-                Arc::new(clock.clone()),
-                Some(FleetInbox::new(name, objects.clone())),
-            )
-            .unwrap()
-        };
+        let start = |name: &str| replica(dir.path(), name, &r, &clock, &objects);
         let (na, nb) = (start("a"), start("b"));
         let refusal = alert("baseline-refused");
         na.page(&refusal).unwrap();

@@ -39,6 +39,25 @@ pub(crate) fn shared() -> (tempfile::TempDir, Arc<dyn Backend>) {
     (dir, objects)
 }
 
+/// A replica's notifier: state folder `<dir>/<name>`, on the shared store.
+pub(crate) fn replica(
+    dir: &Path,
+    name: &str,
+    rules: &AlertRules,
+    clock: &ManualClock,
+    objects: &Arc<dyn Backend>,
+) -> Notifier {
+    Notifier::start(
+        "d",
+        &dir.join(name),
+        rules.clone(),
+        &[],
+        Arc::new(clock.clone()),
+        Some(FleetInbox::new(name, objects.clone())),
+    )
+    .unwrap()
+}
+
 fn batch(seq: u64, id: &str) -> InboxBatch {
     InboxBatch {
         seq,
@@ -208,17 +227,7 @@ fn two_replicas_page_once_and_the_summary_survives_a_handover() {
     let out = dir.path().join("out.jsonl");
     let r = rules(&out);
     let clock = ManualClock::new(T);
-    let start = |name: &str| {
-        Notifier::start(
-            "d",
-            &dir.path().join(name),
-            r.clone(),
-            &[],
-            Arc::new(clock.clone()),
-            Some(FleetInbox::new(name, objects.clone())),
-        )
-        .unwrap()
-    };
+    let start = |name: &str| replica(dir.path(), name, &r, &clock, &objects);
     let mut replicas = BTreeMap::from([("a", start("a")), ("b", start("b"))]);
     for i in 0..3u64 {
         for (name, n) in &replicas {
