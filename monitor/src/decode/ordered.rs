@@ -32,6 +32,28 @@ struct Fold<T, E> {
     acc: Option<T>,
     /// The failed item first in index order, and its error.
     failed: Option<(usize, E)>,
+    /// An item or the fold panicked: the others stop (the scope then
+    /// carries the panic on) instead of waiting for an item that never
+    /// comes.
+    panicked: bool,
+}
+
+/// Wakes the waiting threads when the thread holding it unwinds.
+struct OnPanic<'a, T, E> {
+    state: &'a Mutex<Fold<T, E>>,
+    moved: &'a Condvar,
+}
+
+impl<T, E> Drop for OnPanic<'_, T, E> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .panicked = true;
+            self.moved.notify_all();
+        }
+    }
 }
 
 /// Run `work(i)` for `i` in `0..n` on the current rayon pool and fold the
@@ -53,6 +75,7 @@ where
         waiting: BTreeMap::new(),
         acc: None,
         failed: None,
+        panicked: false,
     });
     let moved = Condvar::new();
     let taken = AtomicUsize::new(0);
@@ -65,14 +88,18 @@ where
                     if i >= n {
                         return;
                     }
+                    let _wake = OnPanic {
+                        state: &state,
+                        moved: &moved,
+                    };
                     {
                         let mut st = lock();
                         // the item the fold waits for is taken (i > next)
                         // and being worked on: it will move the fold
-                        while i >= st.next + window && st.failed.is_none() {
+                        while i >= st.next + window && st.failed.is_none() && !st.panicked {
                             st = moved.wait(st).unwrap_or_else(|p| p.into_inner());
                         }
-                        if st.failed.is_some() {
+                        if st.failed.is_some() || st.panicked {
                             return;
                         }
                     }
@@ -200,5 +227,32 @@ mod tests {
             assert_eq!(err, Err(104), "{threads} threads");
         }
         assert_eq!(fold_in_order(0, Ok::<usize, u8>, |_, _| Ok(())), Ok(None));
+    }
+
+    /// An item that panics makes the call panic (on every thread count)
+    /// instead of leaving the other threads waiting for it.
+    #[test]
+    fn a_panicking_item_ends_the_run_with_its_panic() {
+        for threads in 1..=3 {
+            let run = std::panic::catch_unwind(|| {
+                pool(threads).install(|| {
+                    fold_in_order(
+                        40,
+                        |i| {
+                            if i == 0 {
+                                std::thread::sleep(Duration::from_millis(20));
+                                panic!("item 0");
+                            }
+                            Ok::<_, ()>(i)
+                        },
+                        |acc, next| {
+                            *acc += next;
+                            Ok(())
+                        },
+                    )
+                })
+            });
+            assert!(run.is_err(), "{threads} threads");
+        }
     }
 }
