@@ -284,6 +284,10 @@ pub fn run_datasets(
         match Worker::open(rules.clone(), opts.clone()) {
             Ok(w) => {
                 let source = w.open_source()?;
+                // Ready only now: the source's checkpoint was read from the
+                // state folder (a probe that passes earlier could turn 503
+                // into a crash instead of a not-ready).
+                crate::ops::dataset_opened(&w.rules, &w.baseline_id);
                 workers.push((w, source));
             }
             Err(e @ AppError::BaselineRefused { .. }) => stopped.push(Stopped::start(rules, e)?),

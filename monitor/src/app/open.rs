@@ -241,7 +241,6 @@ impl Worker {
             history = %history_dir.display(),
             "dataset ready"
         );
-        crate::ops::dataset_opened(&rules, &baseline_id);
         let reference = compare::Reference::new(&baseline.profile, &rules);
         Ok(Worker {
             rules,

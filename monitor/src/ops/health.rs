@@ -2,7 +2,8 @@
 //!
 //! The daemon tells this registry which datasets it is starting
 //! ([`Health::expect`]) and when each one is open ([`Health::opened`]: its
-//! approved baseline was loaded and its SHA-256 verified). A streaming
+//! approved baseline was loaded and its SHA-256 verified, and its source
+//! opened, the drop folder's checkpoint read from the state folder). A streaming
 //! source reports whether it is connected with [`Health::source_status`];
 //! a drop folder is checked live instead. Readiness is computed when asked:
 //! every dataset must be open, its source connected (the drop folder
@@ -176,7 +177,7 @@ impl Health {
                 )),
                 (Some(id), None) => ok(format!("approved baseline {id} loaded and verified")),
                 (None, None) => fail(
-                    "the dataset is starting: its approved baseline is not loaded yet".to_string(),
+                    "the dataset is starting: its approved baseline and its source are not open yet".to_string(),
                 ),
             };
             let ready = source.ok && state_dir.ok && baseline.ok;

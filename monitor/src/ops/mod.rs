@@ -25,7 +25,8 @@ pub mod service;
 use crate::config::model::Rules;
 
 /// A dataset's worker is open: its approved baseline `baseline_id` was
-/// loaded and verified. Called by [`crate::app::Worker::open`].
+/// loaded and verified, and its source opened (the drop folder's
+/// checkpoint read). Called by [`crate::app::run_datasets`].
 pub fn dataset_opened(rules: &Rules, baseline_id: &str) {
     metrics::register_dataset(&rules.dataset);
     metrics::baseline_in_use(&rules.dataset, baseline_id);
