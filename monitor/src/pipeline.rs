@@ -257,6 +257,7 @@ impl Worker {
             stream: Some(file.stream.clone()),
             stream_seq: None,
             writer: None,
+            pooled: Default::default(),
         }
     }
 
@@ -315,8 +316,17 @@ impl Worker {
             .follow_stream(&file.stream)
             .map_err(|e| history_err(&self.rules, e))?;
         let prior = self.history.stream_evidence(&file.stream);
+        // the fleet's other streams, as far as this replica sees them now
+        // (recorded in the manifest, so a replay pools the same)
+        let siblings = self
+            .history
+            .fleet_siblings(&file.stream, id)
+            .map_err(|e| history_err(&self.rules, e))?;
+        let sibling_states: Vec<&compare::EvidenceState> =
+            siblings.iter().map(|(.., e)| e).collect();
         let at = compare::Position {
             prior: &prior,
+            siblings: &sibling_states,
             batch_id: id,
             baseline_id: &self.baseline_id,
         };
@@ -332,6 +342,11 @@ impl Worker {
         );
         let mut m = self.manifest(&ctx, BatchStatus::Processed, file);
         m.stream_seq = Some(self.history.next_stream_seq(&file.stream));
+        m.pooled = siblings
+            .iter()
+            .filter(|(.., e)| evidence.pools_with(e))
+            .map(|(s, seq, _)| (s.clone(), *seq))
+            .collect();
         m.rows_by_tag = profile
             .tags
             .iter()
@@ -410,6 +425,15 @@ impl Worker {
     /// what live had before it).
     pub fn continue_stream(&mut self, stream: &str, evidence: compare::EvidenceState) {
         self.history.seed_stream(stream, evidence);
+    }
+
+    /// Pool each batch with the evidence live pooled it with (a replay;
+    /// see [`crate::store::history::History::pin_siblings`]).
+    pub fn pin_siblings(
+        &mut self,
+        pinned: std::collections::HashMap<String, Vec<crate::store::history::streams::Sibling>>,
+    ) {
+        self.history.pin_siblings(pinned);
     }
 
     /// The dataset's rules.

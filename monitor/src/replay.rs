@@ -356,6 +356,7 @@ pub fn replay(
     let mut source = DropSource::recorded(&rules, files.clone(), source_root).with_streams(streams);
     let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, pii)?;
     worker.captured = Some(Vec::new());
+    worker.pin_siblings(order::pooled_siblings(&live));
     if worker.history().next_seq() == 0 {
         for (stream, prior) in priors {
             worker.continue_stream(&stream, prior);
@@ -550,6 +551,7 @@ pub fn replay_kafka(
     let decoder = WindowDecoder::new(&rules, &cfg);
     let mut worker = Worker::open_replay(rules, replay_run_options(), &state_dir, pii)?;
     worker.captured = Some(Vec::new());
+    worker.pin_siblings(order::pooled_siblings(&manifests));
     let mut out = Outputs::create(opts)?;
     let bar = progress_bar(reader.planned_messages, opts.progress, true);
     let started = std::time::Instant::now();

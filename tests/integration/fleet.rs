@@ -19,7 +19,8 @@
 //! batch once (offsets without gap or overlap per partition), every
 //! partition one stream whose positions are contiguous whichever replica
 //! wrote them, each batch's evidence continuing from the batch before it in
-//! its stream (across owners), the poisoned batches alerted, and `dqmon
+//! its stream (across owners) and pooled with the other partitions'
+//! streams, the poisoned batches alerted, and `dqmon
 //! query` and `dqmon audit verify` from every replica agreeing with it,
 //! and a replay of the whole topic raising exactly the fleet's alerts. And
 //! the pages a real webhook received: one per fingerprint that any replica
@@ -368,6 +369,18 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
             );
         }
     }
+
+    // each batch's sequential tests pooled its stream's evidence with the
+    // other partitions' streams its replica saw (at the positions its
+    // manifest records, which the replay below pools again)
+    let pooled = shared
+        .iter()
+        .filter(|m| m["pooled"].as_object().is_some_and(|p| !p.is_empty()))
+        .count();
+    assert!(
+        pooled >= BATCHES as usize / 2,
+        "{pooled} of {BATCHES} batches pooled with other streams"
+    );
 
     // one page per fingerprint: a trigger, whichever replicas alerted it
     // and whoever held the lease

@@ -119,7 +119,8 @@ const README_BEGIN: &str =
 const README_END: &str = "<!-- detection-streams:end -->";
 
 /// Detection over streams of 2,000-row batches: campaigns with evidence
-/// carried across batches, a long clean stream, and the budget trade-off.
+/// carried across batches, a long clean stream, the budget trade-off, and
+/// the same data read as a fleet's streams, with and without pooling.
 /// The table is the README's; independent of it, the clean stream must keep
 /// the promise of the budget and the campaigns must be found.
 #[test]
@@ -157,6 +158,22 @@ fn detection_over_streams_of_small_batches() {
         "{alarms} of {n} campaign lead-in batches raised findings: {:?}",
         report.clean_checks
     );
+    // A fleet: pooling the streams' evidence keeps the clean stream's
+    // promise, and notices a campaign on every stream no later.
+    let (n, alarms) = report.fleet.clean_pooled;
+    assert!(
+        (alarms as f64) <= (budget * n as f64 * 4.0).max(2.0),
+        "pooled over the fleet, {alarms} of {n} clean batches raised findings"
+    );
+    for r in &report.fleet.rows {
+        assert!(
+            r.pooled.iter().zip(&r.own).all(|(p, o)| p >= o),
+            "{}: pooled {:?}, own windows {:?}",
+            r.label,
+            r.pooled,
+            r.own
+        );
+    }
     // The trade-off is monotone: a larger budget never finds less.
     for w in report.tradeoff.windows(2) {
         assert!(w[1].found.1 >= w[0].found.1, "{:?}", report.tradeoff);

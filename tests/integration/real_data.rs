@@ -176,6 +176,7 @@ impl Setup {
                 let id = format!("b{i}");
                 let at = Position {
                     prior: &evidence,
+                    siblings: &[],
                     batch_id: &id,
                     baseline_id: "real",
                 };

@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         let id = format!("b{i}");
         let at = Position {
             prior: &evidence,
+            siblings: &[],
             batch_id: &id,
             baseline_id: "bench",
         };
@@ -54,6 +55,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let at = Position {
                 prior: &evidence,
+                siblings: &[],
                 batch_id: "now",
                 baseline_id: "bench",
             };

@@ -165,6 +165,7 @@ impl Stream {
         self.n += 1;
         let at = Position {
             prior: &self.evidence,
+            siblings: &[],
             batch_id: &id,
             baseline_id: "calibration",
         };

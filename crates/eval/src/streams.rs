@@ -16,6 +16,8 @@
 //!   verdict. The clean lead-in batches count as clean batches too.
 //! - **Budget trade-off**: per-batch recall of 5% label flips and the clean
 //!   stream's false-alarm rate at several budgets, so a user can choose.
+//! - **A fleet** ([`fleet`]): the same data read as several input streams,
+//!   with each stream's own evidence and with evidence pooled over them.
 //!
 //! Everything is seeded: the same suite gives the same table.
 
@@ -29,6 +31,8 @@ use dqmon::profile::{BatchProfile, ProfileError, profile_batches};
 use dqmon_fixtures::{BatchSpec, Scenario, generate};
 
 use super::{FindingKey, detected, expected};
+
+pub mod fleet;
 
 /// Clean batches before each campaign's attack starts.
 pub const CLEAN_LEAD: usize = 8;
@@ -180,6 +184,8 @@ pub struct StreamReport {
     pub attacks: Vec<AttackRow>,
     /// Per budget: clean-stream batches with a finding, and per-batch recall of 5% flips.
     pub tradeoff: Vec<Tradeoff>,
+    /// The same data read as a fleet's input streams.
+    pub fleet: fleet::FleetReport,
 }
 
 /// The stream evaluation failed to run.
@@ -229,6 +235,7 @@ fn run_stream<'p>(
         let id = format!("{stream}-{i:03}");
         let at = Position {
             prior: &evidence,
+            siblings: &[],
             batch_id: &id,
             baseline_id: "evaluation",
         };
@@ -358,6 +365,7 @@ pub fn evaluate_streams(rules: &Rules, suite: StreamSuite) -> Result<StreamRepor
         });
     }
 
+    let fleet = fleet::evaluate_fleet(&ctx, &clean, &reference, &baseline)?;
     Ok(StreamReport {
         suite,
         clean: (clean.len() as u64, clean_hits),
@@ -365,6 +373,7 @@ pub fn evaluate_streams(rules: &Rules, suite: StreamSuite) -> Result<StreamRepor
         clean_checks: clean_checks.into_iter().collect(),
         attacks,
         tradeoff,
+        fleet,
     })
 }
 
@@ -439,6 +448,8 @@ impl StreamReport {
                 pct(t.found.1, t.found.0)
             );
         }
+        out.push('\n');
+        out.push_str(&self.fleet.table());
         out
     }
 }

@@ -15,6 +15,7 @@ use crate::compare::EvidenceState;
 use crate::source::parquet_drop::DroppedFile;
 use crate::source::stream;
 use crate::store::history::Manifest;
+use crate::store::history::streams::Sibling;
 
 /// A replay's files in order, with the stream of each batch live holds
 /// (by batch id) and the evidence each of those streams starts from.
@@ -59,4 +60,28 @@ pub(super) fn live_order(live: &[Manifest], files: Vec<(String, DroppedFile)>) -
         streams,
         priors,
     }
+}
+
+/// The evidence each live batch pooled with (its manifest's `pooled`: the
+/// fleet's other streams at their positions then), by batch id, read back
+/// from the live manifests at those positions: a replay pools the same.
+pub(super) fn pooled_siblings(live: &[Manifest]) -> HashMap<String, Vec<Sibling>> {
+    let at: HashMap<(&str, u64), &EvidenceState> = live
+        .iter()
+        .filter_map(|m| Some(((m.stream.as_deref()?, m.stream_seq?), m.evidence.as_ref()?)))
+        .collect();
+    live.iter()
+        .filter(|m| !m.pooled.is_empty())
+        .map(|m| {
+            let siblings = m
+                .pooled
+                .iter()
+                .filter_map(|(s, seq)| {
+                    at.get(&(s.as_str(), *seq))
+                        .map(|e| (s.clone(), *seq, (*e).clone()))
+                })
+                .collect();
+            (m.batch_id.clone(), siblings)
+        })
+        .collect()
 }

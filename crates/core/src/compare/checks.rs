@@ -83,7 +83,8 @@ pub(super) struct Test {
     /// Set by the decision: the p-value threshold the test was held to.
     pub alpha: f64,
     /// Set by the decision: the window of batches the numbers are from.
-    pub window: Option<(usize, String)>,
+    /// The window of the evidence: batches, the first of them, streams.
+    pub window: Option<(usize, String, usize)>,
     /// Label calibration: the features the prediction is made from.
     pub given: Option<String>,
 }
@@ -351,6 +352,7 @@ fn count_test_with(
         n2: (n as f64).powi(2),
         predicted: predicted.unwrap_or_default(),
         first_batch: String::new(),
+        streams: 1,
     };
     let r = null.test(&this, dir);
     t.observed = r.observed;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use super::budget::{self, Family};
 use super::checks::{Reference, Test, Unit, schema_findings};
-use super::evidence::{Counts, EvidenceState, WINDOWS};
+use super::evidence::{Counts, EvidenceState, WINDOWS, Window};
 use super::stats;
 use super::{Check, EvidenceWindow, Finding, Severity, Verdict};
 use crate::profile::{ALL, BatchProfile};
@@ -32,7 +32,17 @@ use crate::rules::Rules;
 /// shortest window that is a hit (the most specific account of the
 /// change), else the one with the strongest evidence among those whose
 /// effect reaches the floor (this batch alone when none does).
-fn accumulate(tests: &mut [Test], evidence: &mut EvidenceState, batch_id: &str) {
+///
+/// With sibling streams (a fleet), each test also scans its windows pooled
+/// over the fleet ([`EvidenceState::fleet_windows`]), after its own: a
+/// campaign spread over K partitions shows in the pooled counts K times
+/// sooner than in any one partition's.
+fn accumulate(
+    tests: &mut [Test],
+    evidence: &mut EvidenceState,
+    siblings: &[&EvidenceState],
+    batch_id: &str,
+) {
     let now: BTreeMap<String, Counts> = tests
         .iter()
         .filter(|t| t.eligible)
@@ -50,40 +60,44 @@ fn accumulate(tests: &mut [Test], evidence: &mut EvidenceState, batch_id: &str) 
     evidence.push(batch_id, &now);
     for t in tests.iter_mut().filter(|t| t.eligible) {
         let Some(c) = t.count else { continue };
-        let mut best: Option<(f64, usize, super::rate::RateTest, String)> = None;
-        for w in evidence.windows(&t.band_key()) {
+        let mut best: Option<(f64, super::rate::RateTest, Window)> = None;
+        let key = t.band_key();
+        let mut windows = evidence.windows(&key);
+        if !siblings.is_empty() {
+            windows.extend(evidence.fleet_windows(siblings, &key));
+        }
+        for w in windows {
             let r = c.null.test(&w, c.dir);
             if r.effect < t.threshold || r.effect <= 0.0 {
                 continue;
             }
             if r.p <= t.alpha {
-                best = Some((r.p, w.batches, r, w.first_batch));
+                best = Some((r.p, r, w));
                 break;
             }
             if best.as_ref().is_none_or(|b| r.p < b.0) {
-                best = Some((r.p, w.batches, r, w.first_batch));
+                best = Some((r.p, r, w));
             }
         }
-        if let Some((_, batches, r, first)) = best {
+        if let Some((_, r, w)) = best {
             t.observed = r.observed;
             t.baseline = r.baseline;
             t.statistic = r.z;
             t.p = r.p;
             t.effect = r.effect;
-            t.window = Some((batches, first));
+            t.window = Some((w.batches, w.first_batch, w.streams));
         }
     }
 }
 
-/// How many looks (tests × sides × windows) each family made this batch.
-fn looks(tests: &[Test]) -> BTreeMap<Family, u64> {
+/// How many looks (tests × sides × windows) each family made this batch;
+/// in a fleet (`pooled`) a count test looks at its windows twice, its own
+/// and pooled over the fleet.
+fn looks(tests: &[Test], pooled: bool) -> BTreeMap<Family, u64> {
     let mut out = BTreeMap::new();
+    let per_count_test = WINDOWS.len() as u64 * if pooled { 2 } else { 1 };
     for t in tests.iter().filter(|t| t.eligible) {
-        let windows = if t.count.is_some() {
-            WINDOWS.len() as u64
-        } else {
-            1
-        };
+        let windows = if t.count.is_some() { per_count_test } else { 1 };
         *out.entry(t.family).or_default() += t.sides * windows;
     }
     out
@@ -98,11 +112,17 @@ pub(super) fn findings(
     mut tests: Vec<Test>,
     rules: &Rules,
     evidence: &mut EvidenceState,
+    siblings: &[&EvidenceState],
     batch_id: &str,
 ) -> Vec<Finding> {
     let mut out = schema_findings(profile, &reference.profile);
     let alpha_batch = budget::alpha_batch(rules.thresholds.false_alarms_per_1000_batches);
-    let looks = looks(&tests);
+    let siblings: Vec<&EvidenceState> = siblings
+        .iter()
+        .copied()
+        .filter(|s| evidence.pools_with(s))
+        .collect();
+    let looks = looks(&tests, !siblings.is_empty());
     let active: Vec<Family> = looks.keys().copied().collect();
     for t in tests.iter_mut() {
         t.alpha = budget::alpha_test(
@@ -112,7 +132,7 @@ pub(super) fn findings(
             looks.get(&t.family).copied().unwrap_or(1),
         );
     }
-    accumulate(&mut tests, evidence, batch_id);
+    accumulate(&mut tests, evidence, &siblings, batch_id);
     let hit: Vec<bool> = tests
         .iter()
         .map(|t| t.eligible && t.p <= t.alpha && t.effect >= t.threshold && t.effect > 0.0)
@@ -480,7 +500,10 @@ fn finding(
         u => fmt_value(u, t.threshold),
     };
     let window = match &t.window {
-        Some((w, first)) if *w > 1 => format!("; sustained over {w} batches, first {first}"),
+        Some((w, first, streams)) if *streams > 1 => format!(
+            "; pooled over {streams} input streams, {w} batches of each, first here {first}"
+        ),
+        Some((w, first, _)) if *w > 1 => format!("; sustained over {w} batches, first {first}"),
         _ => String::new(),
     };
     let predicted = if t.given.is_some() {
@@ -527,9 +550,10 @@ fn finding(
         p_value: Some(t.p),
         p_threshold: Some(t.alpha),
         slice_values_moved: None,
-        window: t.window.as_ref().map(|(w, first)| EvidenceWindow {
+        window: t.window.as_ref().map(|(w, first, streams)| EvidenceWindow {
             batches: *w as u64,
             first_batch: first.clone(),
+            streams: *streams as u64,
         }),
         effect_size: clean(t.effect),
         moved_tags,

@@ -24,6 +24,30 @@
 //!                   …   5, 8 and 16 batches ending at b₀
 //! ```
 //!
+//! **A fleet.** When a dataset's batches come in over several input
+//! streams (the partitions of a Kafka topic read by a fleet, each replica's
+//! share of a drop location), each stream keeps its own state, and a
+//! campaign spread over K streams shows in each of them K times slower.
+//! So a batch also scans its windows pooled over the fleet
+//! ([`EvidenceState::fleet_windows`]): each of its own windows plus, from
+//! every other stream gathered against the same baseline, that stream's
+//! last batches, as many, at the position the store had when the batch
+//! was compared (the manifest records it, so a replay pools the same).
+//! The pooled counts go through the same null model (the baseline's
+//! uncertainty counted once for the pooled total, so a fleet of streams
+//! does not multiply a slightly wrong baseline rate into an alarm), and
+//! the Bonferroni split covers both scans (2 × `|WINDOWS|` looks per
+//! test). Assumed: the streams' batch-to-batch deviations are independent
+//! (a shared time-of-day swing in every partition is not; the baseline's
+//! band then underestimates the pooled variance). Simulated in
+//! `crates/core/tests/fleet_evidence.rs`: clean fleets of 6 streams keep
+//! the rate at most α; a campaign on every stream is noticed in about two
+//! thirds of the rounds, and one on a single stream no later (medians);
+//! on fixture profiles, the fleet table of `dqmon-eval`'s streams. A stream
+//! that raises a finding forgets its own counts only; the others' windows
+//! still hold theirs, so one campaign can raise a finding in each stream
+//! (the fleet's notifications page one fingerprint once per cooldown).
+//!
 //! The state is an input and an output of the pure compare stage: read from
 //! the previous batch's manifest, written with this one by the store, so a
 //! restart, a replay and a second replay see the same evidence. It is tied
@@ -228,11 +252,78 @@ impl EvidenceState {
                 n2,
                 predicted,
                 first_batch: self.batches[self.batches.len() - w + first].clone(),
+                streams: 1,
             });
         }
         // a window that adds only batches without the test repeats a shorter one
         out.dedup_by(|b, a| b.batches == a.batches);
         out
+    }
+
+    /// The counts of `key` over this stream's last `w` batches (fewer when
+    /// it holds fewer), `None` when none of them ran the test.
+    fn last(&self, key: &str, w: usize) -> Option<[f64; 6]> {
+        let v = self.counts.get(key)?;
+        let part = &v[v.len().saturating_sub(w)..];
+        let mut sum = [0.0f64; 6];
+        for c in part.iter().filter(|c| c.n > 0) {
+            let p = c.predicted.unwrap_or_default();
+            let add = [
+                c.x as f64,
+                c.n as f64,
+                (c.n as f64).powi(2),
+                p[0],
+                p[1],
+                p[2],
+            ];
+            for (s, a) in sum.iter_mut().zip(add) {
+                *s += a;
+            }
+        }
+        (sum[1] > 0.0).then_some(sum)
+    }
+
+    /// The windows of `key` pooled over the fleet (see the module docs):
+    /// each of this stream's windows plus, for every sibling stream
+    /// gathered against the same baseline that ran the test in its last
+    /// `w` batches, those batches' counts. Empty when no sibling adds
+    /// counts (then the stream's own windows say it all).
+    pub fn fleet_windows(&self, siblings: &[&EvidenceState], key: &str) -> Vec<Window> {
+        let mut out = Vec::new();
+        for own in self.windows(key) {
+            // the sibling windows span as many batches as the stream's own
+            // window does, counted back from its newest batch
+            let span = WINDOWS
+                .iter()
+                .copied()
+                .find(|&w| w >= own.batches)
+                .unwrap_or(MAX_WINDOW);
+            let mut pooled = own.clone();
+            for s in siblings.iter().filter(|s| self.pools_with(s)) {
+                let Some(add) = s.last(key, span) else {
+                    continue;
+                };
+                pooled.x += add[0];
+                pooled.n += add[1];
+                pooled.n2 += add[2];
+                for (p, a) in pooled.predicted.iter_mut().zip(&add[3..]) {
+                    *p += a;
+                }
+                pooled.streams += 1;
+            }
+            if pooled.streams > 1 {
+                out.push(pooled);
+            }
+        }
+        out
+    }
+
+    /// Whether a sibling's counts pool with this stream's: gathered
+    /// against the same approved baseline, in this format.
+    pub fn pools_with(&self, sibling: &EvidenceState) -> bool {
+        sibling.format == EVIDENCE_FORMAT
+            && self.format == EVIDENCE_FORMAT
+            && sibling.baseline_id == self.baseline_id
     }
 }
 
@@ -250,6 +341,10 @@ pub struct Window {
     /// is at most this, by Minkowski's inequality).
     pub predicted: [f64; 3],
     pub first_batch: String,
+    /// How many input streams the counts come from: 1 for a stream's own
+    /// windows, more for a window pooled over the fleet (the stream's own
+    /// `batches` plus the siblings' last batches, as many).
+    pub streams: usize,
 }
 
 #[cfg(test)]

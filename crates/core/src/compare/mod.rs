@@ -253,6 +253,19 @@ pub struct EvidenceWindow {
     pub batches: u64,
     /// The oldest of them.
     pub first_batch: String,
+    /// How many input streams the evidence was pooled over: 1 (not
+    /// written) for the batch's own stream; more when its windows were
+    /// pooled with the other streams of a fleet (`batches` of each).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub streams: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 impl Finding {
@@ -294,6 +307,7 @@ pub fn compare(profile: &BatchProfile, baseline: &Baseline, rules: &Rules) -> Ve
     let reference = Reference::new(&baseline.profile, rules);
     let position = Position {
         prior: &EvidenceState::default(),
+        siblings: &[],
         batch_id: "-",
         baseline_id: "-",
     };
@@ -301,10 +315,14 @@ pub fn compare(profile: &BatchProfile, baseline: &Baseline, rules: &Rules) -> Ve
 }
 
 /// Where a batch sits in its stream: the evidence after the stream's
-/// previous batch, the batch's id and the approved baseline's id.
+/// previous batch, the evidence of the fleet's other streams (each after
+/// its last batch the store had when this one was compared: the store
+/// records which, so a replay pools the same), the batch's id and the
+/// approved baseline's id.
 #[derive(Debug, Clone, Copy)]
 pub struct Position<'a> {
     pub prior: &'a EvidenceState,
+    pub siblings: &'a [&'a EvidenceState],
     pub batch_id: &'a str,
     pub baseline_id: &'a str,
 }
@@ -321,7 +339,15 @@ pub fn compare_sequential(
 ) -> (Vec<Finding>, EvidenceState) {
     let mut evidence = at.prior.continue_for(at.baseline_id);
     let tests = checks::run_all(profile, reference, Some(&baseline.bands), rules);
-    let findings = decide::findings(profile, reference, tests, rules, &mut evidence, at.batch_id);
+    let findings = decide::findings(
+        profile,
+        reference,
+        tests,
+        rules,
+        &mut evidence,
+        at.siblings,
+        at.batch_id,
+    );
     (findings, evidence)
 }
 

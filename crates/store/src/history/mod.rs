@@ -52,10 +52,13 @@
 //! appended in commit order, each exactly once (keyed by batch id).
 
 mod checkpoint;
+mod error;
 mod metrics;
 pub mod streams;
 
 pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
+pub use error::HistoryError;
+use error::io;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
 use streams::StreamHead;
@@ -67,10 +70,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::audit::{AuditError, AuditKind, AuditLog};
+use super::audit::{AuditKind, AuditLog};
 use super::backend::{Backend, LocalBackend, Put};
 use super::fsutil;
-use super::lock::{LockError, WriterLock};
+use super::lock::WriterLock;
 use dqmon_core::alert::Alert;
 use dqmon_core::compare::Finding;
 use dqmon_core::profile::BatchProfile;
@@ -131,34 +134,11 @@ pub struct Manifest {
     /// The replica that committed the batch, in a shared history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
-}
-
-/// History I/O failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(
-        "could not write the history at {path}: {source}; check that the state folder is writable and has space"
-    )]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("history record {path} is unreadable: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("could not write metrics: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error(transparent)]
-    Lock(#[from] LockError),
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
-    move |source| HistoryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    /// The other streams whose evidence the batch was compared with, each
+    /// at its position then (see [`History::fleet_siblings`]): what a
+    /// replay pools again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pooled: BTreeMap<String, u64>,
 }
 
 /// The history of one dataset.
@@ -177,6 +157,12 @@ pub struct History {
     /// The evidence after the last processed batch of the manifests without
     /// a stream (written before streams): where a new stream starts.
     past: Option<dqmon_core::compare::EvidenceState>,
+    /// When this replica last saw each stream's head move (pooling).
+    moved: HashMap<String, std::time::Instant>,
+    /// When the streams were last listed for pooling.
+    siblings_listed: Option<std::time::Instant>,
+    /// A replay's siblings per batch id ([`History::pin_siblings`]).
+    pinned: Option<HashMap<String, Vec<streams::Sibling>>>,
     /// This replica's name when the batch objects are shared.
     writer: Option<String>,
     /// The state folder's writer lock, held while the history is open.
@@ -235,6 +221,9 @@ impl History {
             audit: AuditLog::open(state_dir)?,
             streams: HashMap::new(),
             past: None,
+            moved: HashMap::new(),
+            siblings_listed: None,
+            pinned: None,
             writer,
             lock,
             repaired: Vec::new(),

@@ -22,8 +22,23 @@
 //!   (commit order b1 … b6 interleaves them; the evidence does not)
 //! ```
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dqmon_core::compare::EvidenceState;
+
 use super::{History, HistoryError, Manifest, io, manifest_key};
 use crate::backend::Put;
+
+/// How often the streams of a shared history are listed again for the
+/// evidence a batch pools with.
+pub const SIBLING_REFRESH: Duration = Duration::from_secs(5);
+/// How long a stream whose head does not move keeps pooling.
+pub const SIBLING_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Another stream a batch pools its evidence with: its id, its position,
+/// and the evidence after that position.
+pub type Sibling = (String, u64, EvidenceState);
 
 /// Where a stream stands: its last position, and the evidence after it.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +77,7 @@ impl History {
                 seq: Some(seq),
                 evidence: evidence.clone(),
             };
+            self.moved.insert(stream.clone(), Instant::now());
         }
     }
 
@@ -155,6 +171,25 @@ impl History {
         if self.writer.is_none() {
             return Ok(());
         }
+        if let Some(m) = self.newer_head(stream)? {
+            tracing::info!(stream, batch_id = %m.batch_id, position = ?m.stream_seq, "continuing a stream from another replica's commits");
+            self.note_head(&m);
+        }
+        Ok(())
+    }
+
+    /// Take a committed batch of another writer as its stream's head.
+    fn note_head(&mut self, m: &Manifest) {
+        self.ids.insert(m.batch_id.clone());
+        // commit numbers go on past the stream's, so that within a
+        // stream they keep its order (a replay sorts by them)
+        self.next_seq = self.next_seq.max(m.seq + 1);
+        self.advance(m);
+    }
+
+    /// The manifest of a stream's newest position after the last one this
+    /// history knows, if another writer committed one.
+    fn newer_head(&self, stream: &str) -> Result<Option<Manifest>, HistoryError> {
         let dir = format!("history/streams/{stream}");
         let after = match self.streams.get(stream).and_then(|h| h.seq) {
             Some(seq) => stream_key(stream, seq),
@@ -197,15 +232,77 @@ impl History {
                     reason: e.to_string(),
                 })?;
             if m.stream.as_deref() == Some(stream) && m.evidence.is_some() {
-                tracing::info!(stream, batch_id = %m.batch_id, position = ?m.stream_seq, "continuing a stream from another replica's commits");
-                self.ids.insert(m.batch_id.clone());
-                // commit numbers go on past the stream's, so that within a
-                // stream they keep its order (a replay sorts by them)
-                self.next_seq = self.next_seq.max(m.seq + 1);
-                self.advance(&m);
-                break;
+                return Ok(Some(m));
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// The other input streams of a shared history whose evidence a batch
+    /// of `stream` pools with (see `compare::evidence`): each stream's
+    /// newest position and the evidence after it. A stream counts while
+    /// it moves: one whose head this replica has not seen move for
+    /// [`SIBLING_IDLE`] (a drop replica renamed away, a partition gone
+    /// quiet) is left out, so a campaign's evidence in a stream that
+    /// stopped does not weigh on every later batch. The streams are listed
+    /// again at most every [`SIBLING_REFRESH`] (one delimiter listing and
+    /// one listing per stream, and a manifest read per stream that moved).
+    /// In a replay, the siblings its batch `batch_id` pooled live
+    /// ([`History::pin_siblings`]); in a history of one writer, none.
+    pub fn fleet_siblings(
+        &mut self,
+        stream: &str,
+        batch_id: &str,
+    ) -> Result<Vec<Sibling>, HistoryError> {
+        if let Some(pinned) = &self.pinned {
+            return Ok(pinned.get(batch_id).cloned().unwrap_or_default());
+        }
+        if self.writer.is_none() {
+            return Ok(Vec::new());
+        }
+        let now = Instant::now();
+        if self
+            .siblings_listed
+            .is_none_or(|t| now.duration_since(t) >= SIBLING_REFRESH)
+        {
+            self.siblings_listed = Some(now);
+            let dir = "history/streams";
+            let names: Vec<String> = self
+                .objects
+                .folders(dir)
+                .map_err(io(&self.objects.locate(dir)))?
+                .into_iter()
+                .filter_map(|k| k.rsplit('/').next().map(str::to_string))
+                .filter(|n| is_stream_id(n))
+                .collect();
+            for name in names {
+                match self.newer_head(&name)? {
+                    Some(m) => self.note_head(&m),
+                    // first seen: it counts until it has stood still for long
+                    None => {
+                        self.moved.entry(name).or_insert(now);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Sibling> = self
+            .streams
+            .iter()
+            .filter(|(name, _)| name.as_str() != stream)
+            .filter(|(name, _)| {
+                self.moved
+                    .get(*name)
+                    .is_some_and(|t| now.duration_since(*t) < SIBLING_IDLE)
+            })
+            .filter_map(|(name, h)| h.seq.map(|seq| (name.clone(), seq, h.evidence.clone())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// A replay's siblings: per batch id, the streams (at their positions,
+    /// with the evidence after them) that live pooled the batch with.
+    pub fn pin_siblings(&mut self, pinned: HashMap<String, Vec<Sibling>>) {
+        self.pinned = Some(pinned);
     }
 }

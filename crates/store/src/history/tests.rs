@@ -116,6 +116,7 @@ fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
         stream: None,
         stream_seq: None,
         writer: None,
+        pooled: Default::default(),
     }
 }
 
@@ -408,4 +409,66 @@ fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
         kinds(log_b.take()),
         ["put", "put", "put_if_absent", "put_if_absent"]
     );
+}
+
+/// The streams a batch pools its evidence with: in a shared history, the
+/// other streams with a position, each at its newest one, listed at most
+/// every `SIBLING_REFRESH` (a delimiter listing and a listing per stream;
+/// a stream another replica moved costs its index entry and manifest); in
+/// a history of one writer, none; in a replay, the ones pinned for the
+/// batch.
+#[test]
+fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
+    use crate::backend::Counting;
+    use crate::object::ObjectBackend;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let counted =
+        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let (backend, log) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    let (backend, _) = counted();
+    let mut b = History::open_shared(&dir.path().join("b"), Box::new(backend), "b").unwrap();
+    assert!(a.fleet_siblings("p0", "x").unwrap().is_empty());
+    b.commit(in_stream("y0", 0, "p1", 0, &["y0"]), None)
+        .unwrap();
+    b.commit(in_stream("y1", 1, "p1", 1, &["y0", "y1"]), None)
+        .unwrap();
+    a.commit(in_stream("x0", 2, "p0", 0, &["x0"]), None)
+        .unwrap();
+    // a listed before b wrote: it sees b's stream at the next refresh
+    log.take();
+    assert!(a.fleet_siblings("p0", "x1").unwrap().is_empty());
+    assert!(
+        log.take().is_empty(),
+        "no listing within the refresh interval"
+    );
+    a.siblings_listed = None; // the interval has passed
+    let s = a.fleet_siblings("p0", "x1").unwrap();
+    assert_eq!(s, vec![("p1".to_string(), 1, evidence(&["y0", "y1"]))]);
+    let mut kinds: Vec<&str> = log.take().iter().map(|(k, _)| *k).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["get", "get", "list_after", "list_after", "list_folders"]
+    );
+    // b sees a's stream; its own is never a sibling
+    let s = b.fleet_siblings("p1", "y2").unwrap();
+    assert_eq!(s, vec![("p0".to_string(), 0, evidence(&["x0"]))]);
+
+    // one writer: no siblings, whatever the streams
+    let mut one = History::open(&dir.path().join("one")).unwrap();
+    one.commit(in_stream("z0", 0, "p0", 0, &["z0"]), None)
+        .unwrap();
+    one.commit(in_stream("z1", 1, "p1", 0, &["z1"]), None)
+        .unwrap();
+    assert!(one.fleet_siblings("p0", "z2").unwrap().is_empty());
+    // a replay: what live pooled
+    let pinned = vec![("p9".to_string(), 4, evidence(&["q"]))];
+    one.pin_siblings(HashMap::from([("z2".to_string(), pinned.clone())]));
+    assert_eq!(one.fleet_siblings("p0", "z2").unwrap(), pinned);
+    assert!(one.fleet_siblings("p0", "other").unwrap().is_empty());
 }

@@ -74,6 +74,7 @@ pub(crate) fn manifest(seq: u64, id: &str, alerts: Vec<Alert>) -> Manifest {
         stream: None,
         stream_seq: None,
         writer: None,
+        pooled: Default::default(),
     }
 }
 
