@@ -19,6 +19,7 @@
 //! - [`backend`]: where objects live ([`backend::Backend`]; the local folder
 //!   is the embedded default), and [`object`], the same on an object store
 //!   (S3 and S3-compatible, GCS, Azure);
+//! - [`presence`]: one process per replica name on a shared history;
 //! - [`fsutil`], [`fault`]: durable writes, and the faults the tests inject
 //!   into them.
 //!
@@ -35,6 +36,7 @@ pub mod fsutil;
 pub mod history;
 pub mod lock;
 pub mod object;
+pub mod presence;
 
 use std::io::Read;
 use std::path::Path;

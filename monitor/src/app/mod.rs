@@ -78,6 +78,8 @@ pub enum AppError {
         url: String,
         reason: String,
     },
+    #[error("dataset `{dataset}`: {reason}")]
+    ReplicaName { dataset: String, reason: String },
     #[error("dataset `{dataset}`: the drop location {url} cannot be used: {reason}")]
     DropLocation {
         dataset: String,
@@ -383,9 +385,19 @@ pub fn open_history(rules: &Rules, state_dir: &Path) -> Result<History, AppError
         source,
     };
     if is_shared(rules, state_dir) {
-        let objects = history_objects(rules, state_dir)?;
         let replica = crate::source::stream::replica();
-        History::open_shared(state_dir, objects, &replica).map_err(history_err)
+        // the name first: opening repairs this replica's own batches
+        let keeper =
+            crate::store::presence::Keeper::start(history_objects(rules, state_dir)?, &replica)
+                .map_err(|e| AppError::ReplicaName {
+                    dataset: rules.dataset.clone(),
+                    reason: e.to_string(),
+                })?;
+        let objects = history_objects(rules, state_dir)?;
+        let mut history =
+            History::open_shared(state_dir, objects, &replica).map_err(history_err)?;
+        history.hold_name(keeper);
+        Ok(history)
     } else {
         History::open(state_dir).map_err(history_err)
     }

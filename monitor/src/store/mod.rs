@@ -5,7 +5,7 @@
 //! security policy refused.
 
 pub use dqmon_store::{
-    audit, backend, baselines, fault, fsutil, history, lock, object, sha256_file,
+    audit, backend, baselines, fault, fsutil, history, lock, object, presence, sha256_file,
 };
 
 pub mod refusal;

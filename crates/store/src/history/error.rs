@@ -24,6 +24,10 @@ pub enum HistoryError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Another process took this replica's name (see [`crate::presence`]):
+    /// nothing more is committed under it.
+    #[error("{0}")]
+    NameLost(String),
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {

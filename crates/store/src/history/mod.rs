@@ -165,6 +165,8 @@ pub struct History {
     pinned: Option<HashMap<String, Vec<streams::Sibling>>>,
     /// This replica's name when the batch objects are shared.
     writer: Option<String>,
+    /// The hold on that name ([`History::hold_name`]).
+    name: Option<crate::presence::Keeper>,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -222,6 +224,7 @@ impl History {
             streams: HashMap::new(),
             past: None,
             moved: HashMap::new(),
+            name: None,
             siblings_listed: None,
             pinned: None,
             writer,
@@ -395,6 +398,9 @@ impl History {
     ) -> Result<Option<Vec<Alert>>, HistoryError> {
         if self.contains(&manifest.batch_id) {
             return Ok(None);
+        }
+        if let Some(k) = &self.name {
+            k.check().map_err(HistoryError::NameLost)?;
         }
         let mut manifest = manifest;
         manifest.writer = self.writer.clone();

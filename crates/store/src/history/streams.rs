@@ -300,6 +300,13 @@ impl History {
         Ok(out)
     }
 
+    /// Keep the replica name this history writes as ([`crate::presence`]):
+    /// once another process takes it, commits fail; dropped with the
+    /// history (which releases it).
+    pub fn hold_name(&mut self, keeper: crate::presence::Keeper) {
+        self.name = Some(keeper);
+    }
+
     /// A replay's siblings: per batch id, the streams (at their positions,
     /// with the evidence after them) that live pooled the batch with.
     pub fn pin_siblings(&mut self, pinned: HashMap<String, Vec<Sibling>>) {

@@ -472,3 +472,54 @@ fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
     assert_eq!(one.fleet_siblings("p0", "z2").unwrap(), pinned);
     assert!(one.fleet_siblings("p0", "other").unwrap().is_empty());
 }
+
+/// A history that holds its replica name stops committing once another
+/// process takes the name (its heartbeat finds the next version written
+/// by someone else); a history dropped with its name releases it.
+#[test]
+fn a_history_whose_replica_name_was_taken_commits_nothing_more() {
+    use crate::presence::{Beat, HEARTBEAT_MS, Keeper};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let objects = || -> Box<dyn Backend> { Box::new(LocalBackend::new(&shared)) };
+    let keeper = Keeper::start(objects(), "a").unwrap();
+    let mut h = History::open_shared(&dir.path().join("a"), objects(), "a").unwrap();
+    h.hold_name(keeper);
+    h.commit(in_stream("x0", 0, "p0", 0, &["x0"]), None)
+        .unwrap();
+    // another process writes the name's next version
+    let versions = objects().list("replicas/a").unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let next = versions[0].replace("00000000000000000000.json", "00000000000000000001.json");
+    let intruder = Beat {
+        instance: "intruder".into(),
+        at_ms: 0,
+        released: false,
+    };
+    objects()
+        .put(&next, &serde_json::to_vec(&intruder).unwrap())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(
+        HEARTBEAT_MS as u64 + 1_000,
+    ));
+    let err = h
+        .commit(in_stream("x1", 1, "p0", 1, &["x0", "x1"]), None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, HistoryError::NameLost(why) if why.contains("intruder")),
+        "{err}"
+    );
+    assert!(!h.contains("x1"));
+    // it does not release what is no longer its own
+    drop(h);
+    assert_eq!(objects().list("replicas/a").unwrap().len(), 2);
+
+    // a clean stop releases the name
+    let keeper = Keeper::start(objects(), "b").unwrap();
+    drop(keeper);
+    let versions = objects().list("replicas/b").unwrap();
+    let last: Beat =
+        serde_json::from_slice(&objects().get(versions.last().unwrap()).unwrap().unwrap()).unwrap();
+    assert!(last.released, "{versions:?}");
+}
