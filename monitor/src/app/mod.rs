@@ -284,8 +284,10 @@ pub fn run_datasets(
     let mut stopped = Vec::new();
     for rules in datasets {
         match Worker::open(rules.clone(), opts.clone()) {
-            Ok(w) => {
+            Ok(mut w) => {
                 let source = w.open_source()?;
+                // the start's readers of the history have read it
+                w.history.forget_opened();
                 // Ready only now: the source's checkpoint was read from the
                 // state folder (a probe that passes earlier could turn 503
                 // into a crash instead of a not-ready).

@@ -54,6 +54,7 @@
 mod checkpoint;
 mod error;
 mod metrics;
+mod read;
 pub mod streams;
 
 pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
@@ -61,6 +62,8 @@ pub use error::HistoryError;
 use error::io;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
+use read::manifest_key;
+pub use read::{manifest_audit_payload, read_manifests_from};
 use streams::StreamHead;
 pub use streams::is_stream_id;
 
@@ -167,6 +170,8 @@ pub struct History {
     writer: Option<String>,
     /// The hold on that name ([`History::hold_name`]).
     name: Option<crate::presence::Keeper>,
+    /// The manifests read at open, until the first commit.
+    opened: Option<Vec<Manifest>>,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -225,6 +230,7 @@ impl History {
             past: None,
             moved: HashMap::new(),
             name: None,
+            opened: None,
             siblings_listed: None,
             pinned: None,
             writer,
@@ -248,18 +254,13 @@ impl History {
         }
         h.open_streams(&manifests)?;
         // in a shared history, the repairs take this replica's batches only
-        let own: Vec<Manifest> = match &h.writer {
-            None => manifests,
-            Some(me) => manifests
-                .into_iter()
-                .filter(|m| m.writer.as_deref() == Some(me))
-                .collect(),
-        };
+        let own = h.own_of(&manifests);
         h.repaired = h.repair_alerts(&own)?;
         h.repair_audit(&own)?;
         if h.writer.is_none() {
             h.remove_orphans()?;
         }
+        h.opened = Some(manifests);
         Ok(h)
     }
 
@@ -343,21 +344,6 @@ impl History {
         self.root.join("alerts.jsonl")
     }
 
-    /// Every manifest, in commit order.
-    pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
-        read_manifests_from(self.objects.as_ref())
-    }
-
-    /// The manifests this writer committed, in commit order: every one in
-    /// a history of one writer, this replica's in a shared one.
-    pub fn own_manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
-        let mut all = self.manifests()?;
-        if let Some(me) = &self.writer {
-            all.retain(|m| m.writer.as_ref() == Some(me));
-        }
-        Ok(all)
-    }
-
     /// Whether a batch is in the history.
     pub fn contains(&self, batch_id: &str) -> bool {
         self.ids.contains(batch_id)
@@ -402,6 +388,7 @@ impl History {
         if let Some(k) = &self.name {
             k.check().map_err(HistoryError::NameLost)?;
         }
+        self.opened = None;
         let mut manifest = manifest;
         manifest.writer = self.writer.clone();
         let put = |key: String, bytes: &[u8]| {
@@ -536,58 +523,6 @@ impl History {
         self.append_alerts(&missing)?;
         Ok(missing)
     }
-}
-
-/// The key of a batch's manifest.
-fn manifest_key(batch_id: &str) -> String {
-    format!("history/batches/{batch_id}.json")
-}
-
-/// Every manifest of a history's batch objects (a state folder's
-/// `LocalBackend`, or a shared history's backend), in commit order, read
-/// without opening the history (nothing is repaired or written: safe on a
-/// live daemon's folder). A folder without a history has none.
-pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
-    let dir = "history/batches";
-    let keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
-    let mut out = Vec::new();
-    for key in keys.iter().filter(|k| k.ends_with(".json")) {
-        let path = objects.locate(key);
-        // listed a moment ago; manifests are never removed, but a reader
-        // of a live folder must not fail on one that is
-        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
-            continue;
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        out.push(m);
-    }
-    out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
-    Ok(out)
-}
-
-/// What the audit log records of a committed batch: the manifest's hash
-/// (so that a later edit of the manifest file is caught) and its summary.
-pub fn manifest_audit_payload(m: &Manifest, manifest_bytes: &[u8]) -> serde_json::Value {
-    use sha2::Digest;
-    serde_json::json!({
-        "manifest_sha256": hex::encode(sha2::Sha256::digest(manifest_bytes)),
-        "batch_id": m.batch_id,
-        "history_seq": m.seq,
-        "status": m.status,
-        "source": m.source,
-        "input_sha256": m.input_sha256,
-        "input_bytes": m.input_bytes,
-        "rows": m.rows,
-        "rows_by_tag": m.rows_by_tag,
-        "schema_fingerprint": m.schema_fingerprint,
-        "rules_hash": m.rules_hash,
-        "baseline_id": m.baseline_id,
-        "dqmon_version": m.dqmon_version,
-        "alert_ids": m.alerts.iter().map(|a| a.alert_id.as_str()).collect::<Vec<_>>(),
-    })
 }
 
 #[cfg(test)]

@@ -523,3 +523,48 @@ fn a_history_whose_replica_name_was_taken_commits_nothing_more() {
         serde_json::from_slice(&objects().get(versions.last().unwrap()).unwrap().unwrap()).unwrap();
     assert!(last.released, "{versions:?}");
 }
+
+/// A start reads the history once: the manifests open read serve the
+/// start's other readers (the outbox's catch-up, the Kafka watermarks)
+/// until the first commit, after which a reader reads the store again.
+#[test]
+fn a_start_reads_the_manifests_once() {
+    use crate::backend::Counting;
+    use crate::object::ObjectBackend;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let counted =
+        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let (backend, _) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    a.commit(in_stream("x0", 0, "p0", 0, &["x0"]), None)
+        .unwrap();
+    a.commit(in_stream("x1", 1, "p0", 1, &["x0", "x1"]), None)
+        .unwrap();
+    let (backend, _) = counted();
+    let mut b = History::open_shared(&dir.path().join("b"), Box::new(backend), "b").unwrap();
+    b.commit(in_stream("y0", 2, "p1", 0, &["y0"]), None)
+        .unwrap();
+    drop((a, b));
+
+    let (backend, log) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    let at_open = log.take();
+    assert!(
+        at_open.iter().filter(|(k, _)| *k == "get").count() >= 3,
+        "open reads every manifest: {at_open:?}"
+    );
+    let ids = |ms: Vec<Manifest>| ms.into_iter().map(|m| m.batch_id).collect::<Vec<_>>();
+    assert_eq!(ids(a.manifests().unwrap()), ["x0", "x1", "y0"]);
+    assert_eq!(ids(a.own_manifests().unwrap()), ["x0", "x1"]);
+    assert!(log.take().is_empty(), "read again after open");
+    a.commit(in_stream("x2", 3, "p0", 2, &["x1", "x2"]), None)
+        .unwrap();
+    log.take();
+    assert_eq!(ids(a.own_manifests().unwrap()), ["x0", "x1", "x2"]);
+    assert!(!log.take().is_empty(), "after a commit, the store is read");
+    a.forget_opened();
+}
