@@ -24,5 +24,6 @@ mod query;
 mod quickstart;
 mod real_data;
 mod replay;
+mod replica_names;
 mod report;
 mod security;

@@ -200,9 +200,9 @@ const PII_KEY: &str = "integration-test-fleet-pii-key-0123456789";
 /// A fleet on one drop location: an approved baseline in `baselines/`
 /// shared by the replicas, rules per replica with its own state folder,
 /// and the drop location `s3://ingest/incoming/`.
-struct DropFleet {
+pub(crate) struct DropFleet {
     dir: tempfile::TempDir,
-    s3: S3Server,
+    pub(crate) s3: S3Server,
     /// Lines added to every replica's rules.
     extra: String,
 }
@@ -213,7 +213,7 @@ impl DropFleet {
     }
 
     /// A fleet whose rules end with `extra`.
-    fn with_rules(extra: &str) -> DropFleet {
+    pub(crate) fn with_rules(extra: &str) -> DropFleet {
         let s3 = S3Server::start();
         s3.create_bucket("ingest");
         let dir = tempfile::tempdir().unwrap();
@@ -254,7 +254,7 @@ impl DropFleet {
     }
 
     /// The rules of one replica (its state in `state-<state>`).
-    fn rules(&self, state: &str) -> PathBuf {
+    pub(crate) fn rules(&self, state: &str) -> PathBuf {
         let path = fixture_rules(self.dir.path());
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&format!(
@@ -277,7 +277,7 @@ impl DropFleet {
 
     /// `dqmon run --once` of replica `name` on the state folder
     /// `state-<state>`, started.
-    fn replica_in(&self, name: &str, state: &str) -> Child {
+    pub(crate) fn replica_in(&self, name: &str, state: &str) -> Child {
         let rules = self.rules(state);
         Command::new(dqmon_bin())
             .args(["run", "--once", "--config", rules.to_str().unwrap()])
@@ -344,7 +344,7 @@ impl DropFleet {
     }
 }
 
-fn wait_ok(child: Child) -> String {
+pub(crate) fn wait_ok(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "a replica failed: {err}");
@@ -588,60 +588,4 @@ fn replicas_with_a_shared_history_write_each_batch_once_and_continue_streams() {
             "evidence continues from {last}"
         );
     }
-}
-
-/// One process per replica name: a second `dqmon run` started with the
-/// name of a running replica (a copied config) watches the name's
-/// heartbeat for one TTL, sees it move, and refuses to start, naming
-/// `DQMON_REPLICA`; the running one goes on. Once that one stops cleanly
-/// (it releases the name), the next process with the name starts at once.
-#[test]
-fn a_second_process_with_a_running_replicas_name_is_refused() {
-    let fleet = DropFleet::with_rules("shared_history: s3://history/fleet\n");
-    fleet.s3.create_bucket("history");
-    let rules = fleet.rules("a");
-    let first = Command::new(dqmon_bin())
-        .args(["run", "--config", rules.to_str().unwrap()])
-        .envs(s3_env(&fleet.s3))
-        .env("DQMON_REPLICA", "a")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let record = fleet.s3.backend("history", "fleet/events");
-    let start = Instant::now();
-    while record.list("replicas/a").unwrap().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the first process never took its name"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let started = Instant::now();
-    let second = fleet.replica_in("a", "a-copy").wait_with_output().unwrap();
-    assert!(!second.status.success(), "a second `a` ran");
-    let err = stderr(&second);
-    assert!(
-        err.contains("`a` is in use by another running process") && err.contains("DQMON_REPLICA"),
-        "{err}"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(dqmon::store::presence::TTL_MS as u64),
-        "it watched the heartbeat for a TTL first"
-    );
-
-    let out = crate::daemon::terminate(first);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let started = Instant::now();
-    wait_ok(fleet.replica_in("a", "a-copy"));
-    assert!(
-        started.elapsed() < Duration::from_millis(dqmon::store::presence::TTL_MS as u64),
-        "a released name is taken at once"
-    );
 }
