@@ -1,7 +1,8 @@
 //! Compare speed: one 2,000-row batch (four trust tags, the fixture rules
 //! with their slices) against a baseline of 20 such batches, with the
 //! evidence of 16 earlier batches carried in, as the daemon compares every
-//! batch. The target is well under 5 ms per batch.
+//! batch; and the same in a fleet of 6 input streams, pooling the evidence
+//! of 5 others. The target is well under 5 ms per batch.
 //!
 //! `cargo bench -p dqmon-core --bench compare` (builds only the core, the
 //! rules loader and the generator: minutes, not the whole daemon).
@@ -50,7 +51,40 @@ fn bench(c: &mut Criterion) {
         evidence =
             compare::compare_sequential(&profile(100 + i), &reference, &baseline, &rules, at).1;
     }
+    // a fleet: five sibling streams with evidence of 16 batches each (the
+    // stream's own, under other batch ids: the same counts, as pooling
+    // reads them)
+    let siblings: Vec<EvidenceState> = (0..5)
+        .map(|s| {
+            let mut e = evidence.clone();
+            for b in e.batches.iter_mut() {
+                *b = format!("s{s}-{b}");
+            }
+            e
+        })
+        .collect();
+    let sibling_refs: Vec<&EvidenceState> = siblings.iter().collect();
     let batch = profile(200);
+    c.bench_function(
+        "compare 2,000-row batch with evidence pooled over 6 streams",
+        |b| {
+            b.iter(|| {
+                let at = Position {
+                    prior: &evidence,
+                    siblings: &sibling_refs,
+                    batch_id: "now",
+                    baseline_id: "bench",
+                };
+                black_box(compare::compare_sequential(
+                    black_box(&batch),
+                    &reference,
+                    &baseline,
+                    &rules,
+                    at,
+                ))
+            })
+        },
+    );
     c.bench_function("compare 2,000-row batch with evidence", |b| {
         b.iter(|| {
             let at = Position {

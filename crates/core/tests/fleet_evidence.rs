@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rand_distr::{Binomial, Distribution, Normal};
 
-use dqmon_core::compare::evidence::{Counts, EvidenceState, WINDOWS};
+use dqmon_core::compare::evidence::{Counts, EvidenceState, SiblingCounts, WINDOWS};
 use dqmon_core::compare::rate::{Direction, RateNull};
 
 fn one(key: &str, x: u64, n: u64) -> BTreeMap<String, Counts> {
@@ -30,13 +30,16 @@ fn fleet_windows_add_the_siblings_last_batches_on_the_same_baseline() {
     };
     // no sibling counts yet: nothing pooled
     own.push("a0", &one("k", 3, 100));
-    assert!(own.fleet_windows(&[&sib], "k").is_empty());
+    assert!(
+        own.fleet_windows(&SiblingCounts::new(&own, &[&sib]), "k")
+            .is_empty()
+    );
     for i in 0..4u64 {
         sib.push(&format!("s{i}"), &one("k", i, 200));
     }
     sib.push("s4", &BTreeMap::new()); // a batch without the test
     own.push("a1", &one("k", 4, 100));
-    let w = own.fleet_windows(&[&sib, &other], "k");
+    let w = own.fleet_windows(&SiblingCounts::new(&own, &[&sib, &other]), "k");
     // own windows of 1 and 2 batches; the sibling's last batch ran no test,
     // so only the 2-batch window pools (with the sibling's 3/200); the
     // stream of another baseline pools with nothing
@@ -44,7 +47,10 @@ fn fleet_windows_add_the_siblings_last_batches_on_the_same_baseline() {
     assert_eq!((w[0].batches, w[0].streams), (2, 2));
     assert_eq!((w[0].x, w[0].n, w[0].n2), (7.0 + 3.0, 400.0, 2e4 + 4e4));
     assert_eq!(w[0].first_batch, "a0");
-    assert!(own.fleet_windows(&[&other], "k").is_empty());
+    assert!(
+        own.fleet_windows(&SiblingCounts::new(&own, &[&other]), "k")
+            .is_empty()
+    );
     // a window of the stream's own batches only is not repeated
     let own_only = own.windows("k");
     assert!(own_only.iter().all(|w| w.streams == 1));
@@ -97,6 +103,7 @@ impl Fleet {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, s)| s)
                 .collect();
+            let siblings = SiblingCounts::new(&self.states[i], &siblings);
             windows.extend(self.states[i].fleet_windows(&siblings, "k"));
         }
         let alarm = windows

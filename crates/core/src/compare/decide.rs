@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use super::budget::{self, Family};
 use super::checks::{Reference, Test, Unit, schema_findings};
-use super::evidence::{Counts, EvidenceState, WINDOWS, Window};
+use super::evidence::{Counts, EvidenceState, SiblingCounts, WINDOWS, Window, pool_windows};
 use super::stats;
 use super::{Check, EvidenceWindow, Finding, Severity, Verdict};
 use crate::profile::{ALL, BatchProfile};
@@ -40,7 +40,7 @@ use crate::rules::Rules;
 fn accumulate(
     tests: &mut [Test],
     evidence: &mut EvidenceState,
-    siblings: &[&EvidenceState],
+    siblings: &SiblingCounts<'_>,
     batch_id: &str,
 ) {
     let now: BTreeMap<String, Counts> = tests
@@ -64,7 +64,8 @@ fn accumulate(
         let key = t.band_key();
         let mut windows = evidence.windows(&key);
         if !siblings.is_empty() {
-            windows.extend(evidence.fleet_windows(siblings, &key));
+            let pooled = pool_windows(&windows, siblings, &key);
+            windows.extend(pooled);
         }
         for w in windows {
             let r = c.null.test(&w, c.dir);
@@ -117,11 +118,7 @@ pub(super) fn findings(
 ) -> Vec<Finding> {
     let mut out = schema_findings(profile, &reference.profile);
     let alpha_batch = budget::alpha_batch(rules.thresholds.false_alarms_per_1000_batches);
-    let siblings: Vec<&EvidenceState> = siblings
-        .iter()
-        .copied()
-        .filter(|s| evidence.pools_with(s))
-        .collect();
+    let siblings = SiblingCounts::new(evidence, siblings);
     let looks = looks(&tests, !siblings.is_empty());
     let active: Vec<Family> = looks.keys().copied().collect();
     for t in tests.iter_mut() {

@@ -260,62 +260,13 @@ impl EvidenceState {
         out
     }
 
-    /// The counts of `key` over this stream's last `w` batches (fewer when
-    /// it holds fewer), `None` when none of them ran the test.
-    fn last(&self, key: &str, w: usize) -> Option<[f64; 6]> {
-        let v = self.counts.get(key)?;
-        let part = &v[v.len().saturating_sub(w)..];
-        let mut sum = [0.0f64; 6];
-        for c in part.iter().filter(|c| c.n > 0) {
-            let p = c.predicted.unwrap_or_default();
-            let add = [
-                c.x as f64,
-                c.n as f64,
-                (c.n as f64).powi(2),
-                p[0],
-                p[1],
-                p[2],
-            ];
-            for (s, a) in sum.iter_mut().zip(add) {
-                *s += a;
-            }
-        }
-        (sum[1] > 0.0).then_some(sum)
-    }
-
     /// The windows of `key` pooled over the fleet (see the module docs):
     /// each of this stream's windows plus, for every sibling stream
-    /// gathered against the same baseline that ran the test in its last
-    /// `w` batches, those batches' counts. Empty when no sibling adds
-    /// counts (then the stream's own windows say it all).
-    pub fn fleet_windows(&self, siblings: &[&EvidenceState], key: &str) -> Vec<Window> {
-        let mut out = Vec::new();
-        for own in self.windows(key) {
-            // the sibling windows span as many batches as the stream's own
-            // window does, counted back from its newest batch
-            let span = WINDOWS
-                .iter()
-                .copied()
-                .find(|&w| w >= own.batches)
-                .unwrap_or(MAX_WINDOW);
-            let mut pooled = own.clone();
-            for s in siblings.iter().filter(|s| self.pools_with(s)) {
-                let Some(add) = s.last(key, span) else {
-                    continue;
-                };
-                pooled.x += add[0];
-                pooled.n += add[1];
-                pooled.n2 += add[2];
-                for (p, a) in pooled.predicted.iter_mut().zip(&add[3..]) {
-                    *p += a;
-                }
-                pooled.streams += 1;
-            }
-            if pooled.streams > 1 {
-                out.push(pooled);
-            }
-        }
-        out
+    /// (gathered against the same baseline, see [`SiblingCounts`]) that ran
+    /// the test in its last `w` batches, those batches' counts. Empty when
+    /// no sibling adds counts (then the stream's own windows say it all).
+    pub fn fleet_windows(&self, siblings: &SiblingCounts<'_>, key: &str) -> Vec<Window> {
+        pool_windows(&self.windows(key), siblings, key)
     }
 
     /// Whether a sibling's counts pool with this stream's: gathered
@@ -324,6 +275,78 @@ impl EvidenceState {
         sibling.format == EVIDENCE_FORMAT
             && self.format == EVIDENCE_FORMAT
             && sibling.baseline_id == self.baseline_id
+    }
+}
+
+/// [`EvidenceState::fleet_windows`] from the stream's own windows of `key`.
+pub fn pool_windows(own: &[Window], siblings: &SiblingCounts<'_>, key: &str) -> Vec<Window> {
+    let Some(theirs) = siblings.by_key.get(key) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for own in own {
+        // the sibling windows span as many batches as the stream's own
+        // window does, counted back from its newest batch
+        let span = WINDOWS
+            .iter()
+            .copied()
+            .find(|&w| w >= own.batches)
+            .unwrap_or(MAX_WINDOW);
+        let (mut x, mut n, mut n2, mut predicted, mut streams) =
+            (own.x, own.n, own.n2, own.predicted, own.streams);
+        for v in theirs {
+            let mut ran = false;
+            for c in v[v.len().saturating_sub(span)..].iter().filter(|c| c.n > 0) {
+                ran = true;
+                x += c.x as f64;
+                n += c.n as f64;
+                n2 += (c.n as f64).powi(2);
+                let p = c.predicted.unwrap_or_default();
+                for (sum, a) in predicted.iter_mut().zip(p) {
+                    *sum += a;
+                }
+            }
+            streams += usize::from(ran);
+        }
+        if streams > 1 {
+            out.push(Window {
+                batches: own.batches,
+                x,
+                n,
+                n2,
+                predicted,
+                first_batch: own.first_batch.clone(),
+                streams,
+            });
+        }
+    }
+    out
+}
+
+/// The counts of a batch's sibling streams, by test key: gathered once
+/// per batch from the siblings that pool with its stream
+/// ([`EvidenceState::pools_with`]), in their order, so that each test
+/// looks its key up once.
+#[derive(Debug, Default)]
+pub struct SiblingCounts<'a> {
+    by_key: hashbrown::HashMap<&'a str, Vec<&'a [Counts]>>,
+}
+
+impl<'a> SiblingCounts<'a> {
+    /// The counts of the `siblings` that pool with `own`.
+    pub fn new(own: &EvidenceState, siblings: &[&'a EvidenceState]) -> SiblingCounts<'a> {
+        let mut by_key: hashbrown::HashMap<&'a str, Vec<&'a [Counts]>> = hashbrown::HashMap::new();
+        for s in siblings.iter().filter(|s| own.pools_with(s)) {
+            for (k, v) in &s.counts {
+                by_key.entry(k.as_str()).or_default().push(v.as_slice());
+            }
+        }
+        SiblingCounts { by_key }
+    }
+
+    /// Whether no sibling pools with the stream.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
     }
 }
 
