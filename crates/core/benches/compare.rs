@@ -65,13 +65,19 @@ fn bench(c: &mut Criterion) {
         .collect();
     let sibling_refs: Vec<&EvidenceState> = siblings.iter().collect();
     let batch = profile(200);
-    c.bench_function(
-        "compare 2,000-row batch with evidence pooled over 6 streams",
-        |b| {
+    let cases: [(&str, &[&EvidenceState]); 2] = [
+        (
+            "compare 2,000-row batch with evidence pooled over 6 streams",
+            &sibling_refs,
+        ),
+        ("compare 2,000-row batch with evidence", &[]),
+    ];
+    for (name, siblings) in cases {
+        c.bench_function(name, |b| {
             b.iter(|| {
                 let at = Position {
                     prior: &evidence,
-                    siblings: &sibling_refs,
+                    siblings,
                     batch_id: "now",
                     baseline_id: "bench",
                 };
@@ -83,25 +89,8 @@ fn bench(c: &mut Criterion) {
                     at,
                 ))
             })
-        },
-    );
-    c.bench_function("compare 2,000-row batch with evidence", |b| {
-        b.iter(|| {
-            let at = Position {
-                prior: &evidence,
-                siblings: &[],
-                batch_id: "now",
-                baseline_id: "bench",
-            };
-            black_box(compare::compare_sequential(
-                black_box(&batch),
-                &reference,
-                &baseline,
-                &rules,
-                at,
-            ))
-        })
-    });
+        });
+    }
 }
 
 criterion_group!(benches, bench);
