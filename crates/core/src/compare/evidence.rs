@@ -35,15 +35,18 @@
 //! was compared (the manifest records it, so a replay pools the same).
 //! The pooled counts go through the same null model (the baseline's
 //! uncertainty counted once for the pooled total, so a fleet of streams
-//! does not multiply a slightly wrong baseline rate into an alarm), and
-//! the Bonferroni split covers both scans (2 × `|WINDOWS|` looks per
-//! test). Assumed: the streams' batch-to-batch deviations are independent
-//! (a shared time-of-day swing in every partition is not; the baseline's
-//! band then underestimates the pooled variance). Simulated in
-//! `crates/core/tests/fleet_evidence.rs`: clean fleets of 6 streams keep
-//! the rate at most α; a campaign on every stream is noticed in about two
-//! thirds of the rounds, and one on a single stream no later (medians);
-//! on fixture profiles, the fleet table of `dqmon-eval`'s streams. A stream
+//! does not multiply a slightly wrong baseline rate into an alarm), with
+//! one change: the between-batch variance of the streams' parts adds as
+//! standard deviations (Minkowski), not as variances, because the streams
+//! may move together (a time-of-day swing every partition sees at once);
+//! within a stream batches still vary independently, as in its own
+//! windows. The Bonferroni split covers both scans (2 × `|WINDOWS|` looks
+//! per test). Simulated in `crates/core/tests/fleet_evidence.rs`: clean
+//! fleets of 6 streams keep the rate at most α, with independent streams
+//! and with a deviation shared by all of them (adding variances instead
+//! gave 3.3% against α = 1% there); a campaign on every stream is noticed
+//! sooner (medians), and one on a single stream no later; on fixture
+//! profiles, the fleet table of `dqmon-eval`'s streams. A stream
 //! that raises a finding forgets its own counts only; the others' windows
 //! still hold theirs, so one campaign can raise a finding in each stream
 //! (the fleet's notifications page one fingerprint once per cooldown).
@@ -292,10 +295,16 @@ pub fn pool_windows(own: &[Window], siblings: &SiblingCounts<'_>, key: &str) -> 
             .copied()
             .find(|&w| w >= own.batches)
             .unwrap_or(MAX_WINDOW);
-        let (mut x, mut n, mut n2, mut predicted, mut streams) =
-            (own.x, own.n, own.n2, own.predicted, own.streams);
+        // the between-batch variance of the pooled count: within a stream
+        // batches vary independently (as in its own windows), across the
+        // streams they may move together (a swing that every partition
+        // sees at once), so the streams' parts add as standard deviations
+        // (Minkowski), not as variances: n2 = (Σ_s √(Σ_b n²))²
+        let (mut x, mut n, mut n2_sd, mut predicted, mut streams) =
+            (own.x, own.n, own.n2.sqrt(), own.predicted, own.streams);
         for v in theirs {
             let mut ran = false;
+            let mut n2 = 0.0;
             for c in v[v.len().saturating_sub(span)..].iter().filter(|c| c.n > 0) {
                 ran = true;
                 x += c.x as f64;
@@ -306,6 +315,7 @@ pub fn pool_windows(own: &[Window], siblings: &SiblingCounts<'_>, key: &str) -> 
                     *sum += a;
                 }
             }
+            n2_sd += n2.sqrt();
             streams += usize::from(ran);
         }
         if streams > 1 {
@@ -313,7 +323,7 @@ pub fn pool_windows(own: &[Window], siblings: &SiblingCounts<'_>, key: &str) -> 
                 batches: own.batches,
                 x,
                 n,
-                n2,
+                n2: n2_sd * n2_sd,
                 predicted,
                 first_batch: own.first_batch.clone(),
                 streams,
