@@ -168,8 +168,16 @@ impl Presence {
             instance: instance.to_string(),
             version: next,
         };
-        p.write(objects, next, now_ms(), false)?;
-        Ok(p)
+        match p.write(objects, next, now_ms(), false) {
+            Ok(()) => Ok(p),
+            // another process started with the name at the same moment
+            Err(PresenceError::Taken { name, instance }) => Err(PresenceError::InUse {
+                name,
+                instance,
+                age_ms: 0,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Write the next heartbeat; an error when another process wrote it
@@ -209,13 +217,24 @@ impl Presence {
                 source,
             })?;
         if put == Put::Existed {
-            let other = newest(objects, &self.name)?
-                .map(|(_, b)| b.instance)
-                .unwrap_or_default();
-            return Err(PresenceError::Taken {
-                name: self.name.clone(),
-                instance: other,
-            });
+            // this process's own write, if a retried request found the
+            // version its first attempt had written
+            let held = objects
+                .get(&k)
+                .map_err(|source| PresenceError::Io {
+                    key: k.clone(),
+                    source,
+                })?
+                .and_then(|b| serde_json::from_slice::<Beat>(&b).ok());
+            if held.as_ref().is_none_or(|b| b.instance != self.instance) {
+                let other = newest(objects, &self.name)?
+                    .map(|(_, b)| b.instance)
+                    .unwrap_or_default();
+                return Err(PresenceError::Taken {
+                    name: self.name.clone(),
+                    instance: other,
+                });
+            }
         }
         self.version = version;
         if version >= KEEP {
@@ -377,6 +396,35 @@ mod tests {
         let before = clock.now();
         Presence::take(&store, "r1", "b", &|| clock.now(), &|d| clock.sleep(d)).unwrap();
         assert_eq!(clock.now(), before);
+    }
+
+    #[test]
+    fn a_retried_write_of_its_own_is_not_a_lost_name_but_another_process_write_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::new(dir.path());
+        let clock = Clock(Cell::new(1_000_000));
+        let mut a =
+            Presence::take(&store, "r1", "a", &|| clock.now(), &|d| clock.sleep(d)).unwrap();
+        // the first attempt of a's next beat reached the store, its answer did not
+        let beat = Beat {
+            instance: "a".into(),
+            at_ms: clock.now(),
+            released: false,
+        };
+        store
+            .put(&key("r1", 1), &serde_json::to_vec(&beat).unwrap())
+            .unwrap();
+        a.beat(&store, clock.now()).unwrap();
+        a.beat(&store, clock.now()).unwrap();
+        assert_eq!(store.list("replicas/r1").unwrap().len(), 3);
+        // another process writing a version a wrote learns the name is taken
+        let mut b = Presence {
+            name: "r1".into(),
+            instance: "b".into(),
+            version: 0,
+        };
+        let err = b.write(&store, 2, clock.now(), false).unwrap_err();
+        assert!(matches!(err, PresenceError::Taken { .. }), "{err}");
     }
 
     #[test]
