@@ -414,9 +414,9 @@ fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
 /// The streams a batch pools its evidence with: in a shared history, the
 /// other streams with a position, each at its newest one, listed at most
 /// every `SIBLING_REFRESH` (a delimiter listing and a listing per stream;
-/// a stream another replica moved costs its index entry and manifest); in
-/// a history of one writer, none; in a replay, the ones pinned for the
-/// batch.
+/// a stream another replica moved costs its index entry and manifest),
+/// but not one whose head stood still for `SIBLING_IDLE`; in a history of
+/// one writer, none; in a replay, the ones pinned for the batch.
 #[test]
 fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
     use crate::backend::Counting;
@@ -458,6 +458,14 @@ fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
     // b sees a's stream; its own is never a sibling
     let s = b.fleet_siblings("p1", "y2").unwrap();
     assert_eq!(s, vec![("p0".to_string(), 0, evidence(&["x0"]))]);
+
+    // a stream whose head has not moved for SIBLING_IDLE is left out
+    let long_ago = std::time::Instant::now()
+        .checked_sub(super::streams::SIBLING_IDLE + std::time::Duration::from_secs(1));
+    if let Some(t) = long_ago {
+        b.moved.insert("p0".into(), t);
+        assert!(b.fleet_siblings("p1", "y3").unwrap().is_empty());
+    }
 
     // one writer: no siblings, whatever the streams
     let mut one = History::open(&dir.path().join("one")).unwrap();
