@@ -429,10 +429,7 @@ impl Worker {
 
     /// Pool each batch with the evidence live pooled it with (a replay;
     /// see [`crate::store::history::History::pin_siblings`]).
-    pub fn pin_siblings(
-        &mut self,
-        pinned: std::collections::HashMap<String, Vec<crate::store::history::streams::Sibling>>,
-    ) {
+    pub fn pin_siblings(&mut self, pinned: crate::store::history::streams::Pinned) {
         self.history.pin_siblings(pinned);
     }
 

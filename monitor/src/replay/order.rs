@@ -15,7 +15,7 @@ use crate::compare::EvidenceState;
 use crate::source::parquet_drop::DroppedFile;
 use crate::source::stream;
 use crate::store::history::Manifest;
-use crate::store::history::streams::Sibling;
+use crate::store::history::streams::Pinned;
 
 /// A replay's files in order, with the stream of each batch live holds
 /// (by batch id) and the evidence each of those streams starts from.
@@ -63,25 +63,25 @@ pub(super) fn live_order(live: &[Manifest], files: Vec<(String, DroppedFile)>) -
 }
 
 /// The evidence each live batch pooled with (its manifest's `pooled`: the
-/// fleet's other streams at their positions then), by batch id, read back
-/// from the live manifests at those positions: a replay pools the same.
-pub(super) fn pooled_siblings(live: &[Manifest]) -> HashMap<String, Vec<Sibling>> {
-    let at: HashMap<(&str, u64), &EvidenceState> = live
+/// fleet's other streams at their positions then), read back from the live
+/// manifests at those positions: a replay pools the same. Each position's
+/// evidence is kept once, however many batches pooled it.
+pub(super) fn pooled_siblings(live: &[Manifest]) -> Pinned {
+    let mut pinned = Pinned::default();
+    for m in live.iter().filter(|m| !m.pooled.is_empty()) {
+        let cut = m.pooled.iter().map(|(s, seq)| (s.clone(), *seq)).collect();
+        pinned.cuts.insert(m.batch_id.clone(), cut);
+    }
+    let wanted: std::collections::HashSet<(&str, u64)> = live
         .iter()
-        .filter_map(|m| Some(((m.stream.as_deref()?, m.stream_seq?), m.evidence.as_ref()?)))
+        .flat_map(|m| m.pooled.iter().map(|(s, seq)| (s.as_str(), *seq)))
         .collect();
-    live.iter()
-        .filter(|m| !m.pooled.is_empty())
-        .map(|m| {
-            let siblings = m
-                .pooled
-                .iter()
-                .filter_map(|(s, seq)| {
-                    at.get(&(s.as_str(), *seq))
-                        .map(|e| (s.clone(), *seq, (*e).clone()))
-                })
-                .collect();
-            (m.batch_id.clone(), siblings)
-        })
-        .collect()
+    for m in live {
+        if let (Some(stream), Some(seq), Some(e)) = (&m.stream, m.stream_seq, &m.evidence)
+            && wanted.contains(&(stream.as_str(), seq))
+        {
+            pinned.evidence.insert((stream.clone(), seq), e.clone());
+        }
+    }
+    pinned
 }

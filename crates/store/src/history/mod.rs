@@ -165,7 +165,7 @@ pub struct History {
     /// When the streams were last listed for pooling.
     siblings_listed: Option<std::time::Instant>,
     /// A replay's siblings per batch id ([`History::pin_siblings`]).
-    pinned: Option<HashMap<String, Vec<streams::Sibling>>>,
+    pinned: Option<streams::Pinned>,
     /// This replica's name when the batch objects are shared.
     writer: Option<String>,
     /// The hold on that name ([`History::hold_name`]).

@@ -40,6 +40,15 @@ pub const SIBLING_IDLE: Duration = Duration::from_secs(15 * 60);
 /// and the evidence after that position.
 pub type Sibling = (String, u64, EvidenceState);
 
+/// What a replay pools each batch with: per batch id, the streams and
+/// positions live pooled it with (`cuts`), and the evidence after each
+/// such position, once (`evidence`; many batches share one).
+#[derive(Debug, Clone, Default)]
+pub struct Pinned {
+    pub cuts: HashMap<String, Vec<(String, u64)>>,
+    pub evidence: HashMap<(String, u64), EvidenceState>,
+}
+
 /// Where a stream stands: its last position, and the evidence after it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StreamHead {
@@ -255,7 +264,14 @@ impl History {
         batch_id: &str,
     ) -> Result<Vec<Sibling>, HistoryError> {
         if let Some(pinned) = &self.pinned {
-            return Ok(pinned.get(batch_id).cloned().unwrap_or_default());
+            let cut = pinned.cuts.get(batch_id).map_or(&[][..], Vec::as_slice);
+            return Ok(cut
+                .iter()
+                .filter_map(|(stream, seq)| {
+                    let e = pinned.evidence.get(&(stream.clone(), *seq))?;
+                    Some((stream.clone(), *seq, e.clone()))
+                })
+                .collect());
         }
         if self.writer.is_none() {
             return Ok(Vec::new());
@@ -309,7 +325,7 @@ impl History {
 
     /// A replay's siblings: per batch id, the streams (at their positions,
     /// with the evidence after them) that live pooled the batch with.
-    pub fn pin_siblings(&mut self, pinned: HashMap<String, Vec<Sibling>>) {
+    pub fn pin_siblings(&mut self, pinned: Pinned) {
         self.pinned = Some(pinned);
     }
 }

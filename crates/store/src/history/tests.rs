@@ -475,9 +475,19 @@ fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
         .unwrap();
     assert!(one.fleet_siblings("p0", "z2").unwrap().is_empty());
     // a replay: what live pooled
-    let pinned = vec![("p9".to_string(), 4, evidence(&["q"]))];
-    one.pin_siblings(HashMap::from([("z2".to_string(), pinned.clone())]));
-    assert_eq!(one.fleet_siblings("p0", "z2").unwrap(), pinned);
+    let pinned = super::streams::Pinned {
+        cuts: HashMap::from([(
+            "z2".to_string(),
+            vec![("p9".to_string(), 4), ("p8".to_string(), 1)],
+        )]),
+        evidence: HashMap::from([(("p9".to_string(), 4), evidence(&["q"]))]),
+    };
+    one.pin_siblings(pinned);
+    // a position live no longer holds is left out
+    assert_eq!(
+        one.fleet_siblings("p0", "z2").unwrap(),
+        vec![("p9".to_string(), 4, evidence(&["q"]))]
+    );
     assert!(one.fleet_siblings("p0", "other").unwrap().is_empty());
 }
 
