@@ -121,28 +121,41 @@ impl Fleet {
 }
 
 /// 6 streams × 100 rounds × 100 baselines = 60,000 clean decisions per
-/// case, each looking at its 6 own and 6 pooled windows: the share of
-/// batches with an alarm stays at most α (the binomial error at 0.01 is
-/// 0.0004; the bound allows 15%).
+/// case, each looking at its 6 own and 6 pooled windows, at level α:
+/// the share of batches with an alarm. The rate's batch-to-batch deviation
+/// (sd `tau`) is drawn per batch, or, when `shared`, once per round for
+/// every stream.
+fn clean_alarm_rate(rng: &mut SmallRng, p: f64, tau: f64, shared: bool, alpha: f64) -> (u64, u64) {
+    let (mut alarms, mut decisions) = (0u64, 0u64);
+    for _ in 0..100 {
+        let mut fleet = Fleet::new(rng, 6, 20, p, tau, 400);
+        for round in 0..100 {
+            let now = shared
+                .then(|| (p + Normal::new(0.0, tau).unwrap().sample(rng)).clamp(1e-6, 1.0 - 1e-6));
+            for i in 0..6 {
+                let n = 400 + rng.random_range(0..50);
+                let x = match now {
+                    Some(rate) => Binomial::new(n, rate).unwrap().sample(rng),
+                    None => draw(rng, p, tau, n),
+                };
+                decisions += 1;
+                if fleet.decide(i, &format!("{i}.{round}"), x, n, alpha, true) {
+                    alarms += 1;
+                }
+            }
+        }
+    }
+    (alarms, decisions)
+}
+
+/// Independent streams: the share of clean batches with an alarm stays at
+/// most α (the binomial error at 0.01 is 0.0004; the bound allows 15%).
 #[test]
 fn pooled_windows_keep_the_false_alarm_rate_on_clean_streams() {
     let alpha = 0.01;
     let mut rng = SmallRng::seed_from_u64(11);
     for (p, tau) in [(0.03f64, 0.0f64), (0.03, 0.004), (0.3, 0.01)] {
-        let (mut alarms, mut decisions) = (0u64, 0u64);
-        for _ in 0..100 {
-            let mut fleet = Fleet::new(&mut rng, 6, 20, p, tau, 400);
-            for round in 0..100 {
-                for i in 0..6 {
-                    let n = 400 + rng.random_range(0..50);
-                    let x = draw(&mut rng, p, tau, n);
-                    decisions += 1;
-                    if fleet.decide(i, &format!("{i}.{round}"), x, n, alpha, true) {
-                        alarms += 1;
-                    }
-                }
-            }
-        }
+        let (alarms, decisions) = clean_alarm_rate(&mut rng, p, tau, false, alpha);
         let rate = alarms as f64 / decisions as f64;
         assert!(
             rate <= alpha * 1.15,
@@ -211,22 +224,7 @@ fn pooled_windows_keep_the_false_alarm_rate_when_the_streams_move_together() {
     let alpha = 0.01;
     let mut rng = SmallRng::seed_from_u64(13);
     for (p, shared) in [(0.03f64, 0.004f64), (0.03, 0.008), (0.3, 0.02)] {
-        let (mut alarms, mut decisions) = (0u64, 0u64);
-        for _ in 0..100 {
-            let mut fleet = Fleet::new(&mut rng, 6, 20, p, shared, 400);
-            for round in 0..100 {
-                let now = (p + Normal::new(0.0, shared).unwrap().sample(&mut rng))
-                    .clamp(1e-6, 1.0 - 1e-6);
-                for i in 0..6 {
-                    let n = 400 + rng.random_range(0..50);
-                    let x = Binomial::new(n, now).unwrap().sample(&mut rng);
-                    decisions += 1;
-                    if fleet.decide(i, &format!("{i}.{round}"), x, n, alpha, true) {
-                        alarms += 1;
-                    }
-                }
-            }
-        }
+        let (alarms, decisions) = clean_alarm_rate(&mut rng, p, shared, true, alpha);
         let rate = alarms as f64 / decisions as f64;
         assert!(
             rate <= alpha * 1.15,

@@ -191,11 +191,6 @@ impl Presence {
         self.write(objects, self.version + 1, now_ms, true)
     }
 
-    /// The name held.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn write(
         &mut self,
         objects: &dyn Backend,
@@ -251,7 +246,6 @@ impl Presence {
 /// (unless another process took it).
 #[derive(Debug)]
 pub struct Keeper {
-    name: String,
     state: std::sync::Arc<std::sync::Mutex<KeeperState>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -319,7 +313,6 @@ impl Keeper {
             })
             .expect("a thread can be spawned");
         Ok(Keeper {
-            name: name.to_string(),
             state,
             stop: Some(stop),
             thread: Some(thread),
@@ -333,11 +326,6 @@ impl Keeper {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
-    }
-
-    /// The name held.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
