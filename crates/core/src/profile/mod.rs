@@ -467,6 +467,12 @@ pub struct Profiler<'r> {
     slice_of_row: Vec<u32>,
     row_hash: Vec<u64>,
     num_scratch: Vec<NumScratch>,
+    /// Per slice and column (index in the rules' columns): order keys of
+    /// numeric values not yet in the slice's quantile sketch, which takes
+    /// them in bulk runs (see `QUANTILE_RUN`).
+    pending_keys: Vec<Vec<Vec<u64>>>,
+    /// Keys held in `pending_keys` in all.
+    pending_total: usize,
     /// A text column's value hashes in this record batch, one per row.
     text_hash: Vec<u64>,
     /// Per slice: a text column's distinct values in this record batch.
@@ -514,6 +520,8 @@ pub fn profile_batches<'a>(
     Ok(p.finish())
 }
 
+#[cfg(test)]
+mod quantile_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -107,6 +107,17 @@ fn canonical_frequent_items(bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// Preamble longs of a t-digest image holding two or more values.
+const PREAMBLE_LONGS_MULTIPLE: u8 = 2;
+
+/// The first bytes of the crate's own t-digest image (preamble longs,
+/// serial version, family id, ...), so that `Quantiles::from_sorted`
+/// writes the serial version and family the crate reads.
+fn tdigest_header() -> &'static [u8] {
+    static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+    HEADER.get_or_init(|| TDigestMut::new(10).expect("k >= 10").serialize())
+}
+
 /// Quantile sketch (t-digest) over f64 values.
 #[derive(Clone, Debug)]
 pub struct Quantiles {
@@ -125,6 +136,60 @@ impl Quantiles {
         self.digest.update(value);
     }
 
+    /// The digest of `sorted` (finite, nondecreasing), compressed once.
+    ///
+    /// `update` buffers `4 × (2k + 10)` values and then compresses them
+    /// with the centroids it holds, so n values cost about n / 840
+    /// compressions (k = 100), each re-reading every centroid, and a sort
+    /// of the buffer. Values already sorted need neither: they go into the
+    /// digest as its buffered values (the DataSketches serial format keeps
+    /// a digest's buffer, so reading such an image back is a supported
+    /// path), and one compression pass turns them into centroids. The
+    /// result is a t-digest of the same values under the same scale
+    /// function (K_2, same k): the same error bound, not the same bytes as
+    /// `update` one at a time (the compression schedule differs), and the
+    /// same bytes for the same input every time.
+    pub fn from_sorted(k: u16, sorted: impl ExactSizeIterator<Item = f64>) -> Self {
+        let k = k.max(10);
+        let n = sorted.len();
+        if n < 2 {
+            let mut q = Quantiles::new(k);
+            for v in sorted {
+                q.update(v);
+            }
+            q.canonicalize();
+            return q;
+        }
+        // The "multiple values" layout: the 8-byte header (preamble longs,
+        // serial version, family, k, flags, two unused bytes), the counts
+        // of centroids and of buffered values, min, max, then the
+        // centroids (none) and the buffered values, little-endian.
+        let header = tdigest_header();
+        let mut bytes = Vec::with_capacity(32 + 8 * n);
+        bytes.extend_from_slice(&[PREAMBLE_LONGS_MULTIPLE, header[1], header[2]]);
+        bytes.extend_from_slice(&k.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0, 0]); // flags, unused
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let buffered = u32::try_from(n).expect("a record batch holds fewer than 2^32 values");
+        bytes.extend_from_slice(&buffered.to_le_bytes());
+        let at_extrema = bytes.len();
+        bytes.extend_from_slice(&[0; 16]);
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in sorted {
+            debug_assert!(v.is_finite() && v >= max, "sorted, finite values");
+            min = min.min(v);
+            max = max.max(v);
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes[at_extrema..at_extrema + 8].copy_from_slice(&min.to_le_bytes());
+        bytes[at_extrema + 8..at_extrema + 16].copy_from_slice(&max.to_le_bytes());
+        let digest = TDigestMut::deserialize(&bytes)
+            .expect("sorted finite values make a valid buffered t-digest image");
+        let mut q = Quantiles { digest };
+        q.canonicalize();
+        q
+    }
+
     pub fn k(&self) -> u16 {
         self.digest.k()
     }
@@ -140,6 +205,11 @@ impl Quantiles {
                 left: format!("k={}", self.k()),
                 right: format!("k={}", other.k()),
             });
+        }
+        if other.weight() == 0 {
+            // nothing to add: a numeric part's sketch before its run of
+            // values arrives (the digest would not change either)
+            return Ok(());
         }
         self.digest.merge(&other.digest);
         self.canonicalize();
@@ -465,119 +535,5 @@ impl<'de> Deserialize<'de> for TopValues {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_roundtrip_and_merge() {
-        let mut a = Quantiles::new(100);
-        let mut b = Quantiles::new(100);
-        for i in 0..10_000 {
-            a.update(i as f64);
-            b.update((i + 10_000) as f64);
-        }
-        let json = serde_json::to_string(&a).unwrap();
-        let back: Quantiles = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.weight(), 10_000);
-        a.merge(&b).unwrap();
-        let median = a.quantile(0.5).unwrap();
-        assert!((median - 10_000.0).abs() < 200.0, "median {median}");
-        let cdf = a.cdf(&[5_000.0, 15_000.0]).unwrap();
-        assert_eq!(cdf.len(), 2);
-        assert!((cdf[0] - 0.25).abs() < 0.01 && (cdf[1] - 0.75).abs() < 0.01);
-        assert!(a.merge(&Quantiles::new(50)).is_err());
-    }
-
-    #[test]
-    fn distinct_union_is_exact_union() {
-        let mut a = Distinct::new(12);
-        let mut b = Distinct::new(12);
-        let mut all = Distinct::new(12);
-        for i in 0..5_000u64 {
-            a.update_hash(i);
-            all.update_hash(i);
-        }
-        for i in 2_500..8_000u64 {
-            b.update_hash(i);
-            all.update_hash(i);
-        }
-        a.merge(&b).unwrap();
-        // a union holds the same registers; its estimator may differ slightly
-        assert!((a.estimate() - all.estimate()).abs() < all.estimate() * 0.02);
-        assert!((a.estimate() - 8_000.0).abs() < 8_000.0 * 0.05);
-        let back: Distinct = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
-        assert_eq!(back, a);
-    }
-
-    /// The merge that skips its round trip when no purge can happen gives
-    /// the same bytes and answers as a round trip after every merge, also
-    /// along chains of merges where later ones purge (tiny tables, skewed
-    /// and spread values, so both kinds of merge occur).
-    #[test]
-    fn lazy_merge_equals_round_trip_after_every_merge() {
-        use rand::{Rng, SeedableRng, rngs::SmallRng};
-        let mut purged = 0;
-        for seed in 0..300u64 {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let map_size = [8usize, 16, 32][rng.random_range(0..3)];
-            let parts: Vec<TopValues> = (0..rng.random_range(2..7))
-                .map(|_| {
-                    let mut t = TopValues::new(map_size);
-                    let spread = rng.random_range(1..40u32);
-                    for _ in 0..rng.random_range(0..30) {
-                        let v = format!("v{}", rng.random_range(0..spread));
-                        t.update_with_count(&v, rng.random_range(1..20));
-                    }
-                    t.canonicalize();
-                    t
-                })
-                .collect();
-            let mut lazy = parts[0].clone();
-            let mut eager = parts[0].clone();
-            for p in &parts[1..] {
-                lazy.merge(p).unwrap();
-                eager.sketch.merge(&p.sketch);
-                eager.canonicalize();
-            }
-            assert_eq!(lazy.to_bytes(), eager.to_bytes(), "seed {seed}");
-            assert_eq!(lazy.all(), eager.all(), "seed {seed}");
-            assert_eq!(lazy.max_error(), eager.max_error(), "seed {seed}");
-            // an update after lazy merges purges as the eager sketch does
-            for i in 0..map_size {
-                lazy.update_with_count(&format!("late{i}"), 1);
-                eager.update_with_count(&format!("late{i}"), 1);
-            }
-            assert_eq!(
-                lazy.to_bytes(),
-                eager.to_bytes(),
-                "seed {seed}, late updates"
-            );
-            purged += usize::from(eager.max_error() > 0);
-        }
-        assert!(purged > 50, "only {purged} of 300 chains purged");
-    }
-
-    #[test]
-    fn top_values_exact_when_small() {
-        let mut t = TopValues::new(64);
-        t.update_with_count("b", 3);
-        t.update_with_count("a", 3);
-        t.update_with_count("c", 7);
-        assert_eq!(
-            t.top(2),
-            vec![
-                ValueCount {
-                    value: "c".into(),
-                    count: 7
-                },
-                ValueCount {
-                    value: "a".into(),
-                    count: 3
-                }
-            ]
-        );
-        assert_eq!(t.max_error(), 0);
-        let back: TopValues = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        assert_eq!(back.all(), t.all());
-    }
-}
+#[path = "sketch_tests.rs"]
+mod tests;
