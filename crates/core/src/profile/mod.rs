@@ -31,6 +31,7 @@ mod arrays;
 mod bins;
 mod by_value;
 mod labels;
+mod numeric;
 mod profiler;
 pub mod sketch;
 mod summary;

@@ -7,19 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{
-    Array, ArrayAccessor, ArrayRef, AsArray, DictionaryArray, Float64Array, RecordBatch,
-};
+use arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, DictionaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Int32Type};
 
-use super::arrays::{NULL_HASH, fold_hashes, hash_column, to_dictionary, to_f64, value_hash};
-use super::bins::{Binner, order_key};
+use super::arrays::{NULL_HASH, fold_hashes, hash_column, to_dictionary, value_hash};
+use super::bins::Binner;
 use super::by_value::ValueCounter;
 use super::labels::{ProfilePart, RowCodes, label_classes};
 use super::{
-    BatchProfile, ColumnProfile, Distinct, MAX_CELL_COLUMNS, NumScratch, NumericProfile,
-    PROFILE_FORMAT, ProfileError, Profiler, Quantiles, Read, SliceProfile, TextSeen, TopValues,
-    UNTAGGED, ValuesProfile, bin_names, logical_type,
+    BatchProfile, ColumnProfile, Distinct, MAX_CELL_COLUMNS, PROFILE_FORMAT, ProfileError,
+    Profiler, Read, SliceProfile, TextSeen, TopValues, UNTAGGED, ValuesProfile, bin_names,
+    logical_type,
 };
 use crate::pii::PiiKey;
 use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
@@ -236,118 +234,6 @@ impl<'r> Profiler<'r> {
                     .map(|k| k.map(|k| map[k as usize]).unwrap_or(untagged)),
             );
         }
-        Ok(())
-    }
-
-    /// The column's values as floats, as read, for a caller that bins them.
-    fn update_numeric(
-        &mut self,
-        rule: &ColumnRule,
-        array: &ArrayRef,
-    ) -> Result<Float64Array, ProfileError> {
-        let floats = to_f64(array).map_err(|reason| ProfileError::Column {
-            column: rule.name.clone(),
-            kind: rule.kind,
-            reason,
-        })?;
-        let nslices = self.slices.len();
-        if self.num_scratch.len() < nslices {
-            self.num_scratch.resize_with(nslices, NumScratch::default);
-        }
-        for s in &mut self.num_scratch {
-            s.values.clear();
-            s.nulls = 0;
-        }
-        let values = floats.values();
-        match floats.nulls() {
-            None => {
-                for (i, &v) in values.iter().enumerate() {
-                    self.num_scratch[self.slice_of_row[i] as usize]
-                        .values
-                        .push(v);
-                }
-            }
-            Some(nulls) => {
-                for (i, &v) in values.iter().enumerate() {
-                    let s = &mut self.num_scratch[self.slice_of_row[i] as usize];
-                    if nulls.is_valid(i) {
-                        s.values.push(v);
-                    } else {
-                        s.nulls += 1;
-                    }
-                }
-            }
-        }
-        let column = self
-            .rules
-            .columns
-            .iter()
-            .position(|c| std::ptr::eq(c, rule))
-            .expect("a rule of this profiler's rules");
-        if self.pending_keys.len() < nslices {
-            self.pending_keys.resize_with(nslices, Vec::new);
-        }
-        for (s, scratch) in self.num_scratch.iter().enumerate().take(nslices) {
-            let col = self.slices[s]
-                .columns
-                .entry(rule.name.clone())
-                .or_insert_with(|| ColumnProfile {
-                    count: 0,
-                    nulls: 0,
-                    numeric: None,
-                    values: None,
-                });
-            col.nulls += scratch.nulls;
-            if scratch.values.is_empty() {
-                continue;
-            }
-            col.count += scratch.values.len() as u64;
-            let pending = &mut self.pending_keys[s];
-            if pending.len() <= column {
-                pending.resize_with(column + 1, Vec::new);
-            }
-            let keys = &mut pending[column];
-            let before = keys.len();
-            let part = numeric_part(
-                &scratch.values,
-                rule.range,
-                self.rules.sketch.tdigest_k,
-                keys,
-            );
-            self.pending_total += keys.len() - before;
-            match &mut col.numeric {
-                Some(existing) => existing.merge(&part)?,
-                None => col.numeric = Some(part),
-            }
-            if keys.len() >= QUANTILE_RUN {
-                let run = std::mem::take(keys);
-                self.pending_total -= run.len();
-                add_run(col, run, self.rules.sketch.tdigest_k)?;
-            }
-        }
-        if self.pending_total > PENDING_LIMIT {
-            self.flush_quantiles()?;
-        }
-        Ok(floats)
-    }
-
-    /// Every pending run into its quantile sketch, in slice and column
-    /// order.
-    fn flush_quantiles(&mut self) -> Result<(), ProfileError> {
-        let k = self.rules.sketch.tdigest_k;
-        for (s, pending) in self.pending_keys.iter_mut().enumerate() {
-            for (c, keys) in pending.iter_mut().enumerate() {
-                if keys.is_empty() {
-                    continue;
-                }
-                let col = self.slices[s]
-                    .columns
-                    .get_mut(&self.rules.columns[c].name)
-                    .expect("a column with pending values was profiled");
-                add_run(col, std::mem::take(keys), k)?;
-            }
-        }
-        self.pending_total = 0;
         Ok(())
     }
 
@@ -584,86 +470,4 @@ impl<'r> Profiler<'r> {
             class_names: self.class_names,
         }
     }
-}
-/// Values of one slice and column that enter its quantile sketch as one
-/// bulk digest ([`Quantiles::from_sorted`]): about eight record batches of
-/// one tag. One compression per run instead of one per 840 values plus a
-/// merge per record batch; and a run's digest, merged into the sketch,
-/// is at least as accurate as a record batch's (see the sketch tests).
-pub(super) const QUANTILE_RUN: usize = 16_384;
-
-/// Pending values of all slices and columns (8 bytes each) past which
-/// every run is flushed after a column, so that memory stays bounded with
-/// many tags and columns: 2 MiB.
-pub(super) const PENDING_LIMIT: usize = 1 << 18;
-
-/// A run of order keys into the column's quantile sketch.
-fn add_run(col: &mut ColumnProfile, mut run: Vec<u64>, k: u16) -> Result<(), ProfileError> {
-    run.sort_unstable();
-    let digest = Quantiles::from_sorted(k, run.into_iter().map(from_order_key));
-    col.numeric
-        .as_mut()
-        .expect("values with order keys were profiled")
-        .quantiles
-        .merge(&digest)?;
-    Ok(())
-}
-
-/// Numeric statistics of a slice's non-null values (non-finite ones only
-/// counted); the finite values' order keys are appended to `keys`, for the
-/// quantile sketch, which is left empty.
-fn numeric_part(
-    values: &[f64],
-    range: Option<(f64, f64)>,
-    k: u16,
-    keys: &mut Vec<u64>,
-) -> NumericProfile {
-    let mut n = 0u64;
-    let mut sum = 0.0f64;
-    let mut min = f64::INFINITY;
-    let mut max = f64::NEG_INFINITY;
-    for &v in values {
-        if v.is_finite() {
-            n += 1;
-            sum += v;
-            min = min.min(v);
-            max = max.max(v);
-        }
-    }
-    let non_finite = values.len() as u64 - n;
-    let mean = if n == 0 { 0.0 } else { sum / n as f64 };
-    let mut m2 = 0.0;
-    let (mut below, mut above) = (0u64, 0u64);
-    let (lo, hi) = range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
-    // as order-preserving integer keys, which sort fast
-    keys.reserve(n as usize);
-    for &v in values {
-        if v.is_finite() {
-            let d = v - mean;
-            m2 += d * d;
-            below += (v < lo) as u64;
-            above += (v > hi) as u64;
-            keys.push(order_key(v));
-        }
-    }
-    let quantiles = Quantiles::new(k);
-    if n == 0 {
-        (min, max) = (0.0, 0.0);
-    }
-    NumericProfile {
-        n,
-        min,
-        max,
-        mean,
-        m2,
-        below_range: below,
-        above_range: above,
-        non_finite,
-        quantiles,
-    }
-}
-
-#[inline]
-fn from_order_key(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }

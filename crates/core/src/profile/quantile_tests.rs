@@ -8,7 +8,7 @@ use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use super::profiler::{PENDING_LIMIT, QUANTILE_RUN};
+use super::numeric::{PENDING_LIMIT, QUANTILE_RUN};
 use super::tests::key;
 use super::*;
 use crate::rules::{ColumnKind, ColumnRule, Rules};
