@@ -270,6 +270,11 @@ impl DropFleet {
         self.s3.dqmon(args)
     }
 
+    /// The fleet's folder (rules, baselines, the clean batches in `good/`).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// `dqmon run --once` of a replica, started.
     fn replica(&self, name: &str) -> Child {
         self.replica_in(name, name)

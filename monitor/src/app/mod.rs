@@ -282,18 +282,32 @@ pub fn run_datasets(
 ) -> Result<Vec<(String, RunSummary)>, AppError> {
     let mut workers = Vec::new();
     let mut stopped = Vec::new();
-    for rules in datasets {
-        match Worker::open(rules.clone(), opts.clone()) {
-            Ok(mut w) => {
-                let source = w.open_source()?;
-                // the start's readers of the history have read it
-                w.history.forget_opened();
-                // Ready only now: the source's checkpoint was read from the
-                // state folder (a probe that passes earlier could turn 503
-                // into a crash instead of a not-ready).
-                crate::ops::dataset_opened(&w.rules, &w.baseline_id);
-                workers.push((w, source));
-            }
+    // The datasets open at the same time: after a crash, each one on a
+    // shared history waits for its replica name (up to the heartbeat's
+    // TTL), and reads its history; one after the other, a config of N
+    // datasets would wait N times.
+    let opened: Vec<(Rules, Result<_, AppError>)> = std::thread::scope(|scope| {
+        let opening: Vec<_> = datasets
+            .into_iter()
+            .map(|rules| {
+                let (r, opts) = (rules.clone(), opts.clone());
+                let h = std::thread::Builder::new()
+                    .name(format!("dqmon-open-{}", rules.dataset))
+                    .spawn_scoped(scope, move || open_dataset(r, opts))
+                    .expect("a thread to open a dataset");
+                (rules, h)
+            })
+            .collect();
+        opening
+            .into_iter()
+            .map(|(rules, h)| (rules, h.join().expect("opening a dataset does not panic")))
+            .collect()
+    });
+    // in the config's order: the first error, refusals aside, is the one
+    // reported (the datasets opened are dropped, their names released)
+    for (rules, result) in opened {
+        match result {
+            Ok(pair) => workers.push(pair),
             Err(e @ AppError::BaselineRefused { .. }) => stopped.push(Stopped::start(rules, e)?),
             Err(e) => return Err(e),
         }
@@ -329,6 +343,20 @@ pub fn run_datasets(
         Some(e) => Err(e),
         None => Ok(out),
     }
+}
+
+/// A dataset's worker and source, opened: baseline verified, history
+/// opened (its replica name taken, on a shared history), source open.
+fn open_dataset(rules: Rules, opts: RunOptions) -> Result<(Worker, OpenedSource), AppError> {
+    let mut w = Worker::open(rules, opts)?;
+    let source = w.open_source()?;
+    // the start's readers of the history have read it
+    w.history.forget_opened();
+    // Ready only now: the source's checkpoint was read from the state
+    // folder (a probe that passes earlier could turn 503 into a crash
+    // instead of a not-ready).
+    crate::ops::dataset_opened(&w.rules, &w.baseline_id);
+    Ok((w, source))
 }
 
 /// Where a dataset's batch history lives when read from `state_dir`: the
