@@ -1,7 +1,9 @@
 //! `dqmon audit verify`: the chain read back from the first line, every
 //! link and hash recomputed, the head compared, and each committed batch's
-//! manifest compared with the hash its entry recorded.
+//! manifest compared with the hash its entry recorded, and with its copy
+//! in a manifest pack if one holds it.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -35,7 +37,8 @@ pub struct Verification {
 
 /// Check the whole chain of a dataset's audit log, read-only, and name the
 /// first entry that was edited, removed or moved. Also checks that every
-/// committed batch's manifest still has the bytes whose hash was logged.
+/// committed batch's manifest still has the bytes whose hash was logged
+/// (and that a pack's copy of it is the same manifest).
 pub fn verify(state_dir: &Path) -> Result<Verification, AuditError> {
     verify_with(state_dir, &LocalBackend::new(state_dir))
 }
@@ -53,6 +56,13 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
         Ok(b) => serde_json::from_slice(&b).ok(),
         Err(_) => None,
     };
+    let copies = crate::history::packed_copies(objects).map_err(|e| match e {
+        crate::history::HistoryError::Io { path, source } => AuditError::Io { path, source },
+        other => AuditError::Damaged {
+            path: state_dir.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })?;
     let mut prev = GENESIS.to_string();
     let mut expected = 0u64;
     let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
@@ -113,7 +123,7 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
             ));
             break;
         }
-        if let Some(reason) = manifest_changed(objects, &e)? {
+        if let Some(reason) = manifest_changed(objects, &copies, &e)? {
             tampered = Some(bad(line_no, expected, reason));
             break;
         }
@@ -141,9 +151,17 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
     })
 }
 
-/// For a batch entry: whether the manifest still hashes as logged (a
-/// manifest that cannot be read now is an error, not a finding).
-fn manifest_changed(objects: &dyn Backend, e: &AuditEntry) -> Result<Option<String>, AuditError> {
+/// A pack's copy of a manifest, by batch id: the pack's key and the copy.
+type Copies = HashMap<String, (String, serde_json::Value)>;
+
+/// For a batch entry: whether the manifest still hashes as logged, and
+/// its pack's copy (if any) still equals it (a manifest that cannot be
+/// read now is an error, not a finding).
+fn manifest_changed(
+    objects: &dyn Backend,
+    copies: &Copies,
+    e: &AuditEntry,
+) -> Result<Option<String>, AuditError> {
     if e.kind != AuditKind::BatchCommitted.as_str() {
         return Ok(None);
     }
@@ -158,12 +176,23 @@ fn manifest_changed(objects: &dyn Backend, e: &AuditEntry) -> Result<Option<Stri
     Ok(match objects.get(&key).map_err(io(&path))? {
         Some(b) => {
             let actual = hex::encode(Sha256::digest(&b));
-            (actual != logged).then(|| {
-                format!(
+            if actual != logged {
+                return Ok(Some(format!(
                     "the manifest of batch {batch} ({}) was changed after entry {} logged it: it hashes to {actual}, not {logged}",
                     path.display(),
                     e.seq
-                )
+                )));
+            }
+            copies.get(batch).and_then(|(pack, copy)| {
+                let same = serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|v| &v == copy);
+                (!same).then(|| {
+                    format!(
+                        "the copy of batch {batch}'s manifest in the pack {} differs from the manifest ({}), logged by entry {}: the pack was edited",
+                        objects.locate(pack).display(),
+                        path.display(),
+                        e.seq
+                    )
+                })
             })
         }
         None => Some(format!(

@@ -9,6 +9,7 @@
 //! history/profiles/<batch_id>.json    the batch profile (mergeable)
 //! history/metrics/<batch_id>.parquet  dataset, batch_id, batch_time, slice, column, metric, value
 //! history/streams/<stream>/<seq>.json  the batch at position <seq> of an input stream
+//! history/packs/<writer>/<a>-<b>.json copies of a writer's manifests (shared history; see [`packs`])
 //! alerts.jsonl                        every alert, one JSON object per line
 //! checkpoint.json                     files of the drop folder already handled (snapshot)
 //! checkpoint.log                      files handled since the snapshot, one JSON line each
@@ -54,6 +55,7 @@
 mod checkpoint;
 mod error;
 mod metrics;
+pub mod packs;
 mod read;
 pub mod streams;
 
@@ -62,6 +64,7 @@ pub use error::HistoryError;
 use error::io;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
+pub use packs::{PACK_SIZE, packed_copies};
 use read::manifest_key;
 pub use read::{manifest_audit_payload, read_manifests_from};
 use streams::StreamHead;
@@ -172,6 +175,11 @@ pub struct History {
     name: Option<crate::presence::Keeper>,
     /// The manifests read at open, until the first commit.
     opened: Option<Vec<Manifest>>,
+    /// This writer's committed manifests that no pack holds yet, in commit
+    /// order (a shared history only; see [`packs`]).
+    unpacked: Vec<packs::Unpacked>,
+    /// Manifests per pack ([`PACK_SIZE`]; smaller in tests).
+    pack_size: usize,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -231,13 +239,15 @@ impl History {
             moved: HashMap::new(),
             name: None,
             opened: None,
+            unpacked: Vec::new(),
+            pack_size: PACK_SIZE,
             siblings_listed: None,
             pinned: None,
             writer,
             lock,
             repaired: Vec::new(),
         };
-        let manifests = h.manifests()?;
+        let (manifests, packed) = read::read_manifests_and_packed(h.objects.as_ref())?;
         for m in &manifests {
             h.ids.insert(m.batch_id.clone());
             if m.status == BatchStatus::Quarantined {
@@ -259,6 +269,13 @@ impl History {
         h.repair_audit(&own)?;
         if h.writer.is_none() {
             h.remove_orphans()?;
+        } else {
+            h.unpacked = own
+                .iter()
+                .filter(|m| !packed.contains(&m.batch_id))
+                .map(|m| (m.batch_id.clone(), None))
+                .collect();
+            h.write_full_packs();
         }
         h.opened = Some(manifests);
         Ok(h)
@@ -460,6 +477,7 @@ impl History {
             Some(&manifest.batch_id),
             manifest_audit_payload(&manifest, &manifest_bytes),
         )?;
+        self.queue_for_pack(&manifest.batch_id, &manifest_bytes);
         Ok(Some(manifest.alerts))
     }
 

@@ -1,6 +1,8 @@
 //! Reading manifests: every one of a history's batch objects, in commit
 //! order, and what the audit log records of one.
 
+use std::collections::HashSet;
+
 use super::{Backend, History, HistoryError, Manifest, io};
 
 impl History {
@@ -48,26 +50,23 @@ pub(super) fn manifest_key(batch_id: &str) -> String {
 /// Every manifest of a history's batch objects (a state folder's
 /// `LocalBackend`, or a shared history's backend), in commit order, read
 /// without opening the history (nothing is repaired or written: safe on a
-/// live daemon's folder). A folder without a history has none.
+/// live daemon's folder). A folder without a history has none. Manifests
+/// that a pack holds come from the pack ([`super::packs`]).
 pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
+    Ok(read_manifests_and_packed(objects)?.0)
+}
+
+/// [`read_manifests_from`], and the batch ids whose manifests came from a
+/// pack.
+pub(super) fn read_manifests_and_packed(
+    objects: &dyn Backend,
+) -> Result<(Vec<Manifest>, HashSet<String>), HistoryError> {
     let dir = "history/batches";
-    let keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
-    let mut out = Vec::new();
-    for key in keys.iter().filter(|k| k.ends_with(".json")) {
-        let path = objects.locate(key);
-        // listed a moment ago; manifests are never removed, but a reader
-        // of a live folder must not fail on one that is
-        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
-            continue;
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        out.push(m);
-    }
+    let mut keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
+    keys.retain(|k| k.ends_with(".json"));
+    let (mut out, packed) = super::packs::read_listed(objects, &keys)?;
     out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
-    Ok(out)
+    Ok((out, packed))
 }
 
 /// What the audit log records of a committed batch: the manifest's hash

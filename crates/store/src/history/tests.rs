@@ -92,7 +92,7 @@ fn recording_a_file_costs_the_same_with_100_000_entries() {
     assert_eq!(h.checkpoint().unwrap(), c);
 }
 
-fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
+pub(super) fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
     Manifest {
         format: MANIFEST_FORMAT,
         seq,
@@ -131,7 +131,7 @@ fn evidence(batches: &[&str]) -> dqmon_core::compare::EvidenceState {
 }
 
 /// A processed batch at a position of a stream, with the evidence after it.
-fn in_stream(id: &str, seq: u64, stream: &str, pos: u64, seen: &[&str]) -> Manifest {
+pub(super) fn in_stream(id: &str, seq: u64, stream: &str, pos: u64, seen: &[&str]) -> Manifest {
     Manifest {
         stream: Some(stream.into()),
         stream_seq: Some(pos),

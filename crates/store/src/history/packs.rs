@@ -1,0 +1,253 @@
+//! Manifest packs: a shared history's manifests copied, [`PACK_SIZE`] at a
+//! time, into one object, so that reading the history (a replica's start,
+//! `dqmon query`, `report`, a replay) costs a request per pack instead of
+//! one per batch.
+//!
+//! ```text
+//! history/batches/<batch_id>.json                 the commit points (unchanged)
+//! history/packs/<writer>/<first>-<last>.json      copies of <writer>'s manifests
+//!                                                 with commit seqs first..=last
+//! ```
+//!
+//! Manifests stay the commit points: a batch is in the history when its
+//! manifest exists, whether or not a pack holds a copy, and the
+//! create-if-absent of the manifest is still what keeps a batch once
+//! across the fleet. A pack is derived data, written by the replica that
+//! committed the batches it holds (a replica's name is held by one process
+//! at a time, so no two processes write one writer's packs), with a
+//! create-if-absent: a pack that failed to write is written again by the
+//! next commit, and one written twice (a put that succeeded but reported an
+//! error) holds the same manifests. Readers list the manifests as before
+//! (a listing per thousand keys), take the listed ones a pack holds from
+//! the pack, and read only the others one by one; a pack that cannot be
+//! read or parsed is skipped with a warning (its manifests are read
+//! directly). A pack holds each manifest as parsed from the bytes that
+//! were committed, so `dqmon audit verify` can check that every copy still
+//! equals its manifest (an edited pack would otherwise change what `query`
+//! shows while the manifests and the audit chain stay intact).
+//!
+//! Only a shared history packs (a local folder's reads are cheap); the
+//! manifests of a replica whose name is never used again (a replica
+//! removed from the fleet) stay unpacked, read one by one.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{History, HistoryError, Manifest, io, manifest_key};
+use crate::backend::{Backend, Put};
+
+/// Manifests per pack: a start reads one object per 128 batches. The
+/// replica holds at most this many committed manifests in memory until
+/// they are packed (about 25 KiB each).
+pub const PACK_SIZE: usize = 128;
+
+/// Version of the pack format.
+const PACK_FORMAT: u32 = 1;
+
+const PACKS: &str = "history/packs";
+
+/// One pack object.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pack {
+    format: u32,
+    writer: String,
+    /// Each manifest as parsed from its committed bytes, in commit order.
+    manifests: Vec<serde_json::Value>,
+}
+
+/// A committed manifest of this writer that no pack holds yet: its batch
+/// id, and its bytes when this process committed it (`None`: read back
+/// from the store when packed).
+pub(super) type Unpacked = (String, Option<Vec<u8>>);
+
+/// Every pack of a history, each as its key and its manifests' batch ids
+/// with their copies. Packs that cannot be read are skipped with a
+/// warning. One folder listing, a listing per writer and a read per pack.
+fn each_pack(
+    objects: &dyn Backend,
+    mut visit: impl FnMut(&str, Vec<(String, serde_json::Value)>),
+) -> Result<(), HistoryError> {
+    let writers = objects.folders(PACKS).map_err(io(&objects.locate(PACKS)))?;
+    for folder in writers {
+        let keys = objects
+            .list(&folder)
+            .map_err(io(&objects.locate(&folder)))?;
+        for key in keys.iter().filter(|k| k.ends_with(".json")) {
+            let bytes = match objects.get(key) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack could not be read; its manifests are read one by one");
+                    continue;
+                }
+            };
+            let pack: Pack = match serde_json::from_slice(&bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack is unreadable; its manifests are read one by one");
+                    continue;
+                }
+            };
+            let copies = pack
+                .manifests
+                .into_iter()
+                .filter_map(|v| {
+                    let id = v.get("batch_id")?.as_str()?.to_string();
+                    Some((id, v))
+                })
+                .collect();
+            visit(key, copies);
+        }
+    }
+    Ok(())
+}
+
+/// Every manifest under `keys` (listed manifest keys), from the packs
+/// that hold a copy and, for the rest, from the manifests themselves; and
+/// the batch ids found in packs. Unordered.
+pub(super) fn read_listed(
+    objects: &dyn Backend,
+    keys: &[String],
+) -> Result<(Vec<Manifest>, HashSet<String>), HistoryError> {
+    let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let mut found: HashMap<String, Manifest> = HashMap::new();
+    let mut corrupt = None;
+    each_pack(objects, |key, copies| {
+        for (id, v) in copies {
+            let mkey = manifest_key(&id);
+            if !listed.contains(mkey.as_str()) || found.contains_key(&mkey) {
+                continue;
+            }
+            match serde_json::from_value::<Manifest>(v) {
+                Ok(m) => {
+                    found.insert(mkey, m);
+                }
+                Err(e) => {
+                    corrupt.get_or_insert(HistoryError::Corrupt {
+                        path: objects.locate(key),
+                        reason: format!("the copy of batch {id}'s manifest: {e}"),
+                    });
+                }
+            }
+        }
+    })?;
+    if let Some(e) = corrupt {
+        return Err(e);
+    }
+    let packed: HashSet<String> = found.values().map(|m| m.batch_id.clone()).collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(m) = found.remove(key) {
+            out.push(m);
+            continue;
+        }
+        let path = objects.locate(key);
+        // listed a moment ago; manifests are never removed, but a reader
+        // of a live folder must not fail on one that is
+        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
+            continue;
+        };
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push(m);
+    }
+    Ok((out, packed))
+}
+
+/// Every copy of a manifest held by a pack: batch id → (pack key, the
+/// copy). For `dqmon audit verify`.
+pub fn packed_copies(
+    objects: &dyn Backend,
+) -> Result<HashMap<String, (String, serde_json::Value)>, HistoryError> {
+    let mut out = HashMap::new();
+    each_pack(objects, |key, copies| {
+        for (id, v) in copies {
+            out.entry(id).or_insert_with(|| (key.to_string(), v));
+        }
+    })?;
+    Ok(out)
+}
+
+impl History {
+    /// A committed manifest of this writer, for its next pack (a shared
+    /// history only); writes the packs that are full.
+    pub(super) fn queue_for_pack(&mut self, batch_id: &str, committed_bytes: &[u8]) {
+        if self.writer.is_none() {
+            return;
+        }
+        self.unpacked
+            .push((batch_id.to_string(), Some(committed_bytes.to_vec())));
+        self.write_full_packs();
+    }
+
+    /// Write a pack of the first [`PACK_SIZE`] unpacked manifests while
+    /// there are that many. A pack that cannot be written is left for the
+    /// next commit, with a warning: the batches are committed either way.
+    pub(super) fn write_full_packs(&mut self) {
+        while self.unpacked.len() >= self.pack_size {
+            match self.write_pack() {
+                Ok(()) => {
+                    self.unpacked.drain(..self.pack_size);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not write a manifest pack; the next commit tries again (the batches are committed)");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_pack(&mut self) -> Result<(), HistoryError> {
+        let writer = self.writer.clone().expect("only a shared history packs");
+        let mut manifests = Vec::with_capacity(self.pack_size);
+        for (id, committed) in &self.unpacked[..self.pack_size] {
+            let key = manifest_key(id);
+            let path = self.objects.locate(&key);
+            let bytes = match committed {
+                Some(b) => std::borrow::Cow::Borrowed(b),
+                None => std::borrow::Cow::Owned(
+                    self.objects
+                        .get(&key)
+                        .map_err(io(&path))?
+                        .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?,
+                ),
+            };
+            let copy = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })?;
+            manifests.push(copy);
+        }
+        let seq = |v: &serde_json::Value| v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
+        let key = format!(
+            "{PACKS}/{writer}/{:012}-{:012}.json",
+            seq(&manifests[0]),
+            seq(&manifests[manifests.len() - 1])
+        );
+        let pack = Pack {
+            format: PACK_FORMAT,
+            writer,
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&pack).expect("packs serialize");
+        let path = self.objects.locate(&key);
+        if self
+            .objects
+            .put_if_absent(&key, &bytes)
+            .map_err(io(&path))?
+            == Put::Existed
+        {
+            // an earlier try wrote it and reported an error: the same
+            // manifests (this writer's first unpacked ones)
+            tracing::info!(pack = %path.display(), "manifest pack already written");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "packs_tests.rs"]
+mod tests;

@@ -1,0 +1,180 @@
+//! Manifest packs: what a start reads, what a reader sees, and what
+//! `audit verify` says of an edited pack.
+
+use super::super::tests::{in_stream, manifest};
+use super::*;
+use crate::backend::Counting;
+use crate::history::read_manifests_from;
+use crate::object::ObjectBackend;
+use object_store::memory::InMemory;
+use std::sync::Arc;
+
+fn ids(ms: &[Manifest]) -> Vec<String> {
+    ms.iter().map(|m| m.batch_id.clone()).collect()
+}
+
+fn gets(log: &[crate::backend::Request], under: &str) -> usize {
+    log.iter()
+        .filter(|(k, key)| *k == "get" && key.starts_with(under))
+        .count()
+}
+
+/// Two replicas commit 11 and 3 batches with packs of 4: a packs 8 of its
+/// manifests in two packs, b none. A start then reads the two packs and
+/// the 6 other manifests instead of 14 manifests, and sees the same
+/// history, byte for byte, as reading every manifest; a's next start goes
+/// on from its unpacked three, and its next commit writes the third pack.
+#[test]
+fn a_start_reads_packs_instead_of_each_packed_manifest() {
+    assert_eq!(PACK_SIZE, 128, "the README's capacity section quotes 128");
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let counted =
+        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let (backend, log) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    a.pack_size = 4;
+    let (backend, _) = counted();
+    let mut b = History::open_shared(&dir.path().join("b"), Box::new(backend), "b").unwrap();
+    b.pack_size = 4;
+    let mut seq = 0;
+    for i in 0..11u64 {
+        log.take();
+        a.commit(in_stream(&format!("x{i:02}"), seq, "p0", i, &["x"]), None)
+            .unwrap();
+        let packs_written = log
+            .take()
+            .iter()
+            .filter(|(_, key)| key.starts_with(PACKS))
+            .count();
+        assert_eq!(packs_written, usize::from(i % 4 == 3), "batch {i}");
+        seq += 1;
+        if i < 3 {
+            b.commit(in_stream(&format!("y{i}"), seq, "p1", i, &["y"]), None)
+                .unwrap();
+            seq += 1;
+        }
+    }
+    drop((a, b));
+    let (backend, _) = counted();
+    let packs = backend.list("history/packs/a").unwrap();
+    assert_eq!(
+        packs,
+        [
+            "history/packs/a/000000000000-000000000006.json",
+            "history/packs/a/000000000007-000000000010.json"
+        ]
+    );
+    assert!(backend.list("history/packs/b").unwrap().is_empty());
+
+    // every manifest read one by one, as before packs
+    let plain = ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap();
+    let mut expected = Vec::new();
+    for key in plain.list("history/batches").unwrap() {
+        let bytes = plain.get(&key).unwrap().unwrap();
+        expected.push(serde_json::from_slice::<Manifest>(&bytes).unwrap());
+    }
+    expected.sort_by(|x, y| (x.seq, &x.batch_id).cmp(&(y.seq, &y.batch_id)));
+
+    let (backend, log) = counted();
+    let read = read_manifests_from(&backend).unwrap();
+    assert_eq!(read, expected);
+    assert_eq!(read.len(), 14);
+    let reqs = log.take();
+    assert_eq!(gets(&reqs, "history/packs/"), 2, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/batches/"), 6, "{reqs:?}");
+
+    // a's start: the same reads, and it knows its three unpacked ones
+    let (backend, log) = counted();
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    a.pack_size = 4;
+    assert_eq!(ids(&a.manifests().unwrap()), ids(&expected));
+    let reqs = log.take();
+    assert_eq!(gets(&reqs, "history/batches/"), 6, "{reqs:?}");
+    assert_eq!(
+        a.unpacked
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["x08", "x09", "x10"]
+    );
+    a.commit(in_stream("x11", seq, "p0", 11, &["x"]), None)
+        .unwrap();
+    let reqs = log.take();
+    // the three committed before the start are read back for the pack
+    assert_eq!(gets(&reqs, "history/batches/x"), 3, "{reqs:?}");
+    assert!(a.unpacked.is_empty());
+    let (backend, log) = counted();
+    assert_eq!(read_manifests_from(&backend).unwrap().len(), 15);
+    assert_eq!(gets(&log.take(), "history/batches/"), 3);
+}
+
+/// A pack that cannot be parsed is skipped: its manifests are read one by
+/// one. A listed manifest is read whatever the packs say, and a pack's copy
+/// of a batch that is not listed is not taken (the listing is the
+/// snapshot).
+#[test]
+fn an_unreadable_pack_falls_back_to_the_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("a");
+    let objects = crate::backend::LocalBackend::new(dir.path().join("shared"));
+    let mut a = History::open_shared(&state, Box::new(objects.clone()), "a").unwrap();
+    a.pack_size = 2;
+    for i in 0..4u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), None).unwrap();
+    }
+    drop(a);
+    let packs = objects.list("history/packs/a").unwrap();
+    assert_eq!(packs.len(), 2);
+    objects.put(&packs[0], b"{not json").unwrap();
+    let (counted, log) = Counting::new(objects.clone());
+    let read = read_manifests_from(&counted).unwrap();
+    assert_eq!(ids(&read), ["x0", "x1", "x2", "x3"]);
+    assert_eq!(gets(&log.take(), "history/batches/"), 2);
+    // a pack copy of a batch never listed (its manifest removed) is not
+    // taken
+    std::fs::remove_file(objects.locate("history/batches/x3.json")).unwrap();
+    assert_eq!(
+        ids(&read_manifests_from(&objects).unwrap()),
+        ["x0", "x1", "x2"]
+    );
+}
+
+/// `audit verify` checks every pack's copy of a batch against the batch's
+/// manifest: an edited copy (here, an alert removed from it) would change
+/// what `dqmon query` shows while manifests and chain stay intact.
+#[test]
+fn audit_verify_names_an_edited_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("a");
+    let objects = crate::backend::LocalBackend::new(dir.path().join("shared"));
+    let mut a = History::open_shared(&state, Box::new(objects.clone()), "a").unwrap();
+    a.pack_size = 2;
+    for i in 0..2u64 {
+        let mut m = manifest(&format!("x{i}"), i, "f");
+        m.rows = 10 + i;
+        a.commit(m, None).unwrap();
+    }
+    drop(a);
+    let verified = crate::audit::verify_with(&state, &objects).unwrap();
+    assert_eq!(verified.tampered, None);
+    assert_eq!(verified.good_entries, 2);
+
+    let key = &objects.list("history/packs/a").unwrap()[0];
+    let mut pack: serde_json::Value =
+        serde_json::from_slice(&objects.get(key).unwrap().unwrap()).unwrap();
+    pack["manifests"][1]["rows"] = 0.into();
+    objects
+        .put(key, &serde_json::to_vec(&pack).unwrap())
+        .unwrap();
+    let tampered = crate::audit::verify_with(&state, &objects)
+        .unwrap()
+        .tampered
+        .expect("an edited pack is found");
+    assert_eq!(tampered.seq, 1);
+    assert!(
+        tampered.reason.contains("x1") && tampered.reason.contains("the pack was edited"),
+        "{}",
+        tampered.reason
+    );
+}
