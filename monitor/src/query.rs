@@ -11,7 +11,9 @@
 //! | `baselines` | the baseline folder and its approvals | stored baseline |
 //!
 //! With a `shared_history`, the tables hold the fleet's history: every
-//! replica's batches, metrics and alerts, read from the object store.
+//! replica's batches, metrics and alerts, read from the object store
+//! (manifests and metrics from their packs where a pack holds them: see
+//! `store::history::packs`).
 //!
 //! It must not write anything: the history is opened read-only (no repair),
 //! and a query is a plain DataFusion `SELECT`. It runs on the caller's
@@ -244,41 +246,33 @@ fn read_manifests(objects: &dyn Backend) -> Result<Vec<Manifest>, QueryError> {
 
 /// Every batch's metrics of a shared history, read through its backend
 /// (DataFusion 55's object store clients are the version this workspace
-/// keeps out; see `store::object`). One request per batch: fine for
-/// ad-hoc SQL, and what compaction into larger files will cut.
+/// keeps out; see `store::object`): from the metric packs, and one request
+/// per batch not packed yet (see `store::history::metric_packs`).
 fn shared_metrics(
     objects: &dyn Backend,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let dir = "history/metrics";
-    let err = |path: std::path::PathBuf, reason: String| QueryError::History { path, reason };
-    let mut out = Vec::new();
-    for key in objects
-        .list(dir)
-        .map_err(|e| err(objects.locate(dir), e.to_string()))?
-        .iter()
-        .filter(|k| k.ends_with(".parquet"))
-    {
-        // listed a moment ago: one removed since (an orphan) is skipped
-        let Some(bytes) = objects
-            .get(key)
-            .map_err(|e| err(objects.locate(key), e.to_string()))?
-        else {
-            continue;
-        };
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            bytes::Bytes::from(bytes),
-        )
-        .and_then(|b| b.build())
-        .map_err(|e| err(objects.locate(key), e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| err(objects.locate(key), e.to_string()))?;
-            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-                .map_err(|e| err(objects.locate(key), e.to_string()))?;
-            out.push(batch);
-        }
-    }
-    Ok(out)
+    let rows = history::read_metrics(objects).map_err(|e| match e {
+        HistoryError::Io { path, source } => QueryError::History {
+            path,
+            reason: source.to_string(),
+        },
+        HistoryError::Corrupt { path, reason } => QueryError::History { path, reason },
+        other => QueryError::History {
+            path: objects.locate("history/metrics"),
+            reason: other.to_string(),
+        },
+    })?;
+    rows.into_iter()
+        .map(|b| {
+            RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
+                QueryError::History {
+                    path: objects.locate("history/metrics"),
+                    reason: e.to_string(),
+                }
+            })
+        })
+        .collect()
 }
 
 /// The alerts of every batch of the manifests (a shared history's: the

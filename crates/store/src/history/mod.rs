@@ -54,6 +54,7 @@
 
 mod checkpoint;
 mod error;
+pub mod metric_packs;
 mod metrics;
 pub mod packs;
 mod read;
@@ -62,6 +63,7 @@ pub mod streams;
 pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
 pub use error::HistoryError;
 use error::io;
+pub use metric_packs::read_metrics;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
 pub use packs::{PACK_SIZE, packed_copies};
@@ -273,7 +275,10 @@ impl History {
             h.unpacked = own
                 .iter()
                 .filter(|m| !packed.contains(&m.batch_id))
-                .map(|m| (m.batch_id.clone(), None))
+                .map(|m| packs::Unpacked {
+                    batch_id: m.batch_id.clone(),
+                    committed: None,
+                })
                 .collect();
             h.write_full_packs();
         }
@@ -413,6 +418,7 @@ impl History {
                 .put(&key, bytes)
                 .map_err(io(&self.objects.locate(&key)))
         };
+        let mut metrics = None;
         if let Some(p) = profile {
             let bytes = serde_json::to_vec(p).expect("profiles serialize");
             put(
@@ -424,6 +430,7 @@ impl History {
                 format!("history/metrics/{}.parquet", manifest.batch_id),
                 &bytes,
             )?;
+            metrics = Some(bytes);
         }
         let key = manifest_key(&manifest.batch_id);
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
@@ -477,7 +484,7 @@ impl History {
             Some(&manifest.batch_id),
             manifest_audit_payload(&manifest, &manifest_bytes),
         )?;
-        self.queue_for_pack(&manifest.batch_id, &manifest_bytes);
+        self.queue_for_pack(&manifest.batch_id, &manifest_bytes, metrics);
         Ok(Some(manifest.alerts))
     }
 

@@ -7,6 +7,7 @@
 //! history/batches/<batch_id>.json                 the commit points (unchanged)
 //! history/packs/<writer>/<first>-<last>.json      copies of <writer>'s manifests
 //!                                                 with commit seqs first..=last
+//! history/metric-packs/<writer>/<first>-<last>.parquet   their metrics, in one file
 //! ```
 //!
 //! Manifests stay the commit points: a batch is in the history when its
@@ -25,6 +26,10 @@
 //! were committed, so `dqmon audit verify` can check that every copy still
 //! equals its manifest (an edited pack would otherwise change what `query`
 //! shows while the manifests and the audit chain stay intact).
+//!
+//! The batches' metrics are packed the same way, into one Parquet file per
+//! pack ([`super::metric_packs`]), so that `dqmon query` over a shared
+//! history reads a file per 128 batches.
 //!
 //! Only a shared history packs (a local folder's reads are cheap); the
 //! manifests of a replica whose name is never used again (a replica
@@ -56,10 +61,15 @@ struct Pack {
     manifests: Vec<serde_json::Value>,
 }
 
-/// A committed manifest of this writer that no pack holds yet: its batch
-/// id, and its bytes when this process committed it (`None`: read back
-/// from the store when packed).
-pub(super) type Unpacked = (String, Option<Vec<u8>>);
+/// A committed batch of this writer that no pack holds yet.
+#[derive(Debug)]
+pub(super) struct Unpacked {
+    pub(super) batch_id: String,
+    /// Its manifest's and metrics' bytes (no metrics: a batch without a
+    /// profile) when this process committed it; `None` when committed
+    /// before this start, read back from the store when packed.
+    pub(super) committed: Option<(Vec<u8>, Option<Vec<u8>>)>,
+}
 
 /// Every pack of a history, each as its key and its manifests' batch ids
 /// with their copies. Packs that cannot be read are skipped with a
@@ -172,14 +182,22 @@ pub fn packed_copies(
 }
 
 impl History {
-    /// A committed manifest of this writer, for its next pack (a shared
-    /// history only); writes the packs that are full.
-    pub(super) fn queue_for_pack(&mut self, batch_id: &str, committed_bytes: &[u8]) {
+    /// A batch this writer committed, with its manifest's and metrics'
+    /// bytes, for its next pack (a shared history only); writes the packs
+    /// that are full.
+    pub(super) fn queue_for_pack(
+        &mut self,
+        batch_id: &str,
+        manifest: &[u8],
+        metrics: Option<Vec<u8>>,
+    ) {
         if self.writer.is_none() {
             return;
         }
-        self.unpacked
-            .push((batch_id.to_string(), Some(committed_bytes.to_vec())));
+        self.unpacked.push(Unpacked {
+            batch_id: batch_id.to_string(),
+            committed: Some((manifest.to_vec(), metrics)),
+        });
         self.write_full_packs();
     }
 
@@ -203,11 +221,11 @@ impl History {
     fn write_pack(&mut self) -> Result<(), HistoryError> {
         let writer = self.writer.clone().expect("only a shared history packs");
         let mut manifests = Vec::with_capacity(self.pack_size);
-        for (id, committed) in &self.unpacked[..self.pack_size] {
-            let key = manifest_key(id);
+        for u in &self.unpacked[..self.pack_size] {
+            let key = manifest_key(&u.batch_id);
             let path = self.objects.locate(&key);
-            let bytes = match committed {
-                Some(b) => std::borrow::Cow::Borrowed(b),
+            let bytes = match &u.committed {
+                Some((b, _)) => std::borrow::Cow::Borrowed(b),
                 None => std::borrow::Cow::Owned(
                     self.objects
                         .get(&key)
@@ -222,11 +240,19 @@ impl History {
             manifests.push(copy);
         }
         let seq = |v: &serde_json::Value| v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
-        let key = format!(
-            "{PACKS}/{writer}/{:012}-{:012}.json",
+        let name = format!(
+            "{writer}/{:012}-{:012}",
             seq(&manifests[0]),
             seq(&manifests[manifests.len() - 1])
         );
+        // the metrics first: a manifest pack is written only once its
+        // batches' metrics are packed too
+        super::metric_packs::write(
+            self.objects.as_ref(),
+            &name,
+            &self.unpacked[..self.pack_size],
+        )?;
+        let key = format!("{PACKS}/{name}.json");
         let pack = Pack {
             format: PACK_FORMAT,
             writer,

@@ -6,7 +6,10 @@ use super::*;
 use crate::backend::Counting;
 use crate::history::read_manifests_from;
 use crate::object::ObjectBackend;
+use arrow::array::RecordBatch;
+use dqmon_core::profile::BatchProfile;
 use object_store::memory::InMemory;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn ids(ms: &[Manifest]) -> Vec<String> {
@@ -94,7 +97,7 @@ fn a_start_reads_packs_instead_of_each_packed_manifest() {
     assert_eq!(
         a.unpacked
             .iter()
-            .map(|(id, _)| id.as_str())
+            .map(|u| u.batch_id.as_str())
             .collect::<Vec<_>>(),
         ["x08", "x09", "x10"]
     );
@@ -176,5 +179,83 @@ fn audit_verify_names_an_edited_pack() {
         tampered.reason.contains("x1") && tampered.reason.contains("the pack was edited"),
         "{}",
         tampered.reason
+    );
+}
+
+/// Metrics are packed with their manifests: `read_metrics` gives every
+/// batch's rows once (as many rows as the per-batch files hold together),
+/// reading a pack per two batches here and the files of the batches no
+/// pack holds, also after a restart (a batch committed before it is read
+/// back for its pack) and when a pack is unreadable (its batches' files
+/// are read instead).
+#[test]
+fn metrics_are_read_once_from_packs_and_unpacked_files() {
+    use super::super::metric_packs::{batch_ids, read_metrics};
+    let dir = tempfile::tempdir().unwrap();
+    let objects = crate::backend::LocalBackend::new(dir.path().join("shared"));
+    let profile = BatchProfile {
+        format: 1,
+        dataset: "d".into(),
+        shape: String::new(),
+        batches: 1,
+        rows: 0,
+        schema: BTreeMap::new(),
+        tags: BTreeMap::new(),
+    };
+    let open = |name: &str| {
+        let mut h =
+            History::open_shared(&dir.path().join(name), Box::new(objects.clone()), name).unwrap();
+        h.pack_size = 2;
+        h
+    };
+    let mut a = open("a");
+    let mut b = open("b");
+    for i in 0..3u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), Some(&profile))
+            .unwrap();
+    }
+    b.commit(manifest("y0", 10, "f"), Some(&profile)).unwrap();
+    drop(a);
+    let mut a = open("a");
+    // x2's metrics are read back for its pack; a batch without a profile
+    // (x3) has none
+    a.commit(manifest("x3", 3, "f"), None).unwrap();
+    a.commit(manifest("x4", 4, "f"), Some(&profile)).unwrap();
+    a.commit(manifest("x5", 5, "f"), Some(&profile)).unwrap();
+    drop((a, b));
+
+    let per_file: usize = objects
+        .list("history/metrics")
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let rows = super::super::metric_packs::batch_rows(&objects, k);
+            rows.iter().map(RecordBatch::num_rows).sum::<usize>()
+        })
+        .sum();
+    let packs = objects.list("history/metric-packs/a").unwrap();
+    assert_eq!(
+        packs.len(),
+        3,
+        "x0-x1, x2-x3 (x3 without metrics), x4-x5: {packs:?}"
+    );
+    let all = ["x0", "x1", "x2", "x4", "x5", "y0"];
+    let (counted, log) = Counting::new(objects.clone());
+    let rows = read_metrics(&counted).unwrap();
+    assert_eq!(batch_ids(&rows), all);
+    assert_eq!(
+        rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        per_file
+    );
+    let reqs = log.take();
+    assert_eq!(gets(&reqs, "history/metric-packs/"), 3, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/metrics/"), 1, "{reqs:?}");
+
+    objects.put(&packs[0], b"not parquet").unwrap();
+    let rows = read_metrics(&objects).unwrap();
+    assert_eq!(batch_ids(&rows), all);
+    assert_eq!(
+        rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        per_file
     );
 }
