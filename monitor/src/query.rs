@@ -231,17 +231,26 @@ fn mem(
 /// The history's manifests, read the way the store reads them (through its
 /// backend, without opening the history: nothing is locked or repaired).
 fn read_manifests(objects: &dyn Backend) -> Result<Vec<Manifest>, QueryError> {
-    history::read_manifests_from(objects).map_err(|e| match e {
+    history::read_manifests_from(objects).map_err(history_error(objects, ""))
+}
+
+/// A failure reading the history, as the query reports it: where, and why
+/// (`at`, a key, for a failure that names no object).
+fn history_error<'a>(
+    objects: &'a dyn Backend,
+    at: &'a str,
+) -> impl FnOnce(HistoryError) -> QueryError + 'a {
+    move |e| match e {
         HistoryError::Io { path, source } => QueryError::History {
             path,
             reason: source.to_string(),
         },
         HistoryError::Corrupt { path, reason } => QueryError::History { path, reason },
         other => QueryError::History {
-            path: objects.locate(""),
+            path: objects.locate(at),
             reason: other.to_string(),
         },
-    })
+    }
 }
 
 /// Every batch's metrics of a shared history, read through its backend
@@ -252,17 +261,7 @@ fn shared_metrics(
     objects: &dyn Backend,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let rows = history::read_metrics(objects).map_err(|e| match e {
-        HistoryError::Io { path, source } => QueryError::History {
-            path,
-            reason: source.to_string(),
-        },
-        HistoryError::Corrupt { path, reason } => QueryError::History { path, reason },
-        other => QueryError::History {
-            path: objects.locate("history/metrics"),
-            reason: other.to_string(),
-        },
-    })?;
+    let rows = history::read_metrics(objects).map_err(history_error(objects, "history/metrics"))?;
     rows.into_iter()
         .map(|b| {
             RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {

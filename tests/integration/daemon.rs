@@ -19,8 +19,18 @@ use crate::common::*;
 /// Build a baseline of the batches in `good` with `rules` (by `builder`) and
 /// approve it (by `approver`); returns its id.
 pub fn build_and_approve(rules: &Path, good: &Path) -> String {
+    build_and_approve_with(dqmon, rules, good)
+}
+
+/// [`build_and_approve`], running dqmon with `run` (e.g. with an object
+/// store's environment).
+pub fn build_and_approve_with(
+    run: impl Fn(&[&str]) -> std::process::Output,
+    rules: &Path,
+    good: &Path,
+) -> String {
     let r = rules.to_str().unwrap();
-    let out = dqmon(&[
+    let out = run(&[
         "baseline",
         "build",
         "--config",
@@ -31,7 +41,7 @@ pub fn build_and_approve(rules: &Path, good: &Path) -> String {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_string();
-    let out = dqmon(&[
+    let out = run(&[
         "baseline", "approve", "--config", r, &id, "--by", "approver",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -234,22 +234,7 @@ impl DropFleet {
                 Scenario::Clean,
             );
         }
-        let r = rules.to_str().unwrap();
-        let out = fleet.dqmon(&[
-            "baseline",
-            "build",
-            "--config",
-            r,
-            "--by",
-            "builder",
-            good.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let id = stdout(&out).trim().to_string();
-        let out = fleet.dqmon(&[
-            "baseline", "approve", "--config", r, &id, "--by", "approver",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        crate::daemon::build_and_approve_with(|a| fleet.dqmon(a), &rules, &good);
         fleet
     }
 

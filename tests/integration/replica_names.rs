@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dqmon::store::backend::Backend;
 
 use super::object_store::{DropFleet, s3_env, wait_ok};
-use crate::common::{dqmon_bin, stderr, stdout};
+use crate::common::{dqmon_bin, stderr};
 
 /// One process per replica name: a second `dqmon run` started with the
 /// name of a running replica (a copied config) watches the name's
@@ -139,23 +139,8 @@ fn two_datasets(fleet: &DropFleet, state: &str) -> PathBuf {
             ),
     )
     .unwrap();
-    let c = copy.to_str().unwrap();
     let good = fleet.dir().join("good");
-    let out = fleet.s3.dqmon(&[
-        "baseline",
-        "build",
-        "--config",
-        c,
-        "--by",
-        "builder",
-        good.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).trim().to_string();
-    let out = fleet.s3.dqmon(&[
-        "baseline", "approve", "--config", c, &id, "--by", "approver",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    crate::daemon::build_and_approve_with(|a| fleet.s3.dqmon(a), &copy, &good);
     let top = fleet.dir().join(format!("datasets-{state}.yaml"));
     std::fs::write(
         &top,

@@ -1,15 +1,13 @@
 //! Manifest packs: what a start reads, what a reader sees, and what
-//! `audit verify` says of an edited pack.
+//! `audit verify` says of an edited pack; metrics read once.
 
-use super::super::tests::{in_stream, manifest};
+use super::super::tests::{empty_profile, in_stream, manifest};
 use super::*;
 use crate::backend::Counting;
 use crate::history::read_manifests_from;
 use crate::object::ObjectBackend;
 use arrow::array::RecordBatch;
-use dqmon_core::profile::BatchProfile;
 use object_store::memory::InMemory;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn ids(ms: &[Manifest]) -> Vec<String> {
@@ -193,15 +191,7 @@ fn metrics_are_read_once_from_packs_and_unpacked_files() {
     use super::super::metric_packs::{batch_ids, read_metrics};
     let dir = tempfile::tempdir().unwrap();
     let objects = crate::backend::LocalBackend::new(dir.path().join("shared"));
-    let profile = BatchProfile {
-        format: 1,
-        dataset: "d".into(),
-        shape: String::new(),
-        batches: 1,
-        rows: 0,
-        schema: BTreeMap::new(),
-        tags: BTreeMap::new(),
-    };
+    let profile = empty_profile();
     let open = |name: &str| {
         let mut h =
             History::open_shared(&dir.path().join(name), Box::new(objects.clone()), name).unwrap();

@@ -120,6 +120,20 @@ pub(super) fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
     }
 }
 
+/// A profile of no rows (its metrics: the rows, tag share and duplicate
+/// share of the whole batch).
+pub(super) fn empty_profile() -> BatchProfile {
+    BatchProfile {
+        format: 1,
+        dataset: "d".into(),
+        shape: String::new(),
+        batches: 1,
+        rows: 0,
+        schema: BTreeMap::new(),
+        tags: BTreeMap::new(),
+    }
+}
+
 /// Evidence that names the batches it has seen.
 fn evidence(batches: &[&str]) -> dqmon_core::compare::EvidenceState {
     dqmon_core::compare::EvidenceState {
@@ -361,15 +375,7 @@ fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
     let counted =
         || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
-    let profile = BatchProfile {
-        format: 1,
-        dataset: "d".into(),
-        shape: String::new(),
-        batches: 1,
-        rows: 0,
-        schema: BTreeMap::new(),
-        tags: BTreeMap::new(),
-    };
+    let profile = empty_profile();
     let kinds = |log: Vec<crate::backend::Request>| {
         let mut k: Vec<&str> = log.iter().map(|(kind, _)| *kind).collect();
         k.sort();
