@@ -122,7 +122,6 @@ pub(super) fn read_listed(
 ) -> Result<(Vec<Manifest>, HashSet<String>), HistoryError> {
     let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut found: HashMap<String, Manifest> = HashMap::new();
-    let mut corrupt = None;
     each_pack(objects, |key, copies| {
         for (id, v) in copies {
             let mkey = manifest_key(&id);
@@ -134,17 +133,11 @@ pub(super) fn read_listed(
                     found.insert(mkey, m);
                 }
                 Err(e) => {
-                    corrupt.get_or_insert(HistoryError::Corrupt {
-                        path: objects.locate(key),
-                        reason: format!("the copy of batch {id}'s manifest: {e}"),
-                    });
+                    tracing::warn!(pack = %objects.locate(key).display(), batch_id = %id, error = %e, "a manifest pack's copy is unreadable; the manifest is read instead");
                 }
             }
         }
     })?;
-    if let Some(e) = corrupt {
-        return Err(e);
-    }
     let packed: HashSet<String> = found.values().map(|m| m.batch_id.clone()).collect();
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {

@@ -111,7 +111,7 @@ fn a_start_reads_packs_instead_of_each_packed_manifest() {
 }
 
 /// A pack that cannot be parsed is skipped: its manifests are read one by
-/// one. A listed manifest is read whatever the packs say, and a pack's copy
+/// one; so is a copy that is not a manifest. A listed manifest is read whatever the packs say, and a pack's copy
 /// of a batch that is not listed is not taken (the listing is the
 /// snapshot).
 #[test]
@@ -132,6 +132,19 @@ fn an_unreadable_pack_falls_back_to_the_manifests() {
     let read = read_manifests_from(&counted).unwrap();
     assert_eq!(ids(&read), ["x0", "x1", "x2", "x3"]);
     assert_eq!(gets(&log.take(), "history/batches/"), 2);
+    // a copy that is JSON but not a manifest: that manifest is read
+    let mut pack: serde_json::Value =
+        serde_json::from_slice(&objects.get(&packs[1]).unwrap().unwrap()).unwrap();
+    pack["manifests"][0]["rows"] = "many".into();
+    objects
+        .put(&packs[1], &serde_json::to_vec(&pack).unwrap())
+        .unwrap();
+    let read = read_manifests_from(&counted).unwrap();
+    assert_eq!(ids(&read), ["x0", "x1", "x2", "x3"]);
+    assert_eq!(read[2].rows, 0);
+    let reqs = log.take();
+    assert_eq!(gets(&reqs, "history/batches/"), 3, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/batches/x2"), 1, "{reqs:?}");
     // a pack copy of a batch never listed (its manifest removed) is not
     // taken
     std::fs::remove_file(objects.locate("history/batches/x3.json")).unwrap();
@@ -142,7 +155,7 @@ fn an_unreadable_pack_falls_back_to_the_manifests() {
 }
 
 /// `audit verify` checks every pack's copy of a batch against the batch's
-/// manifest: an edited copy (here, an alert removed from it) would change
+/// manifest: an edited copy (here, its row count) would change
 /// what `dqmon query` shows while manifests and chain stay intact.
 #[test]
 fn audit_verify_names_an_edited_pack() {
