@@ -151,12 +151,13 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
     })
 }
 
-/// A pack's copy of a manifest, by batch id: the pack's key and the copy.
-type Copies = HashMap<String, (String, serde_json::Value)>;
+/// A pack's copy of a manifest, by batch id: the pack's key and the copy's
+/// SHA-256.
+type Copies = HashMap<String, (String, String)>;
 
-/// For a batch entry: whether the manifest still hashes as logged, and
-/// its pack's copy (if any) still equals it (a manifest that cannot be
-/// read now is an error, not a finding).
+/// For a batch entry: whether the manifest, and its pack's copy if a pack
+/// holds one, still hash as logged (a manifest that cannot be read now is
+/// an error, not a finding).
 fn manifest_changed(
     objects: &dyn Backend,
     copies: &Copies,
@@ -184,12 +185,10 @@ fn manifest_changed(
                 )));
             }
             copies.get(batch).and_then(|(pack, copy)| {
-                let same = serde_json::from_slice::<serde_json::Value>(&b).is_ok_and(|v| &v == copy);
-                (!same).then(|| {
+                (copy != logged).then(|| {
                     format!(
-                        "the copy of batch {batch}'s manifest in the pack {} differs from the manifest ({}), logged by entry {}: the pack was edited",
+                        "the copy of batch {batch}'s manifest in the pack {} was changed after entry {} logged the manifest: it hashes to {copy}, not {logged}; the pack was edited",
                         objects.locate(pack).display(),
-                        path.display(),
                         e.seq
                     )
                 })

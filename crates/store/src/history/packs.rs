@@ -22,9 +22,9 @@
 //! (a listing per thousand keys), take the listed ones a pack holds from
 //! the pack, and read only the others one by one; a pack that cannot be
 //! read or parsed is skipped with a warning (its manifests are read
-//! directly). A pack holds each manifest as parsed from the bytes that
-//! were committed, so `dqmon audit verify` can check that every copy still
-//! equals its manifest (an edited pack would otherwise change what `query`
+//! directly). A pack holds each manifest's committed bytes (as text), so
+//! `dqmon audit verify` can check that every copy still hashes to what the
+//! batch's audit entry recorded (an edited pack would otherwise change what `query`
 //! shows while the manifests and the audit chain stay intact).
 //!
 //! The batches' metrics are packed the same way, into one Parquet file per
@@ -57,8 +57,15 @@ const PACKS: &str = "history/packs";
 struct Pack {
     format: u32,
     writer: String,
-    /// Each manifest as parsed from its committed bytes, in commit order.
-    manifests: Vec<serde_json::Value>,
+    /// Each manifest's committed bytes (JSON text), in commit order: what
+    /// its audit entry hashed.
+    manifests: Vec<String>,
+}
+
+/// The batch id of a manifest's text (the rest is not parsed).
+#[derive(Deserialize)]
+struct BatchId {
+    batch_id: String,
 }
 
 /// A committed batch of this writer that no pack holds yet.
@@ -71,12 +78,12 @@ pub(super) struct Unpacked {
     pub(super) committed: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Every pack of a history, each as its key and its manifests' batch ids
-/// with their copies. Packs that cannot be read are skipped with a
-/// warning. One folder listing, a listing per writer and a read per pack.
+/// Every pack of a history, one at a time, each as its key and its
+/// manifests' texts. Packs that cannot be read are skipped with a warning.
+/// One folder listing, a listing per writer and a read per pack.
 fn each_pack(
     objects: &dyn Backend,
-    mut visit: impl FnMut(&str, Vec<(String, serde_json::Value)>),
+    mut visit: impl FnMut(&str, Vec<String>),
 ) -> Result<(), HistoryError> {
     let writers = objects.folders(PACKS).map_err(io(&objects.locate(PACKS)))?;
     for folder in writers {
@@ -99,15 +106,7 @@ fn each_pack(
                     continue;
                 }
             };
-            let copies = pack
-                .manifests
-                .into_iter()
-                .filter_map(|v| {
-                    let id = v.get("batch_id")?.as_str()?.to_string();
-                    Some((id, v))
-                })
-                .collect();
-            visit(key, copies);
+            visit(key, pack.manifests);
         }
     }
     Ok(())
@@ -123,17 +122,16 @@ pub(super) fn read_listed(
     let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut found: HashMap<String, Manifest> = HashMap::new();
     each_pack(objects, |key, copies| {
-        for (id, v) in copies {
-            let mkey = manifest_key(&id);
-            if !listed.contains(mkey.as_str()) || found.contains_key(&mkey) {
-                continue;
-            }
-            match serde_json::from_value::<Manifest>(v) {
+        for text in copies {
+            match serde_json::from_str::<Manifest>(&text) {
                 Ok(m) => {
-                    found.insert(mkey, m);
+                    let mkey = manifest_key(&m.batch_id);
+                    if listed.contains(mkey.as_str()) && !found.contains_key(&mkey) {
+                        found.insert(mkey, m);
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(pack = %objects.locate(key).display(), batch_id = %id, error = %e, "a manifest pack's copy is unreadable; the manifest is read instead");
+                    tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack's copy is unreadable; its manifest is read instead");
                 }
             }
         }
@@ -160,15 +158,23 @@ pub(super) fn read_listed(
     Ok((out, packed))
 }
 
-/// Every copy of a manifest held by a pack: batch id → (pack key, the
-/// copy). For `dqmon audit verify`.
+/// Every copy of a manifest held by a pack, by batch id: the pack's key
+/// and the SHA-256 of the copy (hex), to compare with the hash the batch's
+/// audit entry recorded. For `dqmon audit verify`: packs are read one at
+/// a time, and only the hashes are kept. A copy whose batch id cannot be
+/// read is listed under the pack's key, so that it is named too.
 pub fn packed_copies(
     objects: &dyn Backend,
-) -> Result<HashMap<String, (String, serde_json::Value)>, HistoryError> {
+) -> Result<HashMap<String, (String, String)>, HistoryError> {
+    use sha2::Digest;
     let mut out = HashMap::new();
     each_pack(objects, |key, copies| {
-        for (id, v) in copies {
-            out.entry(id).or_insert_with(|| (key.to_string(), v));
+        for text in copies {
+            let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+            let id = serde_json::from_str::<BatchId>(&text)
+                .map(|b| b.batch_id)
+                .unwrap_or_else(|_| format!("(unreadable copy in {key})"));
+            out.entry(id).or_insert_with(|| (key.to_string(), hash));
         }
     })?;
     Ok(out)
@@ -214,6 +220,7 @@ impl History {
     fn write_pack(&mut self) -> Result<(), HistoryError> {
         let writer = self.writer.clone().expect("only a shared history packs");
         let mut manifests = Vec::with_capacity(self.pack_size);
+        let mut seqs = Vec::with_capacity(self.pack_size);
         for u in &self.unpacked[..self.pack_size] {
             let key = manifest_key(&u.batch_id);
             let path = self.objects.locate(&key);
@@ -226,18 +233,19 @@ impl History {
                         .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?,
                 ),
             };
-            let copy = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+            let text =
+                String::from_utf8(bytes.into_owned()).map_err(|e| HistoryError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let m: Manifest = serde_json::from_str(&text).map_err(|e| HistoryError::Corrupt {
                 path,
                 reason: e.to_string(),
             })?;
-            manifests.push(copy);
+            seqs.push(m.seq);
+            manifests.push(text);
         }
-        let seq = |v: &serde_json::Value| v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
-        let name = format!(
-            "{writer}/{:012}-{:012}",
-            seq(&manifests[0]),
-            seq(&manifests[manifests.len() - 1])
-        );
+        let name = format!("{writer}/{:012}-{:012}", seqs[0], seqs[seqs.len() - 1]);
         // the metrics first: a manifest pack is written only once its
         // batches' metrics are packed too
         super::metric_packs::write(

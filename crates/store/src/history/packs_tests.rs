@@ -14,6 +14,16 @@ fn ids(ms: &[Manifest]) -> Vec<String> {
     ms.iter().map(|m| m.batch_id.clone()).collect()
 }
 
+/// Replace `from` by `to` in the text of a pack's `i`-th copy.
+fn edit_copy(objects: &dyn Backend, pack: &str, i: usize, from: &str, to: &str) {
+    let mut p: serde_json::Value =
+        serde_json::from_slice(&objects.get(pack).unwrap().unwrap()).unwrap();
+    let text = p["manifests"][i].as_str().unwrap().to_string();
+    assert!(text.contains(from), "{text}");
+    p["manifests"][i] = text.replacen(from, to, 1).into();
+    objects.put(pack, &serde_json::to_vec(&p).unwrap()).unwrap();
+}
+
 fn gets(log: &[crate::backend::Request], under: &str) -> usize {
     log.iter()
         .filter(|(k, key)| *k == "get" && key.starts_with(under))
@@ -133,12 +143,7 @@ fn an_unreadable_pack_falls_back_to_the_manifests() {
     assert_eq!(ids(&read), ["x0", "x1", "x2", "x3"]);
     assert_eq!(gets(&log.take(), "history/batches/"), 2);
     // a copy that is JSON but not a manifest: that manifest is read
-    let mut pack: serde_json::Value =
-        serde_json::from_slice(&objects.get(&packs[1]).unwrap().unwrap()).unwrap();
-    pack["manifests"][0]["rows"] = "many".into();
-    objects
-        .put(&packs[1], &serde_json::to_vec(&pack).unwrap())
-        .unwrap();
+    edit_copy(&objects, &packs[1], 0, "\"rows\": 0", "\"rows\": \"many\"");
     let read = read_manifests_from(&counted).unwrap();
     assert_eq!(ids(&read), ["x0", "x1", "x2", "x3"]);
     assert_eq!(read[2].rows, 0);
@@ -175,12 +180,7 @@ fn audit_verify_names_an_edited_pack() {
     assert_eq!(verified.good_entries, 2);
 
     let key = &objects.list("history/packs/a").unwrap()[0];
-    let mut pack: serde_json::Value =
-        serde_json::from_slice(&objects.get(key).unwrap().unwrap()).unwrap();
-    pack["manifests"][1]["rows"] = 0.into();
-    objects
-        .put(key, &serde_json::to_vec(&pack).unwrap())
-        .unwrap();
+    edit_copy(&objects, key, 1, "\"rows\": 11", "\"rows\": 0");
     let tampered = crate::audit::verify_with(&state, &objects)
         .unwrap()
         .tampered
