@@ -182,6 +182,9 @@ pub struct History {
     unpacked: Vec<packs::Unpacked>,
     /// Manifests per pack ([`PACK_SIZE`]; smaller in tests).
     pack_size: usize,
+    /// After a pack failed to write: the number of unpacked batches at
+    /// which packing is tried again.
+    pack_retry_at: usize,
     /// The state folder's writer lock, held while the history is open.
     lock: WriterLock,
     /// Alerts of committed batches that open found missing from the alerts
@@ -243,6 +246,7 @@ impl History {
             opened: None,
             unpacked: Vec::new(),
             pack_size: PACK_SIZE,
+            pack_retry_at: 0,
             siblings_listed: None,
             pinned: None,
             writer,

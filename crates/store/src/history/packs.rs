@@ -201,20 +201,32 @@ impl History {
     }
 
     /// Write a pack of the first [`PACK_SIZE`] unpacked manifests while
-    /// there are that many. A pack that cannot be written is left for the
-    /// next commit, with a warning: the batches are committed either way.
+    /// there are that many. A pack that cannot be written is tried again
+    /// after [`PACK_SIZE`] more commits, with a warning (the batches are
+    /// committed either way); meanwhile only the first pack's and the new
+    /// commits' bytes are kept, the others are read back when packed, so
+    /// that a store refusing packs for good costs one try per pack's worth
+    /// of commits and bounded memory.
     pub(super) fn write_full_packs(&mut self) {
+        if self.unpacked.len() < self.pack_retry_at {
+            return;
+        }
         while self.unpacked.len() >= self.pack_size {
             match self.write_pack() {
                 Ok(()) => {
                     self.unpacked.drain(..self.pack_size);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not write a manifest pack; the next commit tries again (the batches are committed)");
+                    tracing::warn!(error = %e, after = self.pack_size, "could not write a manifest pack; tried again after this many more commits (the batches are committed)");
+                    for u in &mut self.unpacked[self.pack_size..] {
+                        u.committed = None;
+                    }
+                    self.pack_retry_at = self.unpacked.len() + self.pack_size;
                     return;
                 }
             }
         }
+        self.pack_retry_at = 0;
     }
 
     fn write_pack(&mut self) -> Result<(), HistoryError> {

@@ -262,3 +262,86 @@ fn metrics_are_read_once_from_packs_and_unpacked_files() {
         per_file
     );
 }
+
+/// A backend that refuses the writes of packs while `deny` is set (a store
+/// whose policy forbids the prefix, an outage).
+#[derive(Debug)]
+struct DenyPacks {
+    inner: crate::backend::LocalBackend,
+    deny: Arc<std::sync::atomic::AtomicBool>,
+    tries: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend for DenyPacks {
+    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn size(&self, key: &str) -> std::io::Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.put(key, bytes)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> std::io::Result<Put> {
+        use std::sync::atomic::Ordering;
+        if key.starts_with("history/metric-packs/") {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            if self.deny.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("access denied"));
+            }
+        }
+        self.inner.put_if_absent(key, bytes)
+    }
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+        self.inner.list(prefix)
+    }
+    fn folders(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+        self.inner.folders(prefix)
+    }
+    fn delete(&self, key: &str) -> std::io::Result<()> {
+        self.inner.delete(key)
+    }
+    fn locate(&self, key: &str) -> std::path::PathBuf {
+        self.inner.locate(key)
+    }
+}
+
+/// A store that refuses packs: the batches are committed; packing is tried
+/// once per pack's worth of commits, not at every commit, and the bytes
+/// held stay within two packs' worth. Once the store takes packs again,
+/// everything waiting is packed, and a reader reads no manifest alone.
+#[test]
+fn refused_packs_are_retried_once_per_pack_and_hold_bounded_memory() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let shared = crate::backend::LocalBackend::new(dir.path().join("shared"));
+    let deny = Arc::new(AtomicBool::new(true));
+    let tries = Arc::new(AtomicUsize::new(0));
+    let backend = DenyPacks {
+        inner: shared.clone(),
+        deny: deny.clone(),
+        tries: tries.clone(),
+    };
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
+    a.pack_size = 2;
+    let profile = empty_profile();
+    for i in 0..7u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), Some(&profile))
+            .unwrap();
+        let held = a.unpacked.iter().filter(|u| u.committed.is_some()).count();
+        assert!(held <= 4, "batch {i}: {held} held");
+    }
+    assert_eq!(a.unpacked.len(), 7);
+    // tried at 2, 4 and 6 unpacked batches
+    assert_eq!(tries.load(Ordering::SeqCst), 3);
+    deny.store(false, Ordering::SeqCst);
+    a.commit(manifest("x7", 7, "f"), Some(&profile)).unwrap();
+    assert!(a.unpacked.is_empty());
+    assert_eq!(shared.list("history/packs/a").unwrap().len(), 4);
+    let (counted, log) = Counting::new(shared.clone());
+    assert_eq!(read_manifests_from(&counted).unwrap().len(), 8);
+    assert_eq!(gets(&log.take(), "history/batches/"), 0);
+    let rows = super::super::metric_packs::read_metrics(&counted).unwrap();
+    assert_eq!(super::super::metric_packs::batch_ids(&rows).len(), 8);
+    assert_eq!(gets(&log.take(), "history/metrics/"), 0);
+}
