@@ -169,7 +169,7 @@ pub struct ValuesProfile {
 }
 
 /// Statistics of one column in one slice.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ColumnProfile {
     /// Non-null values.
     pub count: u64,

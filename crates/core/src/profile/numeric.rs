@@ -67,15 +67,7 @@ impl<'r> Profiler<'r> {
             self.pending_keys.resize_with(nslices, Vec::new);
         }
         for (s, scratch) in self.num_scratch.iter().enumerate().take(nslices) {
-            let col = self.slices[s]
-                .columns
-                .entry(rule.name.clone())
-                .or_insert_with(|| ColumnProfile {
-                    count: 0,
-                    nulls: 0,
-                    numeric: None,
-                    values: None,
-                });
+            let col = self.slices[s].columns.entry(rule.name.clone()).or_default();
             col.nulls += scratch.nulls;
             if scratch.values.is_empty() {
                 continue;

@@ -15,9 +15,8 @@ use super::bins::Binner;
 use super::by_value::ValueCounter;
 use super::labels::{ProfilePart, RowCodes, label_classes};
 use super::{
-    BatchProfile, ColumnProfile, Distinct, MAX_CELL_COLUMNS, PROFILE_FORMAT, ProfileError,
-    Profiler, Read, SliceProfile, TextSeen, TopValues, UNTAGGED, ValuesProfile, bin_names,
-    logical_type,
+    BatchProfile, Distinct, MAX_CELL_COLUMNS, PROFILE_FORMAT, ProfileError, Profiler, Read,
+    SliceProfile, TextSeen, TopValues, UNTAGGED, ValuesProfile, bin_names, logical_type,
 };
 use crate::pii::PiiKey;
 use crate::rules::{ColumnKind, ColumnRule, Rules, TrustSource};
@@ -288,15 +287,7 @@ impl<'r> Profiler<'r> {
         }
         let sketch = &self.rules.sketch;
         for s in 0..nslices {
-            let col = self.slices[s]
-                .columns
-                .entry(rule.name.clone())
-                .or_insert_with(|| ColumnProfile {
-                    count: 0,
-                    nulls: 0,
-                    numeric: None,
-                    values: None,
-                });
+            let col = self.slices[s].columns.entry(rule.name.clone()).or_default();
             col.nulls += nulls[s];
             let vp = col.values.get_or_insert_with(|| ValuesProfile {
                 distinct: Distinct::new(sketch.hll_lg_k),
@@ -415,15 +406,7 @@ impl<'r> Profiler<'r> {
             })
             .collect();
         for (s, (count, nulls, mut part)) in parts.into_iter().enumerate() {
-            let col = self.slices[s]
-                .columns
-                .entry(rule.name.clone())
-                .or_insert_with(|| ColumnProfile {
-                    count: 0,
-                    nulls: 0,
-                    numeric: None,
-                    values: None,
-                });
+            let col = self.slices[s].columns.entry(rule.name.clone()).or_default();
             col.count += count;
             col.nulls += nulls;
             if rule.pii {

@@ -1,13 +1,11 @@
 //! Manifest packs: what a start reads, what a reader sees, and what
 //! `audit verify` says of an edited pack; metrics read once.
 
-use super::super::tests::{empty_profile, in_stream, manifest};
+use super::super::tests::{counted_store, empty_profile, in_stream, manifest};
 use super::*;
 use crate::backend::Counting;
 use crate::history::read_manifests_from;
-use crate::object::ObjectBackend;
 use arrow::array::RecordBatch;
-use object_store::memory::InMemory;
 use std::sync::Arc;
 
 fn ids(ms: &[Manifest]) -> Vec<String> {
@@ -39,9 +37,7 @@ fn gets(log: &[crate::backend::Request], under: &str) -> usize {
 fn a_start_reads_packs_instead_of_each_packed_manifest() {
     assert_eq!(PACK_SIZE, 128, "the README's capacity section quotes 128");
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let counted =
-        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let counted = counted_store();
     let (backend, log) = counted();
     let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
     a.pack_size = 4;
@@ -79,7 +75,7 @@ fn a_start_reads_packs_instead_of_each_packed_manifest() {
     assert!(backend.list("history/packs/b").unwrap().is_empty());
 
     // every manifest read one by one, as before packs
-    let plain = ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap();
+    let (plain, _) = counted();
     let mut expected = Vec::new();
     for key in plain.list("history/batches").unwrap() {
         let bytes = plain.get(&key).unwrap().unwrap();

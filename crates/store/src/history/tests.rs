@@ -120,6 +120,21 @@ pub(super) fn manifest(batch_id: &str, seq: u64, source: &str) -> Manifest {
     }
 }
 
+/// An in-memory object store, and a maker of backends over it that count
+/// their requests (each with its own log).
+pub(super) fn counted_store() -> impl Fn() -> (
+    crate::backend::Counting<crate::object::ObjectBackend>,
+    crate::backend::RequestLog,
+) {
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    move || {
+        crate::backend::Counting::new(
+            crate::object::ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap(),
+        )
+    }
+}
+
 /// A profile of no rows (its metrics: the rows, tag share and duplicate
 /// share of the whole batch).
 pub(super) fn empty_profile() -> BatchProfile {
@@ -366,15 +381,8 @@ fn replicas_on_a_shared_store_share_batches_and_streams() {
 /// quotes these counts.
 #[test]
 fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
-    use crate::backend::Counting;
-    use crate::object::ObjectBackend;
-    use object_store::memory::InMemory;
-    use std::sync::Arc;
-
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let counted =
-        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let counted = counted_store();
     let profile = empty_profile();
     let kinds = |log: Vec<crate::backend::Request>| {
         let mut k: Vec<&str> = log.iter().map(|(kind, _)| *kind).collect();
@@ -425,15 +433,8 @@ fn a_batch_on_a_shared_history_costs_one_listing_and_four_writes() {
 /// one writer, none; in a replay, the ones pinned for the batch.
 #[test]
 fn a_batch_pools_with_the_other_streams_of_a_shared_history() {
-    use crate::backend::Counting;
-    use crate::object::ObjectBackend;
-    use object_store::memory::InMemory;
-    use std::sync::Arc;
-
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let counted =
-        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let counted = counted_store();
     let (backend, log) = counted();
     let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
     let (backend, _) = counted();
@@ -553,15 +554,8 @@ fn a_history_whose_replica_name_was_taken_commits_nothing_more() {
 /// until the first commit, after which a reader reads the store again.
 #[test]
 fn a_start_reads_the_manifests_once() {
-    use crate::backend::Counting;
-    use crate::object::ObjectBackend;
-    use object_store::memory::InMemory;
-    use std::sync::Arc;
-
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let counted =
-        || Counting::new(ObjectBackend::new(store.clone(), "d".into(), "memory:///d").unwrap());
+    let counted = counted_store();
     let (backend, _) = counted();
     let mut a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
     a.commit(in_stream("x0", 0, "p0", 0, &["x0"]), None)
