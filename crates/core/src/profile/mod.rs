@@ -21,7 +21,8 @@
 //!
 //! ```text
 //! record batch ─▶ profiler.rs ─ slices, numeric / values / text columns, row hashes
-//!                  │   (arrays.rs: columns read as f64 or as a Utf8 dictionary)
+//!                  │   (arrays.rs: columns read as f64 or as a Utf8 dictionary;
+//!                  │    numeric.rs: moments, runs of values ─▶ runs.rs: a run's t-digest)
 //!                  └▶ labels.rs ─ label classes, counts per value × class
 //!                      (by_value.rs counters, bins.rs numeric bins)
 //!                  ─▶ finish ─▶ BatchProfile (this file: the profile types, merge)
@@ -33,6 +34,7 @@ mod by_value;
 mod labels;
 mod numeric;
 mod profiler;
+mod runs;
 pub mod sketch;
 mod summary;
 
@@ -474,6 +476,8 @@ pub struct Profiler<'r> {
     pending_keys: Vec<Vec<Vec<u64>>>,
     /// Keys held in `pending_keys` in all.
     pending_total: usize,
+    /// Reused by the runs' digests (cluster sizes, scatter buffer).
+    run_buffers: runs::RunBuffers,
     /// A text column's value hashes in this record batch, one per row.
     text_hash: Vec<u64>,
     /// Per slice: a text column's distinct values in this record batch.

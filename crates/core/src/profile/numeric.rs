@@ -1,19 +1,20 @@
 //! The numeric path of the [`Profiler`]: a column's values scattered to
 //! their trust-tag slices, the moments and declared-range violations of
 //! each slice ([`numeric_part`]), and the values' order keys held per
-//! slice and column until a run of [`QUANTILE_RUN`] is sorted into one
-//! bulk digest of the column's quantile sketch.
+//! slice and column until a run of [`QUANTILE_RUN`] becomes one bulk
+//! digest (see [`super::runs`]) of the column's quantile sketch.
 //!
 //! ```text
 //!   record batch ──► per-slice values ──► moments, range (merged per batch)
 //!                                  └────► order keys ──► pending run
-//!          run full / 2^18 pending / end of part ──► sort ──► from_sorted ──► merge
+//!          run full / 2^18 pending / end of part ──► digest_of_keys ──► merge
 //! ```
 
 use arrow::array::{Array, ArrayRef, Float64Array};
 
 use super::arrays::to_f64;
 use super::bins::order_key;
+use super::runs::{RunBuffers, digest_of_keys};
 use super::{ColumnProfile, NumScratch, NumericProfile, ProfileError, Profiler, Quantiles};
 use crate::rules::ColumnRule;
 
@@ -93,7 +94,7 @@ impl<'r> Profiler<'r> {
             if keys.len() >= QUANTILE_RUN {
                 let run = std::mem::take(keys);
                 self.pending_total -= run.len();
-                add_run(col, run, self.rules.sketch.tdigest_k)?;
+                add_run(col, run, self.rules.sketch.tdigest_k, &mut self.run_buffers)?;
             }
         }
         if self.pending_total > PENDING_LIMIT {
@@ -115,7 +116,7 @@ impl<'r> Profiler<'r> {
                     .columns
                     .get_mut(&self.rules.columns[c].name)
                     .expect("a column with pending values was profiled");
-                add_run(col, std::mem::take(keys), k)?;
+                add_run(col, std::mem::take(keys), k, &mut self.run_buffers)?;
             }
         }
         self.pending_total = 0;
@@ -124,7 +125,7 @@ impl<'r> Profiler<'r> {
 }
 
 /// Values of one slice and column that enter its quantile sketch as one
-/// bulk digest ([`Quantiles::from_sorted`]): about eight record batches of
+/// bulk digest ([`digest_of_keys`]): about eight record batches of
 /// one tag. One compression per run instead of one per 840 values plus a
 /// merge per record batch; and a run's digest, merged into the sketch,
 /// is at least as accurate as a record batch's (see the sketch tests).
@@ -135,10 +136,15 @@ pub(super) const QUANTILE_RUN: usize = 16_384;
 /// many tags and columns: 2 MiB.
 pub(super) const PENDING_LIMIT: usize = 1 << 18;
 
-/// A run of order keys into the column's quantile sketch.
-fn add_run(col: &mut ColumnProfile, mut run: Vec<u64>, k: u16) -> Result<(), ProfileError> {
-    run.sort_unstable();
-    let digest = Quantiles::from_sorted(k, run.into_iter().map(from_order_key));
+/// A run of order keys into the column's quantile sketch, as one digest
+/// whose clusters are partitioned, not sorted ([`digest_of_keys`]).
+fn add_run(
+    col: &mut ColumnProfile,
+    mut run: Vec<u64>,
+    k: u16,
+    buffers: &mut RunBuffers,
+) -> Result<(), ProfileError> {
+    let digest = digest_of_keys(&mut run, k, buffers);
     col.numeric
         .as_mut()
         .expect("values with order keys were profiled")
@@ -199,9 +205,4 @@ fn numeric_part(
         non_finite,
         quantiles,
     }
-}
-
-#[inline]
-fn from_order_key(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }

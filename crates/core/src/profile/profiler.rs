@@ -42,6 +42,7 @@ impl<'r> Profiler<'r> {
             num_scratch: Vec::new(),
             pending_keys: Vec::new(),
             pending_total: 0,
+            run_buffers: Default::default(),
             text_hash: Vec::new(),
             text_seen: Vec::new(),
             batch_slice_rows: Vec::new(),

@@ -109,9 +109,11 @@ fn canonical_frequent_items(bytes: Vec<u8>) -> Vec<u8> {
 
 /// Preamble longs of a t-digest image holding two or more values.
 const PREAMBLE_LONGS_MULTIPLE: u8 = 2;
+/// The flag of a t-digest image whose next compression scans in reverse.
+const FLAGS_REVERSE_MERGE: u8 = 1 << 2;
 
 /// The first bytes of the crate's own t-digest image (preamble longs,
-/// serial version, family id, ...), so that `Quantiles::from_sorted`
+/// serial version, family id, ...), so that `Quantiles::from_centroids`
 /// writes the serial version and family the crate reads.
 fn tdigest_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
@@ -136,58 +138,46 @@ impl Quantiles {
         self.digest.update(value);
     }
 
-    /// The digest of `sorted` (finite, nondecreasing), compressed once.
+    /// A compressed digest from its centroids, `(mean, weight)` with
+    /// means nondecreasing and within `[min, max]` (the extremes of the
+    /// values they summarize), as one compression pass leaves them: see
+    /// `profile::runs`, which computes the centroids of a run of values
+    /// without sorting it.
     ///
-    /// `update` buffers `4 × (2k + 10)` values and then compresses them
-    /// with the centroids it holds, so n values cost about n / 840
-    /// compressions (k = 100), each re-reading every centroid, and a sort
-    /// of the buffer. Values already sorted need neither: they go into the
-    /// digest as its buffered values (the DataSketches serial format keeps
-    /// a digest's buffer, so reading such an image back is a supported
-    /// path), and one compression pass turns them into centroids. The
-    /// result is a t-digest of the same values under the same scale
-    /// function (K_2, same k): the same error bound, not the same bytes as
-    /// `update` one at a time (the compression schedule differs), and the
-    /// same bytes for the same input every time.
-    pub fn from_sorted(k: u16, sorted: impl ExactSizeIterator<Item = f64>) -> Self {
+    /// The image is the DataSketches serial format's "multiple values"
+    /// layout: the 8-byte header (preamble longs, serial version, family,
+    /// k, flags, two unused bytes), the counts of centroids and of buffered
+    /// values (none), min, max, then each centroid's mean and weight,
+    /// little-endian. The flags say the next compression scans in reverse,
+    /// as the crate's own after a compression pass.
+    pub(crate) fn from_centroids(k: u16, min: f64, max: f64, centroids: &[(f64, u64)]) -> Self {
         let k = k.max(10);
-        let n = sorted.len();
-        if n < 2 {
+        let weight: u64 = centroids.iter().map(|c| c.1).sum();
+        if weight < 2 {
             let mut q = Quantiles::new(k);
-            for v in sorted {
-                q.update(v);
+            if weight == 1 {
+                q.update(centroids[0].0);
             }
             q.canonicalize();
             return q;
         }
-        // The "multiple values" layout: the 8-byte header (preamble longs,
-        // serial version, family, k, flags, two unused bytes), the counts
-        // of centroids and of buffered values, min, max, then the
-        // centroids (none) and the buffered values, little-endian.
         let header = tdigest_header();
-        let mut bytes = Vec::with_capacity(32 + 8 * n);
+        let mut bytes = Vec::with_capacity(32 + 16 * centroids.len());
         bytes.extend_from_slice(&[PREAMBLE_LONGS_MULTIPLE, header[1], header[2]]);
         bytes.extend_from_slice(&k.to_le_bytes());
-        bytes.extend_from_slice(&[0, 0, 0]); // flags, unused
+        bytes.extend_from_slice(&[FLAGS_REVERSE_MERGE, 0, 0]); // flags, unused
+        let count = u32::try_from(centroids.len()).expect("fewer than 2^32 centroids");
+        bytes.extend_from_slice(&count.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
-        let buffered = u32::try_from(n).expect("a record batch holds fewer than 2^32 values");
-        bytes.extend_from_slice(&buffered.to_le_bytes());
-        let at_extrema = bytes.len();
-        bytes.extend_from_slice(&[0; 16]);
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-        for v in sorted {
-            debug_assert!(v.is_finite() && v >= max, "sorted, finite values");
-            min = min.min(v);
-            max = max.max(v);
-            bytes.extend_from_slice(&v.to_le_bytes());
+        bytes.extend_from_slice(&min.to_le_bytes());
+        bytes.extend_from_slice(&max.to_le_bytes());
+        for &(mean, weight) in centroids {
+            bytes.extend_from_slice(&mean.to_le_bytes());
+            bytes.extend_from_slice(&weight.to_le_bytes());
         }
-        bytes[at_extrema..at_extrema + 8].copy_from_slice(&min.to_le_bytes());
-        bytes[at_extrema + 8..at_extrema + 16].copy_from_slice(&max.to_le_bytes());
         let digest = TDigestMut::deserialize(&bytes)
-            .expect("sorted finite values make a valid buffered t-digest image");
-        let mut q = Quantiles { digest };
-        q.canonicalize();
-        q
+            .expect("nondecreasing finite means within the extremes make a valid t-digest image");
+        Quantiles { digest }
     }
 
     pub fn k(&self) -> u16 {
