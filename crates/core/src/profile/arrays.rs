@@ -18,6 +18,28 @@ use super::FastMap;
 /// Any numeric, temporal or boolean array as f64 (timestamps as epoch microseconds).
 pub(super) fn to_f64(array: &ArrayRef) -> Result<Float64Array, String> {
     let dt = array.data_type();
+    // the common integer types in one vectorized pass each (arrow's cast
+    // checks every value for a lossless conversion it does not need here,
+    // and a timestamp went through three casts)
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+    match dt {
+        DataType::Int64 => {
+            return Ok(array
+                .as_primitive::<Int64Type>()
+                .unary::<_, Float64Type>(|v| v as f64));
+        }
+        DataType::Int32 => {
+            return Ok(array
+                .as_primitive::<Int32Type>()
+                .unary::<_, Float64Type>(f64::from));
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            return Ok(array
+                .as_primitive::<TimestampMicrosecondType>()
+                .unary::<_, Float64Type>(|v| v as f64));
+        }
+        _ => {}
+    }
     let arr: ArrayRef = match dt {
         DataType::Float64 => array.clone(),
         DataType::Timestamp(unit, _) => {
@@ -246,6 +268,51 @@ pub(super) fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
         _ => {
             if let Ok(text) = cast(array, &DataType::Utf8) {
                 strs(text.as_string::<i32>().iter(), row_hash);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int32Array, Int64Array, TimestampMicrosecondArray};
+
+    use super::*;
+
+    /// The one-pass conversions give arrow's cast's values and nulls
+    /// (extremes included: `i64` beyond 2^53 rounds the same way).
+    #[test]
+    fn fast_conversions_are_arrows_casts() {
+        let big = [
+            Some(i64::MIN),
+            None,
+            Some(-3),
+            Some(0),
+            Some((1 << 53) + 1),
+            Some(i64::MAX),
+        ];
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(big.to_vec())),
+            Arc::new(Int32Array::from(vec![
+                Some(i32::MIN),
+                None,
+                Some(7),
+                Some(i32::MAX),
+            ])),
+            Arc::new(TimestampMicrosecondArray::from(big.to_vec()).with_timezone("UTC")),
+        ];
+        for array in arrays {
+            let fast = to_f64(&array).unwrap();
+            let ints = cast(&array, &DataType::Int64).unwrap();
+            let slow = cast(&ints, &DataType::Float64).unwrap();
+            let slow = slow.as_primitive::<arrow::datatypes::Float64Type>();
+            assert_eq!(fast.nulls(), slow.nulls(), "{}", array.data_type());
+            for i in 0..fast.len() {
+                if fast.is_valid(i) {
+                    assert_eq!(fast.value(i).to_bits(), slow.value(i).to_bits());
+                }
             }
         }
     }

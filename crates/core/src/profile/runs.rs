@@ -66,6 +66,12 @@ impl ClusterSizes {
 /// while the cluster's weight stays within `n × min(f(q_start), f(q_end))`,
 /// `f(q) = q (1 − q) / normalizer`, `normalizer = 2k / (4 ln(n / 2k) + 24)`.
 /// The same arithmetic in the same order, so the same decisions.
+///
+/// Within one cluster `q_start` is fixed and a larger cluster only moves
+/// `q_end` further from the middle or past it, where `f` falls: once a
+/// value cannot join, no later one can. So each cluster's size is found by
+/// galloping and bisecting on that test (a few dozen evaluations per
+/// cluster) rather than by testing every value in turn.
 fn one_pass_sizes(n: usize, k: u16, out: &mut Vec<u32>) {
     out.clear();
     let k = k.max(10);
@@ -80,22 +86,51 @@ fn one_pass_sizes(n: usize, k: u16, out: &mut Vec<u32>) {
     let compression = 2.0 * f64::from(k);
     let normalizer = compression / (4.0 * (total / compression).ln() + 24.0);
     let limit = |q: f64| q * (1. - q) / normalizer;
+    // may the open cluster, `before` values after the first, grow to `weight`?
+    let joins = |before: f64, weight: u64| {
+        let proposed = weight as f64;
+        let q_start = before / total;
+        let q_end = (before + proposed) / total;
+        proposed <= total * limit(q_start).min(limit(q_end))
+    };
     let mut open = 1u64;
     let mut before = 0.0f64;
-    for current in 1..n {
-        let proposed = (open + 1) as f64;
-        let merge = current != 1 && current != n - 1 && {
-            let q_start = before / total;
-            let q_end = (before + proposed) / total;
-            proposed <= total * limit(q_start).min(limit(q_end))
-        };
-        if merge {
-            open += 1;
-        } else {
+    // value 0 opened the first cluster; value `current` is the next to place
+    let mut current = 1usize;
+    while current < n {
+        // value 1 and the last value never join (the pass keeps the
+        // extremes alone)
+        if current == 1 || current == n - 1 || !joins(before, open + 1) {
             before += open as f64;
             out.push(open as u32);
             open = 1;
+            current += 1;
+            continue;
         }
+        // values current .. current + m join, for the largest such m
+        // (values up to n - 2 may join; the test holds at m = 1)
+        let most = (n - 1 - current) as u64;
+        let (mut yes, mut no) = (1u64, most + 1);
+        let mut step = 2u64;
+        while step <= most {
+            if joins(before, open + step) {
+                yes = step;
+                step *= 2;
+            } else {
+                no = step;
+                break;
+            }
+        }
+        while no - yes > 1 {
+            let mid = yes + (no - yes) / 2;
+            if joins(before, open + mid) {
+                yes = mid;
+            } else {
+                no = mid;
+            }
+        }
+        open += yes;
+        current += yes as usize;
     }
     out.push(open as u32);
 }
