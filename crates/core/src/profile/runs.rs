@@ -15,7 +15,7 @@
 //! sort. Each segment's mean is its centroid.
 //!
 //! ```text
-//!   run of keys (unsorted) ─┬─ n, k ─► cluster sizes (cached per n)
+//!   run of keys (unsorted) ─┬─ n, k ─► cluster sizes (kept for the last n)
 //!                           └─ partition at the cumulative sizes ─► segments
 //!                              (buckets by leading bits; selection inside)
 //!   segments ─► (mean, size) per cluster ─► Quantiles::from_centroids
@@ -25,7 +25,7 @@
 //! the sorted run, exactly, so its error is that compression's; a mean is
 //! summed in segment order, so its last bits may differ from the sum in
 //! sorted order (`runs_tests` checks both). The same run in the same order
-//! gives the same bytes: the selection is deterministic.
+//! gives the same bytes: the partition is deterministic.
 
 use super::Quantiles;
 
@@ -277,7 +277,7 @@ fn segment_mean(segment: &[u64]) -> f64 {
 
 /// The float of an order key (see `bins::order_key`).
 #[inline]
-pub(super) fn from_order_key(k: u64) -> f64 {
+fn from_order_key(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
