@@ -31,6 +31,12 @@ pub(super) fn order_key(v: f64) -> u64 {
     if b >> 63 == 1 { !b } else { b | (1 << 63) }
 }
 
+/// The float of an order key ([`order_key`]'s inverse).
+#[inline]
+pub(super) fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
 impl Binner {
     /// `edges` sorted ascending, finite (the config checks both).
     pub(super) fn new(edges: &[f64]) -> Binner {

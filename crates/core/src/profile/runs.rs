@@ -28,6 +28,7 @@
 //! gives the same bytes: the partition is deterministic.
 
 use super::Quantiles;
+use super::bins::from_order_key;
 
 /// The sizes of the clusters that one compression pass of the t-digest
 /// (the `datasketches` crate's, K_2 scale function, forward scan) makes
@@ -273,12 +274,6 @@ fn segment_mean(segment: &[u64]) -> f64 {
         sum += from_order_key(key) - base;
     }
     base + sum / segment.len() as f64
-}
-
-/// The float of an order key (see `bins::order_key`).
-#[inline]
-fn from_order_key(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
 #[cfg(test)]
