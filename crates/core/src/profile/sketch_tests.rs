@@ -175,7 +175,7 @@ fn shaped(seed: u64, n: usize) -> Vec<Vec<f64>> {
 }
 
 /// The digest of values as the profiler builds a run's (one compression's
-/// clusters, selected: `profile::runs`), in the values' order.
+/// clusters, partitioned: `profile::runs`), in the values' order.
 fn from_values(values: &[f64]) -> Quantiles {
     use crate::profile::bins::order_key;
     use crate::profile::runs::{RunBuffers, digest_of_keys};
