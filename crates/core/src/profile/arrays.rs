@@ -42,21 +42,11 @@ pub(super) fn to_f64(array: &ArrayRef) -> Result<Float64Array, String> {
     }
     let arr: ArrayRef = match dt {
         DataType::Float64 => array.clone(),
-        DataType::Timestamp(unit, _) => {
-            let micros = if *unit == TimeUnit::Microsecond {
-                array.clone()
-            } else {
-                cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
-                    .map_err(|e| e.to_string())?
-            };
-            let ints = cast(&micros, &DataType::Int64).map_err(|e| e.to_string())?;
-            cast(&ints, &DataType::Float64).map_err(|e| e.to_string())?
-        }
-        DataType::Date32 | DataType::Date64 => {
-            let ts = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            // other units and dates as microseconds, then the pass above
+            let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
                 .map_err(|e| e.to_string())?;
-            let ints = cast(&ts, &DataType::Int64).map_err(|e| e.to_string())?;
-            cast(&ints, &DataType::Float64).map_err(|e| e.to_string())?
+            return to_f64(&micros);
         }
         DataType::Dictionary(_, _) => {
             let plain = cast(array, dict_value_type(dt)).map_err(|e| e.to_string())?;

@@ -15,7 +15,7 @@
 //! sort. Each segment's mean is its centroid.
 //!
 //! ```text
-//!   run of keys (unsorted) ─┬─ n, k ─► cluster sizes (kept for the last n)
+//!   run of keys (unsorted) ─┬─ n, k ─► cluster sizes
 //!                           └─ partition at the cumulative sizes ─► segments
 //!                              (buckets by leading bits; selection inside)
 //!   segments ─► (mean, size) per cluster ─► Quantiles::from_centroids
@@ -32,12 +32,11 @@ use super::bins::from_order_key;
 
 /// The sizes of the clusters that one compression pass of the t-digest
 /// (the `datasketches` crate's, K_2 scale function, forward scan) makes
-/// of `n` values of weight one, for one `k`; the last computed is kept,
-/// since nearly every run has the same length.
+/// of `n` values of weight one, and where they start; computed for each
+/// run (runs end after the record batch that fills them, so their lengths
+/// differ), into buffers reused from run to run.
 #[derive(Debug, Default)]
 struct ClusterSizes {
-    n: usize,
-    k: u16,
     sizes: Vec<u32>,
     /// Cumulative sizes: the ranks where a cluster starts, after the first.
     cuts: Vec<usize>,
@@ -46,16 +45,12 @@ struct ClusterSizes {
 impl ClusterSizes {
     /// The cluster sizes and cuts for `n` values at `k`.
     fn get(&mut self, n: usize, k: u16) -> (&[u32], &[usize]) {
-        if self.n != n || self.k != k || self.sizes.is_empty() {
-            self.n = n;
-            self.k = k;
-            one_pass_sizes(n, k, &mut self.sizes);
-            self.cuts.clear();
-            let mut at = 0usize;
-            for &s in &self.sizes[..self.sizes.len().saturating_sub(1)] {
-                at += s as usize;
-                self.cuts.push(at);
-            }
+        one_pass_sizes(n, k, &mut self.sizes);
+        self.cuts.clear();
+        let mut at = 0usize;
+        for &s in &self.sizes[..self.sizes.len().saturating_sub(1)] {
+            at += s as usize;
+            self.cuts.push(at);
         }
         (&self.sizes, &self.cuts)
     }
@@ -136,8 +131,8 @@ fn one_pass_sizes(n: usize, k: u16, out: &mut Vec<u32>) {
     out.push(open as u32);
 }
 
-/// What building run digests reuses from run to run: the cluster sizes of
-/// the last run length, and the partition's scatter buffer.
+/// What building run digests reuses from run to run: the buffers of the
+/// cluster sizes and of the partition's scatter.
 #[derive(Debug, Default)]
 pub(super) struct RunBuffers {
     sizes: ClusterSizes,

@@ -24,16 +24,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
 use super::packs::Unpacked;
+use super::read::metrics_key;
 use super::{HistoryError, io};
 use crate::backend::{Backend, Put};
 
 const METRIC_PACKS: &str = "history/metric-packs";
 const METRICS: &str = "history/metrics";
-
-/// The key of a batch's metrics file.
-fn metrics_key(batch_id: &str) -> String {
-    format!("{METRICS}/{batch_id}.parquet")
-}
 
 /// A Parquet file's record batches.
 fn parquet_batches(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {

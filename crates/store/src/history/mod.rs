@@ -67,8 +67,8 @@ pub use metric_packs::read_metrics;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
 pub use packs::{PACK_SIZE, packed_copies};
-use read::manifest_key;
 pub use read::{manifest_audit_payload, read_manifests_from};
+use read::{manifest_key, metrics_key};
 use streams::StreamHead;
 pub use streams::is_stream_id;
 
@@ -430,10 +430,7 @@ impl History {
                 &bytes,
             )?;
             let bytes = metrics_parquet(&manifest, p)?;
-            put(
-                format!("history/metrics/{}.parquet", manifest.batch_id),
-                &bytes,
-            )?;
+            put(metrics_key(&manifest.batch_id), &bytes)?;
             metrics = Some(bytes);
         }
         let key = manifest_key(&manifest.batch_id);

@@ -47,6 +47,11 @@ pub(super) fn manifest_key(batch_id: &str) -> String {
     format!("history/batches/{batch_id}.json")
 }
 
+/// The key of a batch's metrics file.
+pub(super) fn metrics_key(batch_id: &str) -> String {
+    format!("history/metrics/{batch_id}.parquet")
+}
+
 /// Every manifest of a history's batch objects (a state folder's
 /// `LocalBackend`, or a shared history's backend), in commit order, read
 /// without opening the history (nothing is repaired or written: safe on a
