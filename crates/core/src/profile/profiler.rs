@@ -321,8 +321,12 @@ impl<'r> Profiler<'r> {
     /// ([`value_hash`]): the hashes go into the row hashes, key the count
     /// of each distinct value per slice in this record batch (a table of
     /// positions, reused from batch to batch; values are compared only when
-    /// hashes are equal, never copied), and feed the distinct-count sketch
-    /// once per distinct value. When a record batch holds more
+    /// hashes are equal, never copied), and feed the column's
+    /// distinct-count sketch once per distinct value, directly (a sketch per
+    /// record batch merged into it had the same estimate, bit for bit, for
+    /// a list-to-array promotion and a union each time: see the sketch
+    /// tests). The top values are counted per record batch and merged, so
+    /// that a purge sees whole batches. When a record batch holds more
     /// distinct values than the top-values sketch keeps exactly, only values
     /// seen at least twice update that sketch: a value seen once in
     /// a record batch of `decode::parquet::BATCH_ROWS` (the `dqmon` crate) rows can never
@@ -382,49 +386,39 @@ impl<'r> Profiler<'r> {
                 }
             }
         }
-        let parts: Vec<(u64, u64, ValuesProfile)> = self.text_seen[..nslices]
-            .iter()
-            .zip(tallies)
-            .map(|(seen, (count, nulls))| {
-                let mut part = ValuesProfile {
-                    distinct: Distinct::new(sketch.hll_lg_k),
-                    top: TopValues::new(sketch.frequent_items_map),
-                };
-                // few distinct values: the top-values sketch stays exact, feed it all
-                let all = seen.first.len() * 4 <= sketch.frequent_items_map * 3;
-                for &(j, c) in &seen.first {
-                    let v = values.value(j as usize);
-                    if rule.pii {
-                        part.distinct.update_hash(self.pii.hash64(v));
-                    } else {
-                        part.distinct.update_hash(hashes[j as usize]);
-                    }
-                    if all || c >= 2 {
-                        part.top.update_with_count(v, c);
-                    }
-                }
-                (count, nulls, part)
-            })
-            .collect();
-        for (s, (count, nulls, mut part)) in parts.into_iter().enumerate() {
+        let lg_k = sketch.hll_lg_k;
+        let map_size = sketch.frequent_items_map;
+        for (s, (count, nulls)) in tallies.into_iter().enumerate() {
+            let seen = &self.text_seen[s];
             let col = self.slices[s].columns.entry(rule.name.clone()).or_default();
             col.count += count;
             col.nulls += nulls;
-            if rule.pii {
-                part.top = part.top.map_values(|v| self.pii.hash(v));
-            }
-            match &mut col.values {
-                Some(existing) => {
-                    existing
-                        .distinct
-                        .merge(&part.distinct)
-                        .expect("same sketch parameters");
-                    existing
-                        .top
-                        .merge(&part.top)
-                        .expect("same sketch parameters");
+            let had_values = col.values.is_some();
+            let vp = col.values.get_or_insert_with(|| ValuesProfile {
+                distinct: Distinct::new(lg_k),
+                top: TopValues::new(map_size),
+            });
+            let mut top = TopValues::new(map_size);
+            // few distinct values: the top-values sketch stays exact, feed it all
+            let all = seen.first.len() * 4 <= map_size * 3;
+            for &(j, c) in &seen.first {
+                let v = values.value(j as usize);
+                vp.distinct.update_hash(if rule.pii {
+                    self.pii.hash64(v)
+                } else {
+                    hashes[j as usize]
+                });
+                if all || c >= 2 {
+                    top.update_with_count(v, c);
                 }
-                None => col.values = Some(part),
+            }
+            if rule.pii {
+                top = top.map_values(|v| self.pii.hash(v));
+            }
+            if had_values {
+                vp.top.merge(&top).expect("same sketch parameters");
+            } else {
+                vp.top = top;
             }
         }
     }
