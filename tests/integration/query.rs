@@ -106,7 +106,12 @@ fn readme_queries_answer_from_the_history() {
 
     // 3. batches that used a given baseline
     let baseline = flip["baseline_id"].as_str().unwrap();
-    let sql = q[2].replace("f000ba19", &baseline[..8]);
+    assert!(
+        q[2].contains("'be6fb528%'"),
+        "the README's query names the quickstart baseline: {}",
+        q[2]
+    );
+    let sql = q[2].replace("be6fb528", &baseline[..8]);
     let r = rows(s, &sql);
     assert_eq!(
         r.len(),
