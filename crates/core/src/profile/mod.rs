@@ -482,6 +482,9 @@ pub struct Profiler<'r> {
     text_hash: Vec<u64>,
     /// Per slice: a text column's distinct values in this record batch.
     text_seen: Vec<TextSeen>,
+    /// A text column's hash buckets met once and more than once in this
+    /// record batch (see `profiler::count_distinct`).
+    text_buckets: Vec<u64>,
     /// Rows of this record batch per slice.
     batch_slice_rows: Vec<usize>,
     /// Per binned slice column or label feature: its bins.
