@@ -1,7 +1,8 @@
 //! The README's quickstart: `dqmon run --config rules/quickstart.yaml` on the
 //! committed batches and approved baseline prints alerts for the poisoned
 //! batches and none for the clean ones. `BLESS=1` regenerates the committed
-//! quickstart files (deterministically).
+//! quickstart files (deterministically); without it, a test checks that
+//! they are what it would build.
 
 use std::fs;
 use std::path::Path;
@@ -71,6 +72,12 @@ fn write_small(path: &Path, index: u64, scenario: Scenario) {
 fn bless(root: &Path) {
     let q = root.join("fixtures/quickstart");
     let _ = fs::remove_dir_all(&q);
+    build_quickstart(root, &q);
+}
+
+/// The quickstart's drop folder and approved baseline, built into `q`
+/// from the fixture generator and `rules/quickstart.yaml`.
+fn build_quickstart(root: &Path, q: &Path) {
     fs::create_dir_all(q.join("drop")).unwrap();
     for (name, index, scenario) in drops() {
         write_small(&q.join("drop").join(name), index, scenario);
@@ -107,16 +114,70 @@ fn bless(root: &Path) {
         .unwrap();
 }
 
+/// The committed quickstart folder; with `BLESS=1`, rebuilt first, once
+/// for both tests (the other waits, so neither reads a half-written one).
+fn quickstart_fixtures(root: &Path) -> std::path::PathBuf {
+    static BLESSED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BLESSED.get_or_init(|| {
+        if std::env::var("BLESS").is_ok_and(|v| v == "1") {
+            bless(root);
+        }
+    });
+    root.join("fixtures/quickstart")
+}
+
+/// Every file under `dir`, by its path relative to `dir`.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The committed quickstart files are what `BLESS=1` builds today, byte
+/// for byte: the drop files (their hashes are the batch ids the README
+/// quotes) and the approved baseline, whose profile follows the code's
+/// profile format and sketches. A change to either, or to
+/// `rules/quickstart.yaml`, fails here until the files are re-blessed
+/// (`BLESS=1 tests/run quickstart`) and the README's quoted ids checked.
+#[test]
+fn committed_quickstart_files_are_what_bless_builds() {
+    let root = repo_root();
+    let fresh = tempfile::tempdir().unwrap();
+    build_quickstart(&root, fresh.path());
+    let want = files_under(fresh.path());
+    let have = files_under(&quickstart_fixtures(&root));
+    assert_eq!(
+        have.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "fixtures/quickstart holds other files than BLESS=1 builds: re-bless"
+    );
+    for (path, bytes) in &want {
+        assert!(
+            have[path] == *bytes,
+            "fixtures/quickstart/{path} is not what BLESS=1 builds today: re-bless \
+             (BLESS=1 tests/run quickstart) and check the ids the README quotes"
+        );
+    }
+}
+
 #[test]
 fn quickstart_prints_alerts_for_poisoned_batches_only() {
     let root = repo_root();
-    if std::env::var("BLESS").is_ok_and(|v| v == "1") {
-        bless(&root);
-    }
+    let fixtures = quickstart_fixtures(&root);
     // the README command, with the state in a temp folder instead of ./state
     let dir = tempfile::tempdir().unwrap();
     let text = fs::read_to_string(root.join("rules/quickstart.yaml")).unwrap();
-    let fixtures = root.join("fixtures/quickstart");
     let text = text
         .replace(
             "path: ../fixtures/quickstart/drop",
