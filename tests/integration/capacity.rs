@@ -1,13 +1,15 @@
 //! What one batch costs the history, measured on a real `dqmon run`: the
 //! bytes of its manifest, profile and metrics (the three objects a commit
 //! writes, so three requests on an object store), for small and larger
-//! batches of the fixture feed (11 columns, four trust tags). The README's
+//! batches of the fixture feed (11 columns, four trust tags), and of the
+//! manifest's summary (what a replica's start reads). The README's
 //! capacity section quotes this table (`BLESS=1 cargo test capacity`
 //! rewrites it) and extrapolates from it.
 
 use std::fs;
 use std::path::Path;
 
+use dqmon::store::history::{BatchSummary, Manifest};
 use dqmon_fixtures::Scenario;
 
 use crate::common::*;
@@ -62,11 +64,11 @@ fn history_bytes_per_batch() {
 
     let state = dir.path().join("state/events/history");
     let mut table = String::from(
-        "| rows per batch | input Parquet | manifest | profile | metrics | history per batch | history per million rows |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rows per batch | input Parquet | manifest | its summary (what a start reads) | profile | metrics | history per batch | history per million rows |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &rows in &sizes {
         // the mean of the two batches of this size
-        let mut sums = [0u64; 5];
+        let mut sums = [0u64; 6];
         let mut n = 0;
         for e in fs::read_dir(state.join("batches")).unwrap() {
             let path = e.unwrap().path();
@@ -76,9 +78,12 @@ fn history_bytes_per_batch() {
             }
             assert_eq!(m["status"], "processed", "{m}");
             let id = m["batch_id"].as_str().unwrap();
+            let manifest: Manifest = serde_json::from_value(m.clone()).unwrap();
+            let summary = serde_json::to_vec(&BatchSummary::from(&manifest)).unwrap();
             let parts = [
                 m["input_bytes"].as_u64().unwrap(),
                 size(&path),
+                summary.len() as u64,
                 size(&state.join(format!("profiles/{id}.json"))),
                 size(&state.join(format!("metrics/{id}.parquet"))),
             ];
@@ -86,19 +91,21 @@ fn history_bytes_per_batch() {
             for (s, p) in sums.iter_mut().zip(parts) {
                 *s += p;
             }
-            sums[4] += parts[1] + parts[2] + parts[3];
+            sums[5] += parts[1] + parts[3] + parts[4];
             n += 1;
         }
         assert_eq!(n, 2, "two committed batches of {rows} rows");
         let kib = |b: u64| format!("{:.0} KiB", b as f64 / n as f64 / 1024.0);
-        let per_million = sums[4] as f64 / n as f64 / rows as f64 * 1e6 / (1024.0 * 1024.0);
+        let bytes = |b: u64| format!("{:.0} B", b as f64 / n as f64);
+        let per_million = sums[5] as f64 / n as f64 / rows as f64 * 1e6 / (1024.0 * 1024.0);
         table.push_str(&format!(
-            "| {rows} | {} | {} | {} | {} | {} | {per_million:.1} MiB |\n",
+            "| {rows} | {} | {} | {} | {} | {} | {} | {per_million:.1} MiB |\n",
             kib(sums[0]),
             kib(sums[1]),
-            kib(sums[2]),
+            bytes(sums[2]),
             kib(sums[3]),
             kib(sums[4]),
+            kib(sums[5]),
         ));
     }
     readme_section(

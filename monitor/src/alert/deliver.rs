@@ -30,7 +30,7 @@ use super::sink::{self, SendContext};
 use crate::config::model::AlertRules;
 use crate::store::audit::{AuditKind, AuditLog};
 use crate::store::backend::{Backend, LocalBackend};
-use crate::store::history::Manifest;
+use crate::store::history::BatchSummary;
 
 /// The longest the delivery thread sleeps before looking again.
 const MAX_IDLE: Duration = Duration::from_millis(500);
@@ -86,7 +86,7 @@ impl Notifier {
         dataset: &str,
         state_dir: &std::path::Path,
         rules: AlertRules,
-        manifests: &[Manifest],
+        manifests: &[BatchSummary],
         clock: Arc<dyn Clock>,
         fleet: Option<FleetInbox>,
     ) -> Result<Notifier, OutboxError> {

@@ -61,7 +61,7 @@ use super::lifecycle::Lifecycle;
 use super::outbox::{InboxBatch, Message, MessageStatus, OutboxError};
 use crate::config::model::AlertRules;
 use crate::store::backend::{Backend, Put};
-use crate::store::history::Manifest;
+use crate::store::history::BatchSummary;
 
 /// How long a lease lasts without renewal, at least: the longest a dead
 /// holder's pending notifications wait for its successor when its
@@ -191,7 +191,7 @@ impl FleetInbox {
     /// committed but not in its inbox (after the last position the fleet
     /// took in or the inbox holds). A replica that never wrote to the
     /// inbox starts from now, as a new local outbox does.
-    pub fn repair(&self, own: &[Manifest]) -> Result<usize, OutboxError> {
+    pub fn repair(&self, own: &[BatchSummary]) -> Result<usize, OutboxError> {
         let dir = format!("{INBOX}/{}", self.me);
         let listed = self.objects.list(&dir).map_err(io(&*self.objects, &dir))?;
         let taken = latest(&*self.objects)?.and_then(|(_, s)| s.cursors.get(&self.me).copied());

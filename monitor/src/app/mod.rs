@@ -461,7 +461,7 @@ impl Stopped {
                 // yet notified before the stop (under the writer lock).
                 let history = open_history(&rules, &rules.state_dir)?;
                 let manifests = history
-                    .own_manifests()
+                    .own_summaries()
                     .map_err(|source| AppError::History {
                         dataset: dataset.clone(),
                         source,

@@ -205,7 +205,7 @@ impl Worker {
                     source,
                 };
                 let manifests = history
-                    .own_manifests()
+                    .own_summaries()
                     .map_err(|source| AppError::History {
                         dataset: dataset.clone(),
                         source,

@@ -1,7 +1,8 @@
 //! `dqmon audit verify`: the chain read back from the first line, every
 //! link and hash recomputed, the head compared, and each committed batch's
-//! manifest compared with the hash its entry recorded, and with its copy
-//! in a manifest pack if one holds it.
+//! manifest compared with the hash its entry recorded, with its copy in a
+//! manifest pack if one holds it, and with its pack summary if one holds
+//! it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -56,13 +57,17 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
         Ok(b) => serde_json::from_slice(&b).ok(),
         Err(_) => None,
     };
-    let copies = crate::history::packed_copies(objects).map_err(|e| match e {
+    let history_error = |e| match e {
         crate::history::HistoryError::Io { path, source } => AuditError::Io { path, source },
         other => AuditError::Damaged {
             path: state_dir.to_path_buf(),
             reason: other.to_string(),
         },
-    })?;
+    };
+    let derived = Derived {
+        copies: crate::history::packed_copies(objects).map_err(history_error)?,
+        summaries: crate::history::summarized(objects).map_err(history_error)?,
+    };
     let mut prev = GENESIS.to_string();
     let mut expected = 0u64;
     let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
@@ -123,7 +128,7 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
             ));
             break;
         }
-        if let Some(reason) = manifest_changed(objects, &copies, &e)? {
+        if let Some(reason) = manifest_changed(objects, &derived, &e)? {
             tampered = Some(bad(line_no, expected, reason));
             break;
         }
@@ -151,16 +156,22 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
     })
 }
 
-/// A pack's copy of a manifest, by batch id: the pack's key and the copy's
-/// SHA-256.
-type Copies = HashMap<String, (String, String)>;
+/// What the history holds besides the manifests, derived from them.
+struct Derived {
+    /// A pack's copy of a manifest, by batch id: the pack's key and the
+    /// copy's SHA-256.
+    copies: HashMap<String, (String, String)>,
+    /// A summary object's record of a batch, by batch id, with its key.
+    summaries: HashMap<String, (String, crate::history::BatchSummary)>,
+}
 
 /// For a batch entry: whether the manifest, and its pack's copy if a pack
-/// holds one, still hash as logged (a manifest that cannot be read now is
-/// an error, not a finding).
+/// holds one, still hash as logged, and whether a summary of it still
+/// says what the manifest says (a manifest that cannot be read now is an
+/// error, not a finding).
 fn manifest_changed(
     objects: &dyn Backend,
-    copies: &Copies,
+    derived: &Derived,
     e: &AuditEntry,
 ) -> Result<Option<String>, AuditError> {
     if e.kind != AuditKind::BatchCommitted.as_str() {
@@ -184,11 +195,22 @@ fn manifest_changed(
                     e.seq
                 )));
             }
-            copies.get(batch).and_then(|(pack, copy)| {
-                (copy != logged).then(|| {
+            if let Some((pack, copy)) = derived.copies.get(batch)
+                && copy != logged
+            {
+                return Ok(Some(format!(
+                    "the copy of batch {batch}'s manifest in the pack {} was changed after entry {} logged the manifest: it hashes to {copy}, not {logged}; the pack was edited",
+                    objects.locate(pack).display(),
+                    e.seq
+                )));
+            }
+            derived.summaries.get(batch).and_then(|(key, summary)| {
+                let agrees = serde_json::from_slice::<crate::history::Manifest>(&b)
+                    .is_ok_and(|m| crate::history::BatchSummary::from(&m) == *summary);
+                (!agrees).then(|| {
                     format!(
-                        "the copy of batch {batch}'s manifest in the pack {} was changed after entry {} logged the manifest: it hashes to {copy}, not {logged}; the pack was edited",
-                        objects.locate(pack).display(),
+                        "the summary of batch {batch} in {} does not say what its manifest (logged by entry {}) says; the summary was edited",
+                        objects.locate(key).display(),
                         e.seq
                     )
                 })

@@ -10,6 +10,7 @@
 //! history/metrics/<batch_id>.parquet  dataset, batch_id, batch_time, slice, column, metric, value
 //! history/streams/<stream>/<seq>.json  the batch at position <seq> of an input stream
 //! history/packs/<writer>/<a>-<b>.json copies of a writer's manifests (shared history; see [`packs`])
+//! history/pack-summaries/<writer>/<a>-<b>.json   what a start needs of them (see [`summary`])
 //! alerts.jsonl                        every alert, one JSON object per line
 //! checkpoint.json                     files of the drop folder already handled (snapshot)
 //! checkpoint.log                      files handled since the snapshot, one JSON line each
@@ -32,6 +33,12 @@
 //! that lock, opening removes what a killed writer left: temporary files of
 //! atomic writes in every folder the writer writes, then orphaned profiles
 //! and metrics.
+//!
+//! **Opening** reads a [`BatchSummary`] of every batch (its manifest
+//! without the findings and the evidence, a few hundred bytes instead of
+//! about 25 KiB), and the manifest of each stream's head only; in a
+//! shared history, the summaries of packed batches come from the packs'
+//! summary objects ([`summary`]).
 //!
 //! **Streams.** Evidence accumulates per input stream (what one reader
 //! reads in order), in the stream's own order: see [`streams`].
@@ -59,6 +66,7 @@ mod metrics;
 pub mod packs;
 mod read;
 pub mod streams;
+pub mod summary;
 
 pub use checkpoint::{CHECKPOINT_COMPACT_MIN, Checkpoint, CheckpointEntry};
 pub use error::HistoryError;
@@ -67,10 +75,11 @@ pub use metric_packs::read_metrics;
 pub use metrics::metric_rows;
 use metrics::metrics_parquet;
 pub use packs::{PACK_SIZE, packed_copies};
-pub use read::{manifest_audit_payload, read_manifests_from};
+pub use read::{manifest_audit_payload, read_manifests_from, read_summaries_from};
 use read::{manifest_key, metrics_key};
 use streams::StreamHead;
 pub use streams::is_stream_id;
+pub use summary::{BatchSummary, summarized};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -175,8 +184,8 @@ pub struct History {
     writer: Option<String>,
     /// The hold on that name ([`History::hold_name`]).
     name: Option<crate::presence::Keeper>,
-    /// The manifests read at open, until the first commit.
-    opened: Option<Vec<Manifest>>,
+    /// The summaries of the batches read at open, until the first commit.
+    opened: Option<Vec<BatchSummary>>,
     /// This writer's committed manifests that no pack holds yet, in commit
     /// order (a shared history only; see [`packs`]).
     unpacked: Vec<packs::Unpacked>,
@@ -253,8 +262,9 @@ impl History {
             lock,
             repaired: Vec::new(),
         };
-        let (manifests, packed) = read::read_manifests_and_packed(h.objects.as_ref())?;
-        for m in &manifests {
+        let read = read::read_summaries(h.objects.as_ref())?;
+        let batches = read.batches;
+        for m in &batches {
             h.ids.insert(m.batch_id.clone());
             if m.status == BatchStatus::Quarantined {
                 h.quarantined
@@ -266,19 +276,19 @@ impl History {
                     .or_insert(m.batch_id.clone());
             }
             h.next_seq = h.next_seq.max(m.seq + 1);
-            h.advance(m);
         }
-        h.open_streams(&manifests)?;
+        h.open_streams(&batches)?;
         // in a shared history, the repairs take this replica's batches only
-        let own = h.own_of(&manifests);
+        let own = h.own_of(&batches);
         h.repaired = h.repair_alerts(&own)?;
         h.repair_audit(&own)?;
         if h.writer.is_none() {
             h.remove_orphans()?;
         } else {
+            h.write_missing_summaries(read.unsummarized);
             h.unpacked = own
                 .iter()
-                .filter(|m| !packed.contains(&m.batch_id))
+                .filter(|m| !read.packed.contains(&m.batch_id))
                 .map(|m| packs::Unpacked {
                     batch_id: m.batch_id.clone(),
                     committed: None,
@@ -286,7 +296,7 @@ impl History {
                 .collect();
             h.write_full_packs();
         }
-        h.opened = Some(manifests);
+        h.opened = Some(batches);
         Ok(h)
     }
 
@@ -313,21 +323,26 @@ impl History {
 
     /// Append the audit entries of committed batches that a crash kept out
     /// of the audit log, in commit order.
-    fn repair_audit(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
+    fn repair_audit(&self, batches: &[BatchSummary]) -> Result<(), HistoryError> {
         let logged = self.audit.keys(AuditKind::BatchCommitted)?;
-        for m in manifests.iter().filter(|m| !logged.contains(&m.batch_id)) {
-            let key = manifest_key(&m.batch_id);
+        for b in batches.iter().filter(|b| !logged.contains(&b.batch_id)) {
+            let key = manifest_key(&b.batch_id);
             let path = self.objects.locate(&key);
             let bytes = self
                 .objects
                 .get(&key)
                 .map_err(io(&path))?
                 .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?;
+            let m: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             tracing::info!(batch_id = %m.batch_id, "recording a committed batch missing from the audit log");
             self.audit.append(
                 AuditKind::BatchCommitted,
                 Some(&m.batch_id),
-                manifest_audit_payload(m, &bytes),
+                manifest_audit_payload(&m, &bytes),
             )?;
         }
         Ok(())
@@ -452,13 +467,21 @@ impl History {
                 .map_err(io(&self.objects.locate(&key)))?
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
             {
-                self.index_stream(&theirs)?;
+                self.index_stream(
+                    theirs.stream.as_deref(),
+                    theirs.stream_seq,
+                    &theirs.batch_id,
+                )?;
                 self.advance(&theirs);
             }
             return Ok(None);
         }
         self.ids.insert(manifest.batch_id.clone());
-        if !self.index_stream(&manifest)? {
+        if !self.index_stream(
+            manifest.stream.as_deref(),
+            manifest.stream_seq,
+            &manifest.batch_id,
+        )? {
             tracing::warn!(
                 batch_id = %manifest.batch_id,
                 stream = ?manifest.stream,
@@ -504,7 +527,7 @@ impl History {
 
     /// Cut a torn last line and append alerts of committed batches that are
     /// missing from the alerts file; returns those alerts.
-    fn repair_alerts(&self, manifests: &[Manifest]) -> Result<Vec<Alert>, HistoryError> {
+    fn repair_alerts(&self, batches: &[BatchSummary]) -> Result<Vec<Alert>, HistoryError> {
         let path = self.alerts_path();
         let text = match fs::read(&path) {
             Ok(t) => t,
@@ -534,7 +557,7 @@ impl History {
                 present.insert(id.to_string());
             }
         }
-        let missing: Vec<Alert> = manifests
+        let missing: Vec<Alert> = batches
             .iter()
             .flat_map(|m| m.alerts.iter())
             .filter(|a| !present.contains(&a.alert_id))

@@ -8,6 +8,7 @@
 //! history/packs/<writer>/<first>-<last>.json      copies of <writer>'s manifests
 //!                                                 with commit seqs first..=last
 //! history/metric-packs/<writer>/<first>-<last>.parquet   their metrics, in one file
+//! history/pack-summaries/<writer>/<first>-<last>.json    what a start needs of them
 //! ```
 //!
 //! Manifests stay the commit points: a batch is in the history when its
@@ -27,6 +28,10 @@
 //! batch's audit entry recorded (an edited pack would otherwise change what `query`
 //! shows while the manifests and the audit chain stay intact).
 //!
+//! A replica's start reads the packs' summaries instead of the packs
+//! ([`super::summary`]): a few hundred bytes per batch instead of the
+//! whole manifest.
+//!
 //! The batches' metrics are packed the same way, into one Parquet file per
 //! pack ([`super::metric_packs`]), so that `dqmon query` over a shared
 //! history reads a file per 128 batches.
@@ -39,6 +44,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::summary::BatchSummary;
 use super::{History, HistoryError, Manifest, io, manifest_key};
 use crate::backend::{Backend, Put};
 
@@ -50,7 +56,7 @@ pub const PACK_SIZE: usize = 128;
 /// Version of the pack format.
 const PACK_FORMAT: u32 = 1;
 
-const PACKS: &str = "history/packs";
+pub(super) const PACKS: &str = "history/packs";
 
 /// One pack object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,11 +84,13 @@ pub(super) struct Unpacked {
     pub(super) committed: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Every pack of a history, one at a time, each as its key and its
-/// manifests' texts. Packs that cannot be read are skipped with a warning.
-/// One folder listing, a listing per writer and a read per pack.
-fn each_pack(
+/// Every pack of a history whose key `wanted` accepts, one at a time, each
+/// as its key and its manifests' texts. Packs that cannot be read are
+/// skipped with a warning. One folder listing, a listing per writer and a
+/// read per pack wanted.
+pub(super) fn each_pack(
     objects: &dyn Backend,
+    wanted: impl Fn(&str) -> bool,
     mut visit: impl FnMut(&str, Vec<String>),
 ) -> Result<(), HistoryError> {
     let writers = objects.folders(PACKS).map_err(io(&objects.locate(PACKS)))?;
@@ -90,7 +98,7 @@ fn each_pack(
         let keys = objects
             .list(&folder)
             .map_err(io(&objects.locate(&folder)))?;
-        for key in keys.iter().filter(|k| k.ends_with(".json")) {
+        for key in keys.iter().filter(|k| k.ends_with(".json") && wanted(k)) {
             let bytes = match objects.get(key) {
                 Ok(Some(b)) => b,
                 Ok(None) => continue,
@@ -113,30 +121,33 @@ fn each_pack(
 }
 
 /// Every manifest under `keys` (listed manifest keys), from the packs
-/// that hold a copy and, for the rest, from the manifests themselves; and
-/// the batch ids found in packs. Unordered.
+/// that hold a copy and, for the rest, from the manifests themselves.
+/// Unordered.
 pub(super) fn read_listed(
     objects: &dyn Backend,
     keys: &[String],
-) -> Result<(Vec<Manifest>, HashSet<String>), HistoryError> {
+) -> Result<Vec<Manifest>, HistoryError> {
     let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut found: HashMap<String, Manifest> = HashMap::new();
-    each_pack(objects, |key, copies| {
-        for text in copies {
-            match serde_json::from_str::<Manifest>(&text) {
-                Ok(m) => {
-                    let mkey = manifest_key(&m.batch_id);
-                    if listed.contains(mkey.as_str()) && !found.contains_key(&mkey) {
-                        found.insert(mkey, m);
+    each_pack(
+        objects,
+        |_| true,
+        |key, copies| {
+            for text in copies {
+                match serde_json::from_str::<Manifest>(&text) {
+                    Ok(m) => {
+                        let mkey = manifest_key(&m.batch_id);
+                        if listed.contains(mkey.as_str()) && !found.contains_key(&mkey) {
+                            found.insert(mkey, m);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack's copy is unreadable; its manifest is read instead");
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack's copy is unreadable; its manifest is read instead");
-                }
             }
-        }
-    })?;
-    let packed: HashSet<String> = found.values().map(|m| m.batch_id.clone()).collect();
+        },
+    )?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some(m) = found.remove(key) {
@@ -155,7 +166,7 @@ pub(super) fn read_listed(
         })?;
         out.push(m);
     }
-    Ok((out, packed))
+    Ok(out)
 }
 
 /// Every copy of a manifest held by a pack, by batch id: the pack's key
@@ -168,15 +179,19 @@ pub fn packed_copies(
 ) -> Result<HashMap<String, (String, String)>, HistoryError> {
     use sha2::Digest;
     let mut out = HashMap::new();
-    each_pack(objects, |key, copies| {
-        for text in copies {
-            let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-            let id = serde_json::from_str::<BatchId>(&text)
-                .map(|b| b.batch_id)
-                .unwrap_or_else(|_| format!("(unreadable copy in {key})"));
-            out.entry(id).or_insert_with(|| (key.to_string(), hash));
-        }
-    })?;
+    each_pack(
+        objects,
+        |_| true,
+        |key, copies| {
+            for text in copies {
+                let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+                let id = serde_json::from_str::<BatchId>(&text)
+                    .map(|b| b.batch_id)
+                    .unwrap_or_else(|_| format!("(unreadable copy in {key})"));
+                out.entry(id).or_insert_with(|| (key.to_string(), hash));
+            }
+        },
+    )?;
     Ok(out)
 }
 
@@ -232,7 +247,7 @@ impl History {
     fn write_pack(&mut self) -> Result<(), HistoryError> {
         let writer = self.writer.clone().expect("only a shared history packs");
         let mut manifests = Vec::with_capacity(self.pack_size);
-        let mut seqs = Vec::with_capacity(self.pack_size);
+        let mut summaries = Vec::with_capacity(self.pack_size);
         for u in &self.unpacked[..self.pack_size] {
             let key = manifest_key(&u.batch_id);
             let path = self.objects.locate(&key);
@@ -254,10 +269,14 @@ impl History {
                 path,
                 reason: e.to_string(),
             })?;
-            seqs.push(m.seq);
+            summaries.push(BatchSummary::from(&m));
             manifests.push(text);
         }
-        let name = format!("{writer}/{:012}-{:012}", seqs[0], seqs[seqs.len() - 1]);
+        let name = format!(
+            "{writer}/{:012}-{:012}",
+            summaries[0].seq,
+            summaries[summaries.len() - 1].seq
+        );
         // the metrics first: a manifest pack is written only once its
         // batches' metrics are packed too
         super::metric_packs::write(
@@ -268,7 +287,7 @@ impl History {
         let key = format!("{PACKS}/{name}.json");
         let pack = Pack {
             format: PACK_FORMAT,
-            writer,
+            writer: writer.clone(),
             manifests,
         };
         let bytes = serde_json::to_vec(&pack).expect("packs serialize");
@@ -283,7 +302,8 @@ impl History {
             // manifests (this writer's first unpacked ones)
             tracing::info!(pack = %path.display(), "manifest pack already written");
         }
-        Ok(())
+        // the summaries last: a summary object names a pack that exists
+        super::summary::write(self.objects.as_ref(), &name, &writer, summaries)
     }
 }
 

@@ -1,42 +1,42 @@
 //! Reading manifests: every one of a history's batch objects, in commit
 //! order, and what the audit log records of one.
 
-use std::collections::HashSet;
-
+use super::summary::BatchSummary;
 use super::{Backend, History, HistoryError, Manifest, io};
 
 impl History {
-    /// Every manifest, in commit order. Until the first commit (or
+    /// Every batch's summary, in commit order. Until the first commit (or
     /// [`History::forget_opened`]), the ones open read: a start reads the
     /// history once, however many parts of the daemon look at it (the
     /// outbox's catch-up, the Kafka partitions' watermarks).
-    pub fn manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
+    pub fn summaries(&self) -> Result<Vec<BatchSummary>, HistoryError> {
         match &self.opened {
-            Some(m) => Ok(m.clone()),
-            None => read_manifests_from(self.objects.as_ref()),
+            Some(s) => Ok(s.clone()),
+            None => read_summaries_from(self.objects.as_ref()),
         }
     }
 
-    /// The manifests this writer committed, in commit order: every one in
-    /// a history of one writer, this replica's in a shared one.
-    pub fn own_manifests(&self) -> Result<Vec<Manifest>, HistoryError> {
+    /// The summaries of the batches this writer committed, in commit
+    /// order: every one in a history of one writer, this replica's in a
+    /// shared one.
+    pub fn own_summaries(&self) -> Result<Vec<BatchSummary>, HistoryError> {
         match &self.opened {
-            Some(m) => Ok(self.own_of(m)),
-            None => Ok(self.own_of(&read_manifests_from(self.objects.as_ref())?)),
+            Some(s) => Ok(self.own_of(s)),
+            None => Ok(self.own_of(&read_summaries_from(self.objects.as_ref())?)),
         }
     }
 
-    /// This writer's manifests among `all`: every one in a history of one
+    /// This writer's batches among `all`: every one in a history of one
     /// writer.
-    pub(super) fn own_of(&self, all: &[Manifest]) -> Vec<Manifest> {
+    pub(super) fn own_of(&self, all: &[BatchSummary]) -> Vec<BatchSummary> {
         all.iter()
             .filter(|m| self.writer.is_none() || m.writer == self.writer)
             .cloned()
             .collect()
     }
 
-    /// Drop the manifests read at open (kept for the start's other readers,
-    /// see [`History::manifests`]).
+    /// Drop the summaries read at open (kept for the start's other
+    /// readers, see [`History::summaries`]).
     pub fn forget_opened(&mut self) {
         self.opened = None;
     }
@@ -58,20 +58,33 @@ pub(super) fn metrics_key(batch_id: &str) -> String {
 /// live daemon's folder). A folder without a history has none. Manifests
 /// that a pack holds come from the pack ([`super::packs`]).
 pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, HistoryError> {
-    Ok(read_manifests_and_packed(objects)?.0)
+    let mut out = super::packs::read_listed(objects, &manifest_keys(objects)?)?;
+    out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+    Ok(out)
 }
 
-/// [`read_manifests_from`], and the batch ids whose manifests came from a
-/// pack.
-pub(super) fn read_manifests_and_packed(
-    objects: &dyn Backend,
-) -> Result<(Vec<Manifest>, HashSet<String>), HistoryError> {
+/// Every batch's summary, in commit order, read without opening the
+/// history (see [`read_manifests_from`]); summaries of packed batches come
+/// from the packs' summary objects ([`super::summary`]).
+pub fn read_summaries_from(objects: &dyn Backend) -> Result<Vec<BatchSummary>, HistoryError> {
+    Ok(read_summaries(objects)?.batches)
+}
+
+/// [`read_summaries_from`], with what else the summary objects told
+/// (the packed batches, the packs without a summary).
+pub(super) fn read_summaries(objects: &dyn Backend) -> Result<super::summary::Read, HistoryError> {
+    let mut read = super::summary::read(objects, &manifest_keys(objects)?)?;
+    read.batches
+        .sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+    Ok(read)
+}
+
+/// The keys of every manifest (one listing per thousand).
+fn manifest_keys(objects: &dyn Backend) -> Result<Vec<String>, HistoryError> {
     let dir = "history/batches";
     let mut keys = objects.list(dir).map_err(io(&objects.locate(dir)))?;
     keys.retain(|k| k.ends_with(".json"));
-    let (mut out, packed) = super::packs::read_listed(objects, &keys)?;
-    out.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
-    Ok((out, packed))
+    Ok(keys)
 }
 
 /// What the audit log records of a committed batch: the manifest's hash

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use dqmon_core::compare::EvidenceState;
 
+use super::summary::BatchSummary;
 use super::{History, HistoryError, Manifest, io, manifest_key};
 use crate::backend::Put;
 
@@ -90,42 +91,73 @@ impl History {
         }
     }
 
-    /// At open, after every manifest (in commit order) advanced its
-    /// stream: note where new streams start (the last evidence of the
-    /// manifests without a stream), and repair the streams' index.
-    pub(super) fn open_streams(&mut self, manifests: &[Manifest]) -> Result<(), HistoryError> {
-        self.past = manifests
+    /// At open: each stream's head (its furthest position that carries
+    /// evidence; of two batches at one position, the first committed), read
+    /// from its manifest; where new streams start (the evidence of the last
+    /// manifest without a stream); and the streams' index repaired. One
+    /// manifest read per stream, whatever the history's length.
+    pub(super) fn open_streams(&mut self, batches: &[BatchSummary]) -> Result<(), HistoryError> {
+        let mut heads: HashMap<&str, &BatchSummary> = HashMap::new();
+        for b in batches.iter().filter(|b| b.evidence) {
+            let (Some(stream), Some(seq)) = (&b.stream, b.stream_seq) else {
+                continue;
+            };
+            let head = heads.entry(stream).or_insert(b);
+            if head.stream_seq.is_some_and(|s| s < seq) {
+                *head = b;
+            }
+        }
+        let mut heads: Vec<&BatchSummary> = heads.into_values().collect();
+        heads.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
+        for b in heads {
+            let m = self.read_manifest(&b.batch_id)?;
+            self.advance(&m);
+            // a crash between the manifest and its index entry
+            self.index_stream(m.stream.as_deref(), m.stream_seq, &m.batch_id)?;
+        }
+        self.past = None;
+        for b in batches
             .iter()
             .rev()
-            .filter(|m| m.stream.is_none())
-            .find_map(|m| m.evidence.clone());
-        self.repair_streams(manifests)
-    }
-
-    /// Write the stream index entry of each stream's last batch if a crash
-    /// (between the manifest and its entry) left it out.
-    fn repair_streams(&self, manifests: &[Manifest]) -> Result<(), HistoryError> {
-        for (stream, head) in &self.streams {
-            let Some(seq) = head.seq else { continue };
-            let last = manifests
-                .iter()
-                .find(|m| m.stream.as_deref() == Some(stream) && m.stream_seq == Some(seq));
-            if let Some(m) = last {
-                self.index_stream(m)?;
+            .filter(|b| b.stream.is_none() && b.evidence)
+        {
+            if let Some(e) = self.read_manifest(&b.batch_id)?.evidence {
+                self.past = Some(e);
+                break;
             }
         }
         Ok(())
     }
 
+    /// A committed batch's manifest, read from the store.
+    pub(super) fn read_manifest(&self, batch_id: &str) -> Result<Manifest, HistoryError> {
+        let key = manifest_key(batch_id);
+        let path = self.objects.locate(&key);
+        let bytes = self
+            .objects
+            .get(&key)
+            .map_err(io(&path))?
+            .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?;
+        serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
     /// Record a processed batch's position in its stream's index (if
     /// absent). `false` when another batch holds that position: two writers
     /// on one stream.
-    pub(super) fn index_stream(&self, m: &Manifest) -> Result<bool, HistoryError> {
-        let (Some(stream), Some(seq)) = (&m.stream, m.stream_seq) else {
+    pub(super) fn index_stream(
+        &self,
+        stream: Option<&str>,
+        seq: Option<u64>,
+        batch_id: &str,
+    ) -> Result<bool, HistoryError> {
+        let (Some(stream), Some(seq)) = (stream, seq) else {
             return Ok(true);
         };
         let key = stream_key(stream, seq);
-        let body = serde_json::to_vec(&serde_json::json!({ "batch_id": m.batch_id }))
+        let body = serde_json::to_vec(&serde_json::json!({ "batch_id": batch_id }))
             .expect("index entries serialize");
         let put = self
             .objects
@@ -144,7 +176,7 @@ impl History {
                     .and_then(|b| b.as_str())
                     .map(str::to_string)
             });
-        Ok(held.as_deref() == Some(m.batch_id.as_str()))
+        Ok(held.as_deref() == Some(batch_id))
     }
 
     /// The evidence a stream's next batch continues from.

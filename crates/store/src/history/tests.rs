@@ -287,7 +287,8 @@ fn of_two_writers_committing_one_batch_the_first_wins() {
     drop((first, second));
     // a reopen finds nothing to repair and the same one batch
     let h = History::open(&state).unwrap();
-    assert_eq!(h.manifests().unwrap(), all);
+    let summaries: Vec<BatchSummary> = all.iter().map(BatchSummary::from).collect();
+    assert_eq!(h.summaries().unwrap(), summaries);
     assert_eq!(
         h.audit().keys(AuditKind::BatchCommitted).unwrap(),
         committed
@@ -575,14 +576,14 @@ fn a_start_reads_the_manifests_once() {
         at_open.iter().filter(|(k, _)| *k == "get").count() >= 3,
         "open reads every manifest: {at_open:?}"
     );
-    let ids = |ms: Vec<Manifest>| ms.into_iter().map(|m| m.batch_id).collect::<Vec<_>>();
-    assert_eq!(ids(a.manifests().unwrap()), ["x0", "x1", "y0"]);
-    assert_eq!(ids(a.own_manifests().unwrap()), ["x0", "x1"]);
+    let ids = |ms: Vec<BatchSummary>| ms.into_iter().map(|m| m.batch_id).collect::<Vec<_>>();
+    assert_eq!(ids(a.summaries().unwrap()), ["x0", "x1", "y0"]);
+    assert_eq!(ids(a.own_summaries().unwrap()), ["x0", "x1"]);
     assert!(log.take().is_empty(), "read again after open");
     a.commit(in_stream("x2", 3, "p0", 2, &["x1", "x2"]), None)
         .unwrap();
     log.take();
-    assert_eq!(ids(a.own_manifests().unwrap()), ["x0", "x1", "x2"]);
+    assert_eq!(ids(a.own_summaries().unwrap()), ["x0", "x1", "x2"]);
     assert!(!log.take().is_empty(), "after a commit, the store is read");
     a.forget_opened();
 }

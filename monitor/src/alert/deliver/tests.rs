@@ -8,7 +8,7 @@ use crate::alert::BatchContext;
 use crate::alert::clock::ManualClock;
 use crate::compare::{Check, Finding, Severity, Verdict};
 use crate::config::model::{ConfigValue, Receiver, RetryRules, WebhookFormat, WebhookReceiver};
-use crate::store::history::{BatchStatus, MANIFEST_FORMAT};
+use crate::store::history::BatchStatus;
 
 pub(crate) fn alert(batch: &str) -> Alert {
     let ctx = BatchContext {
@@ -49,32 +49,20 @@ pub(crate) fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A committed batch of the history with these alerts.
-pub(crate) fn manifest(seq: u64, id: &str, alerts: Vec<Alert>) -> Manifest {
-    Manifest {
-        format: MANIFEST_FORMAT,
+/// The summary of a committed batch of the history with these alerts.
+pub(crate) fn summary(seq: u64, id: &str, alerts: Vec<Alert>) -> BatchSummary {
+    BatchSummary {
         seq,
         batch_id: id.into(),
-        dataset: "d".into(),
         status: BatchStatus::Processed,
         source: String::new(),
         input_sha256: String::new(),
-        input_bytes: 0,
-        rows: 0,
-        rows_by_tag: Default::default(),
-        schema_fingerprint: None,
-        baseline_id: None,
-        rules_hash: String::new(),
-        dqmon_version: String::new(),
-        batch_time: None,
         reason: None,
-        findings: Vec::new(),
-        alerts,
-        evidence: None,
         stream: None,
         stream_seq: None,
         writer: None,
-        pooled: Default::default(),
+        evidence: false,
+        alerts,
     }
 }
 
@@ -263,7 +251,7 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
         "d",
         dir.path(),
         rules.clone(),
-        &[manifest(0, "b0", vec![alert("b0")])],
+        &[summary(0, "b0", vec![alert("b0")])],
         Arc::new(ManualClock::new(0)),
         None,
     )
@@ -271,8 +259,8 @@ fn a_batch_committed_but_not_enqueued_before_a_crash_is_enqueued_at_start() {
     n.stop();
     // A crash after committing b1 and before its enqueue: the next start finds it.
     let ms = [
-        manifest(0, "b0", vec![alert("b0")]),
-        manifest(1, "b1", vec![alert("b1")]),
+        summary(0, "b0", vec![alert("b0")]),
+        summary(1, "b1", vec![alert("b1")]),
     ];
     let n = Notifier::start(
         "d",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::*;
 use crate::alert::clock::{Clock, ManualClock};
 use crate::alert::deliver::Notifier;
-use crate::alert::deliver::tests::{alert, lines, manifest, wait_for};
+use crate::alert::deliver::tests::{alert, lines, summary, wait_for};
 use crate::alert::lifecycle::NoticeKind;
 use crate::config::model::Receiver;
 use crate::store::backend::LocalBackend;
@@ -195,8 +195,8 @@ fn old_state_versions_are_pruned() {
 fn repair_enqueues_committed_batches_missing_from_the_inbox() {
     let (_dir, objects) = shared();
     let ia = FleetInbox::new("a", objects.clone());
-    let own: Vec<Manifest> = (0..6)
-        .map(|s| manifest(s, &format!("a{s}"), vec![alert(&format!("a{s}"))]))
+    let own: Vec<BatchSummary> = (0..6)
+        .map(|s| summary(s, &format!("a{s}"), vec![alert(&format!("a{s}"))]))
         .collect();
     // a replica that never wrote to the inbox starts from now
     assert_eq!(ia.repair(&own).unwrap(), 0);
