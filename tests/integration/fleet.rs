@@ -2,7 +2,10 @@
 //! processes in one consumer group on a 6-partition topic, their batch
 //! history shared on a real S3-compatible server (moto). One replica is
 //! SIGKILLed mid-stream; once the group has handed its partitions to the
-//! others, it is started again on its state folder.
+//! others, it is started again on its state folder. The replicas pack
+//! their manifests two at a time (`DQMON_TEST_PACK_SIZE`, a test build's
+//! setting; 128 otherwise), so that packs, metric packs and pack summaries
+//! are written and read (the restart reads the summaries) across the kill.
 //!
 //! The broker is librdkafka's mock cluster (a Kafka-protocol server on
 //! loopback, with the group coordinator librdkafka tests itself against),
@@ -32,6 +35,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dqmon::store::backend::Backend;
 use dqmon_fixtures::Scenario;
 use serde_json::Value;
 
@@ -114,6 +118,9 @@ impl Fleet {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .envs(s3_env(&self.s3))
             .env("DQMON_REPLICA", name)
+            // packs of two, so that each replica's few batches fill packs
+            // and their summaries, and the restart reads them
+            .env("DQMON_TEST_PACK_SIZE", "2")
             .env("RUST_LOG", "warn,dqmon=info,librdkafka=error")
             .stdout(Stdio::null())
             .stderr(log)
@@ -427,6 +434,23 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
             );
         }
     }
+
+    // packs of two: each replica's full packs have their summaries (what
+    // the restarted replica's start read), and `audit verify` below checks
+    // each summary against its manifest
+    let history = fleet.s3.backend("history", "fleet/events");
+    let mut summaries = 0;
+    for r in REPLICAS {
+        let own = shared.iter().filter(|m| m["writer"] == r).count();
+        let packs = history.list(&format!("history/packs/{r}")).unwrap();
+        let summarized = history
+            .list(&format!("history/pack-summaries/{r}"))
+            .unwrap();
+        assert_eq!(packs.len(), own / 2, "replica {r}: {packs:?}");
+        assert_eq!(summarized.len(), packs.len(), "replica {r}: {summarized:?}");
+        summaries += summarized.len();
+    }
+    assert!(summaries >= 10, "{summaries} summary objects");
 
     // one view of the fleet from every replica
     for r in REPLICAS {

@@ -18,6 +18,10 @@
 //! A rule applies to every path that contains its part (`/` matches every
 //! path), for as long as it is in the file: the test clears the fault by
 //! emptying or removing the file, while dqmon runs or between runs.
+//!
+//! With the feature on, `DQMON_TEST_PACK_SIZE` also sets the manifests per
+//! pack of a shared history ([`pack_size`]), so that the fleet tests' few
+//! batches per replica fill packs and their summaries.
 
 use std::io;
 use std::path::Path;
@@ -84,4 +88,23 @@ pub fn check(path: &Path, op: Op) -> io::Result<()> {
 #[inline(always)]
 pub fn check(_path: &Path, _op: Op) -> io::Result<()> {
     Ok(())
+}
+
+/// Manifests per pack set by `DQMON_TEST_PACK_SIZE` (a positive number),
+/// for the tests of the real binary.
+#[cfg(feature = "fault-injection")]
+pub fn pack_size() -> Option<usize> {
+    std::env::var("DQMON_TEST_PACK_SIZE")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
+/// Without the `fault-injection` feature packs hold
+/// [`crate::history::PACK_SIZE`] manifests.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn pack_size() -> Option<usize> {
+    None
 }

@@ -254,7 +254,7 @@ impl History {
             name: None,
             opened: None,
             unpacked: Vec::new(),
-            pack_size: PACK_SIZE,
+            pack_size: crate::fault::pack_size().unwrap_or(PACK_SIZE),
             pack_retry_at: 0,
             siblings_listed: None,
             pinned: None,
