@@ -57,17 +57,7 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
         Ok(b) => serde_json::from_slice(&b).ok(),
         Err(_) => None,
     };
-    let history_error = |e| match e {
-        crate::history::HistoryError::Io { path, source } => AuditError::Io { path, source },
-        other => AuditError::Damaged {
-            path: state_dir.to_path_buf(),
-            reason: other.to_string(),
-        },
-    };
-    let derived = Derived {
-        copies: crate::history::packed_copies(objects).map_err(history_error)?,
-        summaries: crate::history::summarized(objects).map_err(history_error)?,
-    };
+    let mut derived = HashMap::new();
     let mut prev = GENESIS.to_string();
     let mut expected = 0u64;
     let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
@@ -128,7 +118,7 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
             ));
             break;
         }
-        if let Some(reason) = manifest_changed(objects, &derived, &e)? {
+        if let Some(reason) = manifest_changed(state_dir, objects, &mut derived, &e)? {
             tampered = Some(bad(line_no, expected, reason));
             break;
         }
@@ -156,7 +146,8 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
     })
 }
 
-/// What the history holds besides the manifests, derived from them.
+/// What a writer's part of a shared history holds besides its manifests,
+/// derived from them.
 struct Derived {
     /// A pack's copy of a manifest, by batch id: the pack's key and the
     /// copy's SHA-256.
@@ -165,13 +156,34 @@ struct Derived {
     summaries: HashMap<String, (String, crate::history::BatchSummary)>,
 }
 
+impl Derived {
+    /// The packs' copies and the summaries of `writer`'s batches: read once
+    /// per writer the log names (a replica's own, in a shared history),
+    /// not every writer's.
+    fn read(state_dir: &Path, objects: &dyn Backend, writer: &str) -> Result<Derived, AuditError> {
+        let history_error = |e| match e {
+            crate::history::HistoryError::Io { path, source } => AuditError::Io { path, source },
+            other => AuditError::Damaged {
+                path: state_dir.to_path_buf(),
+                reason: other.to_string(),
+            },
+        };
+        Ok(Derived {
+            copies: crate::history::packed_copies(objects, writer).map_err(history_error)?,
+            summaries: crate::history::summarized(objects, writer).map_err(history_error)?,
+        })
+    }
+}
+
 /// For a batch entry: whether the manifest, and its pack's copy if a pack
 /// holds one, still hash as logged, and whether a summary of it still
 /// says what the manifest says (a manifest that cannot be read now is an
-/// error, not a finding).
+/// error, not a finding). The packs and summaries looked at are those of
+/// the manifest's writer, read on first need into `derived`.
 fn manifest_changed(
+    state_dir: &Path,
     objects: &dyn Backend,
-    derived: &Derived,
+    derived: &mut HashMap<String, Derived>,
     e: &AuditEntry,
 ) -> Result<Option<String>, AuditError> {
     if e.kind != AuditKind::BatchCommitted.as_str() {
@@ -195,6 +207,21 @@ fn manifest_changed(
                     e.seq
                 )));
             }
+            // the manifest is as logged, so its writer is the one that
+            // committed it: only that writer's packs can hold it
+            let Ok(m) = serde_json::from_slice::<crate::history::Manifest>(&b) else {
+                return Ok(None);
+            };
+            let Some(writer) = m.writer.as_deref() else {
+                return Ok(None);
+            };
+            if !derived.contains_key(writer) {
+                derived.insert(
+                    writer.to_string(),
+                    Derived::read(state_dir, objects, writer)?,
+                );
+            }
+            let derived = &derived[writer];
             if let Some((pack, copy)) = derived.copies.get(batch)
                 && copy != logged
             {
@@ -205,9 +232,7 @@ fn manifest_changed(
                 )));
             }
             derived.summaries.get(batch).and_then(|(key, summary)| {
-                let agrees = serde_json::from_slice::<crate::history::Manifest>(&b)
-                    .is_ok_and(|m| crate::history::BatchSummary::from(&m) == *summary);
-                (!agrees).then(|| {
+                (crate::history::BatchSummary::from(&m) != *summary).then(|| {
                     format!(
                         "the summary of batch {batch} in {} does not say what its manifest (logged by entry {}) says; the summary was edited",
                         objects.locate(key).display(),

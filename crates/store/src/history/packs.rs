@@ -84,17 +84,17 @@ pub(super) struct Unpacked {
     pub(super) committed: Option<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Every pack of a history whose key `wanted` accepts, one at a time, each
-/// as its key and its manifests' texts. Packs that cannot be read are
-/// skipped with a warning. One folder listing, a listing per writer and a
-/// read per pack wanted.
+/// Every pack of a history (of `writer` only, when given) whose key
+/// `wanted` accepts, one at a time, each as its key and its manifests'
+/// texts. Packs that cannot be read are skipped with a warning. One folder
+/// listing, a listing per writer and a read per pack wanted.
 pub(super) fn each_pack(
     objects: &dyn Backend,
+    writer: Option<&str>,
     wanted: impl Fn(&str) -> bool,
     mut visit: impl FnMut(&str, Vec<String>),
 ) -> Result<(), HistoryError> {
-    let writers = objects.folders(PACKS).map_err(io(&objects.locate(PACKS)))?;
-    for folder in writers {
+    for folder in writer_folders(objects, PACKS, writer)? {
         let keys = objects
             .list(&folder)
             .map_err(io(&objects.locate(&folder)))?;
@@ -120,6 +120,18 @@ pub(super) fn each_pack(
     Ok(())
 }
 
+/// The folders of every writer under `root`, or of `writer` only.
+pub(super) fn writer_folders(
+    objects: &dyn Backend,
+    root: &str,
+    writer: Option<&str>,
+) -> Result<Vec<String>, HistoryError> {
+    match writer {
+        Some(w) => Ok(vec![format!("{root}/{w}")]),
+        None => objects.folders(root).map_err(io(&objects.locate(root))),
+    }
+}
+
 /// Every manifest under `keys` (listed manifest keys), from the packs
 /// that hold a copy and, for the rest, from the manifests themselves.
 /// Unordered.
@@ -131,6 +143,7 @@ pub(super) fn read_listed(
     let mut found: HashMap<String, Manifest> = HashMap::new();
     each_pack(
         objects,
+        None,
         |_| true,
         |key, copies| {
             for text in copies {
@@ -169,18 +182,20 @@ pub(super) fn read_listed(
     Ok(out)
 }
 
-/// Every copy of a manifest held by a pack, by batch id: the pack's key
-/// and the SHA-256 of the copy (hex), to compare with the hash the batch's
-/// audit entry recorded. For `dqmon audit verify`: packs are read one at
-/// a time, and only the hashes are kept. A copy whose batch id cannot be
-/// read is listed under the pack's key, so that it is named too.
+/// Every copy of a manifest held by one writer's packs, by batch id: the
+/// pack's key and the SHA-256 of the copy (hex), to compare with the hash
+/// the batch's audit entry recorded. For `dqmon audit verify`: packs are
+/// read one at a time, and only the hashes are kept. A copy whose batch id
+/// cannot be read is listed under the pack's key, so that it is named too.
 pub fn packed_copies(
     objects: &dyn Backend,
+    writer: &str,
 ) -> Result<HashMap<String, (String, String)>, HistoryError> {
     use sha2::Digest;
     let mut out = HashMap::new();
     each_pack(
         objects,
+        Some(writer),
         |_| true,
         |key, copies| {
             for text in copies {

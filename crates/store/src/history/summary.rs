@@ -129,17 +129,16 @@ pub(super) fn write(
     Ok(())
 }
 
-/// Every summary object, one at a time, as its pack's name and its
+/// Every summary object (of `writer` only, when given), one at a time, as
+/// its pack's name and its
 /// summaries. Objects that cannot be read or parsed are skipped with a
 /// warning (their pack is read instead).
 pub(super) fn each(
     objects: &dyn Backend,
+    writer: Option<&str>,
     mut visit: impl FnMut(&str, Vec<BatchSummary>),
 ) -> Result<(), HistoryError> {
-    let writers = objects
-        .folders(SUMMARIES)
-        .map_err(io(&objects.locate(SUMMARIES)))?;
-    for folder in writers {
+    for folder in super::packs::writer_folders(objects, SUMMARIES, writer)? {
         let keys = objects
             .list(&folder)
             .map_err(io(&objects.locate(&folder)))?;
@@ -184,7 +183,7 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
         }
     };
     let mut summarized = HashSet::new();
-    each(objects, |name, batches| {
+    each(objects, None, |name, batches| {
         summarized.insert(name.to_string());
         for s in batches {
             take(&mut found, s);
@@ -193,6 +192,7 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
     let mut unsummarized = Vec::new();
     super::packs::each_pack(
         objects,
+        None,
         |key| pack_name(key).is_some_and(|n| !summarized.contains(n)),
         |key, copies| {
             let mut batches = Vec::with_capacity(copies.len());
@@ -239,14 +239,15 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
     })
 }
 
-/// Every batch's summary held by a summary object, by batch id, with the
-/// object's key: for `dqmon audit verify`, which compares each with the
-/// batch's manifest.
+/// Every batch's summary held by one writer's summary objects, by batch
+/// id, with the object's key: for `dqmon audit verify`, which compares each
+/// with the batch's manifest.
 pub fn summarized(
     objects: &dyn Backend,
+    writer: &str,
 ) -> Result<HashMap<String, (String, BatchSummary)>, HistoryError> {
     let mut out = HashMap::new();
-    each(objects, |name, batches| {
+    each(objects, Some(writer), |name, batches| {
         for s in batches {
             out.entry(s.batch_id.clone())
                 .or_insert_with(|| (summary_key(name), s));

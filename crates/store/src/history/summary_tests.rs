@@ -17,11 +17,12 @@ fn gets(log: &[crate::backend::Request], under: &str) -> usize {
 
 /// Replica a commits 14 batches over two streams with packs of 4 (three
 /// packs, two batches unpacked), one of them quarantined; replica b
-/// commits 2 (unpacked).
+/// commits 2, in one pack.
 fn two_writers(dir: &std::path::Path, objects: Box<dyn Backend>, b_objects: Box<dyn Backend>) {
     let mut a = History::open_shared(&dir.join("a"), objects, "a").unwrap();
     a.pack_size = 4;
     let mut b = History::open_shared(&dir.join("b"), b_objects, "b").unwrap();
+    b.pack_size = 2;
     let mut seq = 0;
     let (mut p0, mut p1) = (Vec::new(), Vec::new());
     for i in 0..14u64 {
@@ -73,8 +74,8 @@ fn known(h: &History, all: &[Manifest]) -> String {
     out
 }
 
-/// A start reads the three summary objects, not the three packs, and of
-/// the manifests only the four unpacked ones and each stream's head (the
+/// A start reads the four summary objects, not the four packs, and of
+/// the manifests only the two unpacked ones and each stream's head (the
 /// evidence). It knows what a start that read every manifest knew: the
 /// batches, the quarantined one, the inputs, each stream's position and
 /// evidence; its summaries are the manifests' own.
@@ -92,9 +93,9 @@ fn a_start_reads_the_summaries_not_the_packs() {
     let a = History::open_shared(&dir.path().join("a"), Box::new(backend), "a").unwrap();
     let reqs = log.take();
     assert_eq!(gets(&reqs, "history/packs/"), 0, "{reqs:?}");
-    assert_eq!(gets(&reqs, "history/pack-summaries/"), 3, "{reqs:?}");
-    // x12, x13, y0, y1 unpacked; the heads of p0 (x12), p1 (x13), q (y1)
-    assert_eq!(gets(&reqs, "history/batches/"), 4 + 3, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/pack-summaries/"), 4, "{reqs:?}");
+    // x12, x13 unpacked; the heads of p0 (x12), p1 (x13), q (y1)
+    assert_eq!(gets(&reqs, "history/batches/"), 2 + 3, "{reqs:?}");
     let summaries: Vec<BatchSummary> = all.iter().map(BatchSummary::from).collect();
     assert_eq!(a.summaries().unwrap(), summaries);
     let with_summaries = known(&a, &all);
@@ -105,8 +106,14 @@ fn a_start_reads_the_summaries_not_the_packs() {
     for key in backend.list(A).unwrap() {
         backend.delete(&key).unwrap();
     }
-    for key in backend.list("history/packs/a").unwrap() {
-        backend.delete(&key).unwrap();
+    for key in [
+        "history/packs/a",
+        "history/packs/b",
+        "history/pack-summaries/b",
+    ] {
+        for key in backend.list(key).unwrap() {
+            backend.delete(&key).unwrap();
+        }
     }
     let a = History::open_shared(&dir.path().join("a2"), Box::new(backend), "a").unwrap();
     assert_eq!(known(&a, &all), with_summaries);
@@ -162,7 +169,8 @@ fn packs_without_summaries_are_read_and_then_summarized() {
     assert_eq!(gets(&reqs, "history/packs/"), 1, "{reqs:?}");
 }
 
-/// `audit verify` compares every summary with its batch's manifest: an
+/// `audit verify` compares every summary of the replica's batches with
+/// the batch's manifest, reading that replica's packs and summaries only: an
 /// edited summary (here, a quarantined batch shown as processed, which a
 /// start would then read as a batch to compare again) is named.
 #[test]
@@ -175,9 +183,20 @@ fn audit_verify_names_an_edited_summary() {
         Box::new(objects.clone()),
     );
     let state = dir.path().join("a");
-    let verified = crate::audit::verify_with(&state, &objects).unwrap();
+    // it reads a's packs and summaries, not b's
+    let (counting, log) = crate::backend::Counting::new(objects.clone());
+    let verified = crate::audit::verify_with(&state, &counting).unwrap();
     assert_eq!(verified.tampered, None);
     assert_eq!(verified.good_entries, 14);
+    let reqs = log.take();
+    assert_eq!(gets(&reqs, "history/pack-summaries/a/"), 3, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/packs/a/"), 3, "{reqs:?}");
+    assert!(
+        !reqs
+            .iter()
+            .any(|(_, k)| k.ends_with("/b") || k.contains("/b/")),
+        "{reqs:?}"
+    );
 
     let key = &objects.list(A).unwrap()[1];
     let mut s: serde_json::Value =
