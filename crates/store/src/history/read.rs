@@ -1,6 +1,8 @@
 //! Reading manifests: every one of a history's batch objects, in commit
 //! order, and what the audit log records of one.
 
+use std::borrow::Cow;
+
 use super::summary::BatchSummary;
 use super::{Backend, History, HistoryError, Manifest, io};
 
@@ -9,10 +11,10 @@ impl History {
     /// [`History::forget_opened`]), the ones open read: a start reads the
     /// history once, however many parts of the daemon look at it (the
     /// outbox's catch-up, the Kafka partitions' watermarks).
-    pub fn summaries(&self) -> Result<Vec<BatchSummary>, HistoryError> {
+    pub fn summaries(&self) -> Result<Cow<'_, [BatchSummary]>, HistoryError> {
         match &self.opened {
-            Some(s) => Ok(s.clone()),
-            None => read_summaries_from(self.objects.as_ref()),
+            Some(s) => Ok(Cow::Borrowed(s)),
+            None => Ok(Cow::Owned(read_summaries_from(self.objects.as_ref())?)),
         }
     }
 

@@ -577,7 +577,7 @@ fn a_start_reads_the_manifests_once() {
         "open reads every manifest: {at_open:?}"
     );
     let ids = |ms: Vec<BatchSummary>| ms.into_iter().map(|m| m.batch_id).collect::<Vec<_>>();
-    assert_eq!(ids(a.summaries().unwrap()), ["x0", "x1", "y0"]);
+    assert_eq!(ids(a.summaries().unwrap().into_owned()), ["x0", "x1", "y0"]);
     assert_eq!(ids(a.own_summaries().unwrap()), ["x0", "x1"]);
     assert!(log.take().is_empty(), "read again after open");
     a.commit(in_stream("x2", 3, "p0", 2, &["x1", "x2"]), None)

@@ -205,7 +205,7 @@ impl KafkaStream {
             None => None,
         };
         let mut watermarks = HashMap::new();
-        for m in history.summaries()? {
+        for m in history.summaries()?.iter() {
             if let Some((t, p, _, last)) = parse_origin(&m.source) {
                 let w = watermarks.entry((t, p)).or_insert(last);
                 *w = (*w).max(last);
