@@ -326,18 +326,7 @@ impl History {
     fn repair_audit(&self, batches: &[BatchSummary]) -> Result<(), HistoryError> {
         let logged = self.audit.keys(AuditKind::BatchCommitted)?;
         for b in batches.iter().filter(|b| !logged.contains(&b.batch_id)) {
-            let key = manifest_key(&b.batch_id);
-            let path = self.objects.locate(&key);
-            let bytes = self
-                .objects
-                .get(&key)
-                .map_err(io(&path))?
-                .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?;
-            let m: Manifest =
-                serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let (bytes, m) = read::committed_manifest(self.objects.as_ref(), &b.batch_id)?;
             tracing::info!(batch_id = %m.batch_id, "recording a committed batch missing from the audit log");
             self.audit.append(
                 AuditKind::BatchCommitted,

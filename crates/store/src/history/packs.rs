@@ -167,17 +167,9 @@ pub(super) fn read_listed(
             out.push(m);
             continue;
         }
-        let path = objects.locate(key);
-        // listed a moment ago; manifests are never removed, but a reader
-        // of a live folder must not fail on one that is
-        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
-            continue;
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        out.push(m);
+        if let Some((_, m)) = super::read::get_manifest(objects, key)? {
+            out.push(m);
+        }
     }
     Ok(out)
 }

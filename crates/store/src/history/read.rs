@@ -49,6 +49,36 @@ pub(super) fn manifest_key(batch_id: &str) -> String {
     format!("history/batches/{batch_id}.json")
 }
 
+/// A manifest's bytes and what they say, `None` when it is not there (a
+/// reader of a live folder must not fail on a manifest listed a moment
+/// ago and gone since; manifests are never removed, but a folder may be
+/// edited).
+pub(super) fn get_manifest(
+    objects: &dyn Backend,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Manifest)>, HistoryError> {
+    let path = objects.locate(key);
+    let Some(bytes) = objects.get(key).map_err(io(&path))? else {
+        return Ok(None);
+    };
+    let m = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+        path,
+        reason: e.to_string(),
+    })?;
+    Ok(Some((bytes, m)))
+}
+
+/// A committed batch's manifest, which must be there: its bytes and what
+/// they say.
+pub(super) fn committed_manifest(
+    objects: &dyn Backend,
+    batch_id: &str,
+) -> Result<(Vec<u8>, Manifest), HistoryError> {
+    let key = manifest_key(batch_id);
+    get_manifest(objects, &key)?
+        .ok_or_else(|| io(&objects.locate(&key))(std::io::ErrorKind::NotFound.into()))
+}
+
 /// The key of a batch's metrics file.
 pub(super) fn metrics_key(batch_id: &str) -> String {
     format!("history/metrics/{batch_id}.parquet")

@@ -110,7 +110,7 @@ impl History {
         let mut heads: Vec<&BatchSummary> = heads.into_values().collect();
         heads.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
         for b in heads {
-            let m = self.read_manifest(&b.batch_id)?;
+            let (_, m) = super::read::committed_manifest(self.objects.as_ref(), &b.batch_id)?;
             self.advance(&m);
             // a crash between the manifest and its index entry
             self.index_stream(m.stream.as_deref(), m.stream_seq, &m.batch_id)?;
@@ -121,27 +121,13 @@ impl History {
             .rev()
             .filter(|b| b.stream.is_none() && b.evidence)
         {
-            if let Some(e) = self.read_manifest(&b.batch_id)?.evidence {
+            let (_, m) = super::read::committed_manifest(self.objects.as_ref(), &b.batch_id)?;
+            if let Some(e) = m.evidence {
                 self.past = Some(e);
                 break;
             }
         }
         Ok(())
-    }
-
-    /// A committed batch's manifest, read from the store.
-    pub(super) fn read_manifest(&self, batch_id: &str) -> Result<Manifest, HistoryError> {
-        let key = manifest_key(batch_id);
-        let path = self.objects.locate(&key);
-        let bytes = self
-            .objects
-            .get(&key)
-            .map_err(io(&path))?
-            .ok_or_else(|| io(&path)(std::io::ErrorKind::NotFound.into()))?;
-        serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-            path,
-            reason: e.to_string(),
-        })
     }
 
     /// Record a processed batch's position in its stream's index (if

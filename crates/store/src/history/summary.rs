@@ -220,17 +220,9 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
             batches.push(s);
             continue;
         }
-        let path = objects.locate(key);
-        // listed a moment ago; a reader of a live folder must not fail on
-        // one removed since
-        let Some(bytes) = objects.get(key).map_err(io(&path))? else {
-            continue;
-        };
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        batches.push(BatchSummary::from(&m));
+        if let Some((_, m)) = super::read::get_manifest(objects, key)? {
+            batches.push(BatchSummary::from(&m));
+        }
     }
     Ok(Read {
         batches,
