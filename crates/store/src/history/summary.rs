@@ -200,7 +200,7 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
                 match serde_json::from_str::<Manifest>(&text) {
                     Ok(m) => batches.push(BatchSummary::from(&m)),
                     Err(e) => {
-                        tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack's copy is unreadable; its manifest is read instead");
+                        tracing::warn!(pack = %objects.locate(key).display(), error = %e, "a manifest pack's copy is unreadable; the pack's manifests are read one by one");
                         return;
                     }
                 }
