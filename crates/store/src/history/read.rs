@@ -1,5 +1,7 @@
 //! Reading manifests: every one of a history's batch objects, in commit
-//! order, and what the audit log records of one.
+//! order, or every batch's summary (what a start keeps; see
+//! [`super::summary`]); one manifest by key; and what the audit log
+//! records of one.
 
 use std::borrow::Cow;
 
