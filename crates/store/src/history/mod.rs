@@ -262,7 +262,7 @@ impl History {
             lock,
             repaired: Vec::new(),
         };
-        let read = read::read_summaries(h.objects.as_ref())?;
+        let read = read::read_summaries(h.objects.as_ref(), h.writer.as_deref())?;
         let batches = read.batches;
         for m in &batches {
             h.ids.insert(m.batch_id.clone());

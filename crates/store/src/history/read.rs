@@ -101,13 +101,16 @@ pub fn read_manifests_from(objects: &dyn Backend) -> Result<Vec<Manifest>, Histo
 /// history (see [`read_manifests_from`]); summaries of packed batches come
 /// from the packs' summary objects ([`super::summary`]).
 pub fn read_summaries_from(objects: &dyn Backend) -> Result<Vec<BatchSummary>, HistoryError> {
-    Ok(read_summaries(objects)?.batches)
+    Ok(read_summaries(objects, None)?.batches)
 }
 
 /// [`read_summaries_from`], with what else the summary objects told
-/// (the packed batches, the packs without a summary).
-pub(super) fn read_summaries(objects: &dyn Backend) -> Result<super::summary::Read, HistoryError> {
-    let mut read = super::summary::read(objects, &manifest_keys(objects)?)?;
+/// (the packed batches, `writer`'s packs without a summary).
+pub(super) fn read_summaries(
+    objects: &dyn Backend,
+    writer: Option<&str>,
+) -> Result<super::summary::Read, HistoryError> {
+    let mut read = super::summary::read(objects, &manifest_keys(objects)?, writer)?;
     read.batches
         .sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
     Ok(read)

@@ -161,8 +161,9 @@ pub(super) fn each(
 }
 
 /// What [`read`] found: the summaries of the listed batches, unordered;
-/// the batch ids a pack (or its summary) holds; and the packs read in full
-/// because they had no summary, by name, with their summaries.
+/// the batch ids a pack (or its summary) holds; and the packs of the
+/// writer asked for that were read in full because they had no summary, by
+/// name, with their summaries (for that writer to write them).
 pub(super) struct Read {
     pub(super) batches: Vec<BatchSummary>,
     pub(super) packed: HashSet<String>,
@@ -172,8 +173,13 @@ pub(super) struct Read {
 /// The summaries of every batch under `keys` (listed manifest keys): from
 /// the summary objects, then from the packs without one, then from the
 /// manifests themselves. One read per summary object, per pack without a
-/// summary and per manifest that neither holds.
-pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, HistoryError> {
+/// summary and per manifest that neither holds. The summaries of `writer`'s
+/// packs without one are kept ([`Read::unsummarized`]); no other's.
+pub(super) fn read(
+    objects: &dyn Backend,
+    keys: &[String],
+    writer: Option<&str>,
+) -> Result<Read, HistoryError> {
     let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut found: HashMap<String, BatchSummary> = HashMap::new();
     let take = |found: &mut HashMap<String, BatchSummary>, s: BatchSummary| {
@@ -208,7 +214,9 @@ pub(super) fn read(objects: &dyn Backend, keys: &[String]) -> Result<Read, Histo
             for s in &batches {
                 take(&mut found, s.clone());
             }
-            if let Some(name) = pack_name(key) {
+            if let (Some(name), Some(w)) = (pack_name(key), writer)
+                && name.split('/').next() == Some(w)
+            {
                 unsummarized.push((name.to_string(), batches));
             }
         },
@@ -251,16 +259,14 @@ pub fn summarized(
 impl super::History {
     /// Write the summary objects of this writer's packs that lack one (a
     /// pack written before summaries, or a summary that failed to write),
-    /// from the packs a start read in full. A summary that cannot be
-    /// written is tried again at the next start, with a warning.
+    /// from its packs a start read in full ([`Read::unsummarized`]). A
+    /// summary that cannot be written is tried again at the next start,
+    /// with a warning.
     pub(super) fn write_missing_summaries(&self, packs: Vec<(String, Vec<BatchSummary>)>) {
         let Some(writer) = self.writer.as_deref() else {
             return;
         };
         for (name, batches) in packs {
-            if name.split('/').next() != Some(writer) {
-                continue;
-            }
             if let Err(e) = write(self.objects.as_ref(), &name, writer, batches) {
                 tracing::warn!(pack = %name, error = %e, "could not write a pack's summary; the pack is read in full until it is");
             }
