@@ -30,7 +30,6 @@ use serde_json::{Value, json};
 
 use crate::config::model::Rules;
 use crate::store::backend::Backend;
-use crate::store::baselines::BaselineStore;
 use crate::store::history::{self, HistoryError, Manifest};
 
 /// A query could not run.
@@ -371,35 +370,34 @@ pub async fn session(rules: &Rules, state_dir: &Path) -> Result<SessionContext, 
     mem(&ctx, "findings", findings_schema(), &findings)?;
     mem(&ctx, "alerts", alerts_schema(), &alerts)?;
 
-    let store = BaselineStore::new(&rules.baseline_dir);
+    let err = |e: crate::store::baselines::BaselineStoreError| QueryError::Table {
+        table: "baselines",
+        reason: e.to_string(),
+    };
+    // an absent folder or prefix has none
+    let store = crate::app::baseline_store(rules).map_err(err)?;
     let mut rows = Vec::new();
-    if store.dir().exists() {
-        let err = |e: crate::store::baselines::BaselineStoreError| QueryError::Table {
-            table: "baselines",
-            reason: e.to_string(),
+    let approvals = store.approvals().map_err(err)?;
+    for v in store.verify_all().map_err(err)? {
+        let a = approvals.iter().rev().find(|a| a.baseline_id == v.id);
+        let b = if v.mismatch.is_none() {
+            store.load(&v.id).ok()
+        } else {
+            None
         };
-        let approvals = store.approvals().map_err(err)?;
-        for v in store.verify_all().map_err(err)? {
-            let a = approvals.iter().rev().find(|a| a.baseline_id == v.id);
-            let b = if v.mismatch.is_none() {
-                store.load(&v.id).ok()
-            } else {
-                None
-            };
-            rows.push(json!({
-                "baseline_id": v.id,
-                "dataset": b.as_ref().map(|b| b.dataset.clone()),
-                "verified": v.mismatch.is_none(),
-                "built_by": b.as_ref().map(|b| b.built_by.clone()),
-                "batches": b.as_ref().map(|b| b.batches.len()),
-                "rows": b.as_ref().map(|b| b.profile.rows),
-                "rules_hash": b.as_ref().map(|b| b.rules_hash.clone()),
-                "approved": a.is_some(),
-                "approved_by": a.map(|a| a.approved_by.clone()),
-                "approved_at": a.map(|a| a.approved_at.clone()),
-                "note": a.map(|a| a.note.clone()),
-            }));
-        }
+        rows.push(json!({
+            "baseline_id": v.id,
+            "dataset": b.as_ref().map(|b| b.dataset.clone()),
+            "verified": v.mismatch.is_none(),
+            "built_by": b.as_ref().map(|b| b.built_by.clone()),
+            "batches": b.as_ref().map(|b| b.batches.len()),
+            "rows": b.as_ref().map(|b| b.profile.rows),
+            "rules_hash": b.as_ref().map(|b| b.rules_hash.clone()),
+            "approved": a.is_some(),
+            "approved_by": a.map(|a| a.approved_by.clone()),
+            "approved_at": a.map(|a| a.approved_at.clone()),
+            "note": a.map(|a| a.note.clone()),
+        }));
     }
     mem(&ctx, "baselines", baselines_schema(), &rows)?;
     Ok(ctx)

@@ -23,7 +23,6 @@ use crate::alert::Alert;
 use crate::compare::{Check, band_key};
 use crate::config::model::Rules;
 use crate::query::QueryError;
-use crate::store::baselines::BaselineStore;
 
 /// The report could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +192,8 @@ fn load_series(rules: &Rules, state_dir: &Path) -> Result<BTreeMap<Key, Series>,
 pub fn build(rules: &Rules, state_dir: &Path) -> Result<String, ReportError> {
     let series = load_series(rules, state_dir)?;
     let alerts = read_alerts(rules, state_dir)?;
-    let baseline = BaselineStore::new(&rules.baseline_dir)
-        .approved(&rules.dataset, rules.baseline_id.as_deref())
+    let baseline = crate::app::baseline_store(rules)
+        .and_then(|store| store.approved(&rules.dataset, rules.baseline_id.as_deref()))
         .ok();
     // the chart shades the baseline mean ± 4σ of its batches: a picture of
     // normal variability, not the decision rule (that is the false-alarm budget)

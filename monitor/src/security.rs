@@ -31,7 +31,7 @@ use dqmon_config::keys::raw_32;
 
 use crate::baseline::Baseline;
 use crate::config::model::{PublicKeySource, Rules, SecurityRules};
-use crate::store::baselines::{Approval, BaselineStore, BaselineStoreError};
+use crate::store::baselines::{Approval, BaselineStoreError};
 
 /// A key could not be read, written or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +280,7 @@ pub fn approved_baseline(
     pin: Option<&str>,
 ) -> Result<(String, Baseline, Approval), ApprovedBaselineError> {
     let policy = Policy::load(&rules.security)?;
-    let store = BaselineStore::new(&rules.baseline_dir);
+    let store = crate::app::baseline_store(rules)?;
     let (id, baseline, approval) = store.approved(&rules.dataset, pin)?;
     policy
         .check(&approval, &baseline.built_by)

@@ -27,3 +27,4 @@ mod replay;
 mod replica_names;
 mod report;
 mod security;
+mod shared_history;

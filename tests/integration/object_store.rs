@@ -205,6 +205,9 @@ pub(crate) struct DropFleet {
     pub(crate) s3: S3Server,
     /// Lines added to every replica's rules.
     extra: String,
+    /// Where the approved baseline is: a folder of `dir`, or a prefix on
+    /// the S3 server.
+    baseline_dir: String,
 }
 
 impl DropFleet {
@@ -212,15 +215,39 @@ impl DropFleet {
         DropFleet::with_rules("")
     }
 
-    /// A fleet whose rules end with `extra`.
+    /// A fleet whose rules end with `extra`; a shared history there
+    /// (`s3://history/...`) has its bucket made first.
     pub(crate) fn with_rules(extra: &str) -> DropFleet {
+        let buckets: &[&str] = match extra.contains("s3://history/") {
+            true => &["history"],
+            false => &[],
+        };
+        DropFleet::with_baseline_dir(extra, "baselines", buckets)
+    }
+
+    /// A fleet as pods without volumes run it: the history on the S3
+    /// server (`s3://history/fleet`), and the approved baseline there too
+    /// (`s3://history/baselines`), built and approved through it.
+    pub(crate) fn without_volumes() -> DropFleet {
+        DropFleet::with_baseline_dir(
+            "shared_history: s3://history/fleet\n",
+            "s3://history/baselines",
+            &["history"],
+        )
+    }
+
+    fn with_baseline_dir(extra: &str, baseline_dir: &str, buckets: &[&str]) -> DropFleet {
         let s3 = S3Server::start();
         s3.create_bucket("ingest");
+        for b in buckets {
+            s3.create_bucket(b);
+        }
         let dir = tempfile::tempdir().unwrap();
         let fleet = DropFleet {
             dir,
             s3,
             extra: extra.to_string(),
+            baseline_dir: baseline_dir.to_string(),
         };
         // the baseline, built and approved once for every replica
         let rules = fleet.rules("builder");
@@ -243,8 +270,8 @@ impl DropFleet {
         let path = fixture_rules(self.dir.path());
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(&format!(
-            "state_dir: state-{state}\nbaseline_dir: baselines\nsource:\n  parquet_drop:\n    path: s3://ingest/incoming/\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n{}",
-            self.extra
+            "state_dir: state-{state}\nbaseline_dir: {}\nsource:\n  parquet_drop:\n    path: s3://ingest/incoming/\n    poll_interval_ms: 200\n    claim_lease_ms: 60000\n{}",
+            self.baseline_dir, self.extra
         ));
         let path = self.dir.path().join(format!("rules-{state}.yaml"));
         std::fs::write(&path, text).unwrap();
@@ -261,7 +288,7 @@ impl DropFleet {
     }
 
     /// `dqmon run --once` of a replica, started.
-    fn replica(&self, name: &str) -> Child {
+    pub(crate) fn replica(&self, name: &str) -> Child {
         self.replica_in(name, name)
     }
 
@@ -296,7 +323,7 @@ impl DropFleet {
 
     /// Drops `part-<i>.parquet` for each `i` in `parts` (seed `seed + i`):
     /// clean, except `part-005`, whose `scraped` labels are flipped.
-    fn drop_parts(&self, parts: std::ops::Range<u64>, seed: u64) {
+    pub(crate) fn drop_parts(&self, parts: std::ops::Range<u64>, seed: u64) {
         for i in parts {
             let scenario = if i == 5 {
                 Scenario::LabelFlip {
@@ -311,7 +338,7 @@ impl DropFleet {
     }
 
     /// The manifests a replica committed: (batch id, source).
-    fn manifests(&self, replica: &str) -> Vec<(String, String)> {
+    pub(crate) fn manifests(&self, replica: &str) -> Vec<(String, String)> {
         let dir = self
             .dir
             .path()
@@ -480,102 +507,4 @@ pub(crate) fn notification_holder(s3: &S3Server) -> Option<String> {
     let state: serde_json::Value = serde_json::from_slice(&history.get(&key).unwrap()?).unwrap();
     let holder = state["holder"].as_str()?;
     (!holder.is_empty()).then(|| holder.to_string())
-}
-
-/// The positions of a replica's stream in the shared history's manifests.
-fn stream_positions(manifests: &[serde_json::Value], stream: &str) -> Vec<u64> {
-    let mut seqs: Vec<u64> = manifests
-        .iter()
-        .filter(|m| m["stream"] == stream)
-        .map(|m| m["stream_seq"].as_u64().unwrap())
-        .collect();
-    seqs.sort();
-    seqs
-}
-
-/// Two replicas on one drop prefix with one shared history on the S3
-/// server: every batch is in that history once, named by the replica that
-/// committed it and placed in that replica's stream; `dqmon query` from
-/// either replica sees the fleet's batches; each replica's audit chain
-/// verifies against the shared manifests. A replica restarted on an empty
-/// state folder (a pod without a volume) continues its stream, positions
-/// and evidence, from the shared history.
-#[test]
-fn replicas_with_a_shared_history_write_each_batch_once_and_continue_streams() {
-    let fleet = DropFleet::with_rules("shared_history: s3://history/fleet\n");
-    fleet.s3.create_bucket("history");
-    let n = 8;
-    // a alone first (so that its stream has batches whatever the race
-    // below), then a and b racing for the rest
-    fleet.drop_parts(0..3, 300);
-    wait_ok(fleet.replica("a"));
-    fleet.drop_parts(3..n, 300);
-    let (a, b) = (fleet.replica("a"), fleet.replica("b"));
-    wait_ok(a);
-    wait_ok(b);
-
-    // the batch objects are on the shared history, not in the state folders
-    assert!(fleet.manifests("a").is_empty() && fleet.manifests("b").is_empty());
-    let shared = shared_manifests(&fleet.s3);
-    assert_eq!(shared.len(), n as usize, "each batch once: {shared:#?}");
-    let ids: std::collections::BTreeSet<&str> = shared
-        .iter()
-        .map(|m| m["batch_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), n as usize);
-    for m in &shared {
-        let writer = m["writer"].as_str().unwrap();
-        assert!(writer == "a" || writer == "b", "{m}");
-        assert_eq!(m["stream"], format!("drop.{writer}"), "{m}");
-    }
-    let (pa, pb) = (
-        stream_positions(&shared, "drop.a"),
-        stream_positions(&shared, "drop.b"),
-    );
-    assert_eq!(pa, (0..pa.len() as u64).collect::<Vec<_>>());
-    assert_eq!(pb, (0..pb.len() as u64).collect::<Vec<_>>());
-    assert_eq!(pa.len() + pb.len(), n as usize);
-    let flipped = shared
-        .iter()
-        .find(|m| m["source"] == "s3://ingest/incoming/part-005.parquet")
-        .unwrap();
-    assert!(
-        !flipped["alerts"].as_array().unwrap().is_empty(),
-        "the label flip is alerted: {flipped}"
-    );
-
-    // one view of the fleet from either replica: every batch, every alert once
-    for r in ["a", "b"] {
-        assert_fleet_view(&fleet.s3, &fleet.rules(r), &shared);
-    }
-
-    // replica a again, on an empty state folder: its stream goes on
-    let last_a = shared
-        .iter()
-        .filter(|m| m["stream"] == "drop.a")
-        .max_by_key(|m| m["stream_seq"].as_u64().unwrap())
-        .cloned();
-    fleet.drop_parts(n..n + 3, 300);
-    wait_ok(fleet.replica_in("a", "a-restarted"));
-    let shared = shared_manifests(&fleet.s3);
-    assert_eq!(shared.len(), n as usize + 3);
-    let pa2 = stream_positions(&shared, "drop.a");
-    assert_eq!(pa2, (0..pa.len() as u64 + 3).collect::<Vec<_>>());
-    {
-        let last = last_a.expect("a committed the first objects");
-        // the first new batch's evidence continued from a's last one: its
-        // window is a's window and then itself
-        let first_new = shared
-            .iter()
-            .find(|m| m["stream"] == "drop.a" && m["stream_seq"] == pa.len() as u64)
-            .unwrap();
-        let window = |m: &serde_json::Value| m["evidence"]["batches"].as_array().unwrap().clone();
-        let mut expected = window(&last);
-        expected.push(first_new["batch_id"].clone());
-        assert_eq!(
-            window(first_new),
-            expected,
-            "evidence continues from {last}"
-        );
-    }
 }

@@ -19,7 +19,6 @@ use crate::common::{dqmon_bin, stderr};
 #[test]
 fn a_second_process_with_a_running_replicas_name_is_refused() {
     let fleet = DropFleet::with_rules("shared_history: s3://history/fleet\n");
-    fleet.s3.create_bucket("history");
     let rules = fleet.rules("a");
     let first = Command::new(dqmon_bin())
         .args(["run", "--config", rules.to_str().unwrap()])
@@ -76,7 +75,6 @@ fn a_second_process_with_a_running_replicas_name_is_refused() {
 #[test]
 fn a_restart_waits_for_every_datasets_name_at_once() {
     let fleet = DropFleet::with_rules("shared_history: s3://history/fleet\n");
-    fleet.s3.create_bucket("history");
     let config = two_datasets(&fleet, "a");
     for dataset in ["events", "events_copy"] {
         let objects = fleet.s3.backend("history", &format!("fleet/{dataset}"));

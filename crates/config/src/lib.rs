@@ -19,7 +19,7 @@
 //!     poll_interval_ms: 500    # [500]
 //!     pattern: "*.parquet"     # ["*.parquet"]
 //! state_dir: state             # [state]; the dataset's state is <state_dir>/<dataset>
-//! baseline_dir: baselines      # [<state_dir>/<dataset>/baselines]
+//! baseline_dir: baselines      # [<state_dir>/<dataset>/baselines]; or s3://bucket/prefix
 //! baseline_id: <64 hex>        # optional pin of an approved baseline
 //! trust:                       # required
 //!   column: trust_tag          # exactly one of `column` / `fixed`

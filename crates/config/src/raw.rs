@@ -200,9 +200,7 @@ pub(super) fn rules(root: &Value, ctx: &RulesContext<'_>) -> Result<Rules, Vec<P
         None => Some(None),
     };
     let baseline_dir = match f.get("baseline_dir") {
-        Some((p, v)) => w
-            .text(&p, v, "`baseline_dir: baselines`")
-            .map(|s| Some(resolve(ctx.base_dir, &s))),
+        Some((p, v)) => w.baseline_dir(&p, v, ctx.base_dir).map(Some),
         None => Some(None),
     };
     let baseline_id = match f.get("baseline_id") {

@@ -259,7 +259,9 @@ pub struct Rules {
     /// The dataset's batch history on an object store shared by replicas
     /// (`<shared_history>/<dataset>`); `None`: in `state_dir`.
     pub shared_history: Option<String>,
-    /// Folder holding baselines and approvals (default `<state_dir>/baselines`).
+    /// Folder holding baselines and approvals (default
+    /// `<state_dir>/baselines`), or a prefix on an object store
+    /// (`s3://bucket/baselines`, kept as written).
     pub baseline_dir: PathBuf,
     /// Pin a baseline id; otherwise the latest approved baseline of the dataset is used.
     pub baseline_id: Option<String>,

@@ -16,11 +16,12 @@
 //! changes nothing — the conditional put (`If-None-Match: *`) object stores
 //! offer, and a hard link on a local file system.
 //!
-//! What is not behind the trait yet, because it is an append or a lock
-//! rather than an object: the alerts file and the drop-folder checkpoint log
-//! (appends), the audit chain (append under a file lock) and the writer
-//! lock of the state folder. They stay local files; moving them onto
-//! engines that several machines share is the fleet issue's work.
+//! What is not behind the trait, because it is an append or a lock rather
+//! than an object: the alerts file and the drop-folder checkpoint log
+//! (appends), a local history's audit log (append under a file lock) and
+//! the writer lock of the state folder. They stay local files. On a shared
+//! history the audit log is a chain of objects behind this trait
+//! ([`crate::audit::chain`]), and the alerts are read from the manifests.
 
 use std::fmt;
 use std::fs;

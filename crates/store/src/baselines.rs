@@ -112,6 +112,15 @@ impl BaselineStore {
         }
     }
 
+    /// The baselines under `objects` (a prefix on an object store, named
+    /// `dir` in messages).
+    pub fn with_backend(dir: impl Into<PathBuf>, objects: Box<dyn Backend>) -> Self {
+        BaselineStore {
+            dir: dir.into(),
+            objects,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

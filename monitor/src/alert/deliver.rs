@@ -125,7 +125,12 @@ impl Notifier {
                 }
             }
         }
-        let audit = match AuditLog::open(state_dir) {
+        // a fleet's records go to this replica's chain on the shared store
+        let audit = match &fleet {
+            Some(inbox) => AuditLog::open_shared(state_dir, inbox.objects(), inbox.me()),
+            None => AuditLog::open(state_dir),
+        };
+        let audit = match audit {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::error!(dataset = %dataset, error = %e, "could not open the audit log; delivered alerts will not be recorded in it");
@@ -498,7 +503,9 @@ impl Deliverer {
 
     /// Record a delivered message in the audit log, once per message id
     /// (a crash between delivery and this record leaves it unrecorded, never
-    /// doubled). Ids only: alert bodies stay out of the audit log.
+    /// doubled; a fleet's chain knows the ids of this process's life, so a
+    /// message delivered again after a restart is recorded again). Ids
+    /// only: alert bodies stay out of the audit log.
     fn record_sent(&self, delivered_as: &str, group: &[Message]) {
         let Some(audit) = &self.audit else { return };
         for m in group {

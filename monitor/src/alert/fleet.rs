@@ -172,6 +172,11 @@ impl FleetInbox {
         self.objects.clone()
     }
 
+    /// This replica's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
     /// The delivery thread's side of the same fleet.
     pub fn fleet(&self) -> Fleet {
         Fleet::new(&self.me, self.objects.clone())

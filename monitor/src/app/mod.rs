@@ -389,6 +389,50 @@ pub fn is_shared(rules: &Rules, state_dir: &Path) -> bool {
     rules.shared_history.is_some() && state_dir == rules.state_dir
 }
 
+/// The dataset's baselines and approvals: the folder `baseline_dir`
+/// names, or the prefix on an object store it names (`s3://...`), where
+/// replicas without a volume read them.
+pub fn baseline_store(
+    rules: &Rules,
+) -> Result<crate::store::baselines::BaselineStore, crate::store::baselines::BaselineStoreError> {
+    use crate::store::baselines::{BaselineStore, BaselineStoreError};
+    let dir = &rules.baseline_dir;
+    match dir.to_str().filter(|d| d.contains("://")) {
+        Some(url) => {
+            let objects = crate::store::object::ObjectBackend::from_url(url).map_err(|source| {
+                BaselineStoreError::Io {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+            Ok(BaselineStore::with_backend(dir, Box::new(objects)))
+        }
+        None => Ok(BaselineStore::new(dir)),
+    }
+}
+
+/// The audit log of a dataset's state folder: `audit.jsonl` in it, or,
+/// with a shared history, this replica's chain on the shared store (see
+/// `store::audit::chain`), which outlives the replica's own folder.
+pub fn audit_log(
+    rules: &Rules,
+    state_dir: &Path,
+) -> Result<crate::store::audit::AuditLog, crate::store::audit::AuditError> {
+    use crate::store::audit::{AuditError, AuditLog};
+    if !is_shared(rules, state_dir) {
+        return AuditLog::open(state_dir);
+    }
+    let objects = history_objects(rules, state_dir).map_err(|e| AuditError::Io {
+        path: PathBuf::from(rules.shared_history.clone().unwrap_or_default()),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    AuditLog::open_shared(
+        state_dir,
+        std::sync::Arc::from(objects),
+        &crate::source::stream::replica(),
+    )
+}
+
 /// With a shared history, this replica's notification inbox on it (the
 /// fleet's one alert stream, see [`crate::alert::fleet`]); `None` otherwise.
 pub fn fleet_inbox(

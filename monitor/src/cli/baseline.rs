@@ -6,7 +6,6 @@ use anyhow::bail;
 
 use super::{BaselineCommand, baseline_pii_key, expand_paths, load_rules, profile_paths};
 use crate::baseline::{Baseline, BatchRef};
-use crate::store::baselines::BaselineStore;
 
 /// The id of the key a baseline's `pii` columns are hashed with; none when
 /// the rules have no `pii` column (nothing is hashed).
@@ -48,7 +47,7 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                 &rules,
                 crate::app::dataset_pii_key(&rules, crate::app::PiiAccess::ReadOnly).ok(),
             );
-            let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
+            let id = crate::app::baseline_store(&rules)?.save(&b)?;
             eprintln!(
                 "built candidate baseline of `{}` from {n} stored batches ({} rows) with batch time in [{}, {}); left out {} that raised alerts{}",
                 rules.dataset,
@@ -99,8 +98,8 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "unknown".into());
             let mut b = Baseline::build(&rules, &profiles, refs, &by)?;
             b.pii_key_id = pii_key_id(&rules, Some(pii));
-            let id = BaselineStore::new(&rules.baseline_dir).save(&b)?;
-            crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
+            let id = crate::app::baseline_store(&rules)?.save(&b)?;
+            crate::app::audit_log(&rules, &rules.state_dir)?.append(
                 crate::store::audit::AuditKind::BaselineBuilt,
                 Some(&id),
                 serde_json::json!({
@@ -135,7 +134,7 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
             sign_key,
         } => {
             let rules = load_rules(&config, dataset.as_deref())?;
-            let store = BaselineStore::new(&rules.baseline_dir);
+            let store = crate::app::baseline_store(&rules)?;
             let key = match &sign_key {
                 Some(p) => Some(crate::security::read_signing_key(p)?),
                 None => None,
@@ -168,7 +167,7 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
                     crate::security::sign_approval(a, k);
                 }
             })?;
-            crate::store::audit::AuditLog::open(&rules.state_dir)?.append(
+            crate::app::audit_log(&rules, &rules.state_dir)?.append(
                 crate::store::audit::AuditKind::BaselineApproved,
                 Some(&a.baseline_id),
                 serde_json::json!({
@@ -211,7 +210,7 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
         }
         BaselineCommand::Verify { config, dataset } => {
             let rules = load_rules(&config, dataset.as_deref())?;
-            let store = BaselineStore::new(&rules.baseline_dir);
+            let store = crate::app::baseline_store(&rules)?;
             let results = store.verify_all()?;
             let mut bad = 0;
             for v in &results {
@@ -242,7 +241,7 @@ pub(super) fn baseline(action: BaselineCommand) -> anyhow::Result<ExitCode> {
         }
         BaselineCommand::List { config, dataset } => {
             let rules = load_rules(&config, dataset.as_deref())?;
-            let store = BaselineStore::new(&rules.baseline_dir);
+            let store = crate::app::baseline_store(&rules)?;
             let approvals = store.approvals()?;
             for v in store.verify_all()? {
                 let a = approvals.iter().rev().find(|a| a.baseline_id == v.id);

@@ -248,7 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|r| crate::store::lock::WriterLock::acquire(&r.state_dir))
                 .collect::<Result<Vec<_>, _>>()?;
             for r in &cfg.datasets {
-                let log = crate::store::audit::AuditLog::open(&r.state_dir)?;
+                let log = crate::app::audit_log(r, &r.state_dir)?;
                 crate::store::audit::record_config(
                     &log,
                     &cfg.path,

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::app::{AppError, RunOptions, RunSummary, Shutdown};
 use crate::config::{self, Config, model::SourceRule};
-use crate::store::baselines::{BaselineStore, BaselineStoreError};
+use crate::store::baselines::BaselineStoreError;
 
 use super::{health, metrics, server};
 
@@ -179,8 +179,9 @@ pub fn preflight(cfg: &Config) -> Result<(), Vec<AppError>> {
                 dataset: r.dataset.clone(),
             });
         }
-        let store = BaselineStore::new(&r.baseline_dir);
-        match store.approved(&r.dataset, r.baseline_id.as_deref()) {
+        let approved = crate::app::baseline_store(r)
+            .and_then(|store| store.approved(&r.dataset, r.baseline_id.as_deref()));
+        match approved {
             Ok((id, b, _)) if b.shape != r.profile_shape() => problems.push(AppError::Baseline {
                 dataset: r.dataset.clone(),
                 source: BaselineStoreError::WrongShape { id },
@@ -242,7 +243,7 @@ fn reload(control: &Control, path: &Path) -> ReloadOutcome {
 /// on (`config_changed`, or `config_loaded` when only the file was touched).
 fn record_reload_in_audit_logs(cfg: &config::Config) {
     for r in &cfg.datasets {
-        let recorded = crate::store::audit::AuditLog::open(&r.state_dir).and_then(|log| {
+        let recorded = crate::app::audit_log(r, &r.state_dir).and_then(|log| {
             crate::store::audit::record_config(&log, &cfg.path, &cfg.hash, &r.rules_hash, "reload")
         });
         if let Err(e) = recorded {

@@ -12,7 +12,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::audit::{AuditError, AuditKind, AuditLog};
+use super::audit::{AuditError, AuditKind};
 use crate::alert::{Alert, BatchContext};
 use crate::compare::{Check, Finding, Severity, Verdict};
 use crate::config::model::Rules;
@@ -53,7 +53,7 @@ pub fn refused_baseline(
         ),
         _ => return Ok(None),
     };
-    let audit = AuditLog::open(&rules.state_dir)?;
+    let audit = crate::app::audit_log(rules, &rules.state_dir)?;
     audit.append(
         AuditKind::BaselineRefused,
         Some(&id),

@@ -193,3 +193,32 @@ fn a_shared_history_is_a_prefix_on_an_object_store() {
         );
     }
 }
+
+/// `baseline_dir`: a folder relative to the rules file, or a prefix on an
+/// object store kept as written (what pods without volumes read); an
+/// unknown scheme or a bucket-less URL is refused.
+#[test]
+fn a_baseline_dir_is_a_folder_or_a_prefix_on_an_object_store() {
+    let r = parse_rules(
+        &format!("{MINIMAL}baseline_dir: baselines\n"),
+        Path::new("/cfg"),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(r.baseline_dir, Path::new("/cfg/baselines"));
+    let r = parse_rules(
+        &format!("{MINIMAL}baseline_dir: s3://fleet/baselines/\n"),
+        Path::new("/cfg"),
+        "test.yaml",
+    )
+    .unwrap();
+    assert_eq!(r.baseline_dir, Path::new("s3://fleet/baselines"));
+    for bad in ["ftp://host/b", "s3://", "memory:///x"] {
+        let found = parse_err(&format!("{MINIMAL}baseline_dir: {bad}\n"));
+        assert_eq!(paths(&found), vec!["baseline_dir"], "{bad}: {found:#?}");
+        assert!(
+            message(&found, "baseline_dir").contains("`s3://`"),
+            "{found:#?}"
+        );
+    }
+}

@@ -35,6 +35,16 @@
 //! that must appear exactly once (one per committed batch) carry a `key`
 //! and are appended with [`AuditLog::append_once`].
 //!
+//! # On a shared history
+//!
+//! When the dataset's history is shared by a fleet, the log is not a file
+//! of the replica's folder but the replica's chain on the shared store,
+//! `audit/<replica>/<seq>.json`, one object per entry, written
+//! create-if-absent, with a head object beside it ([`chain`];
+//! [`AuditLog::open_shared`]). Entries and hashes are the same; the chain
+//! outlives the replica's folder (a pod without a volume), and
+//! [`verify_chains`] checks every replica's chain from anywhere.
+//!
 //! # For other modules
 //!
 //! `AuditLog::open(state_dir)?.append(AuditKind::AlertSent, Some(&alert_id),
@@ -42,15 +52,18 @@
 //! (`&self` methods) and processes (file lock). Payloads must never hold a
 //! secret or a raw value of a `pii` column.
 
+pub mod chain;
+mod index;
 mod verify;
 
-pub use verify::{Tampered, Verification, verify, verify_with};
+use index::KeyIndex;
+pub use verify::{ChainVerification, Tampered, Verification, verify, verify_chains, verify_with};
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -158,7 +171,7 @@ pub struct Head {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(
-        "could not write the audit log at {path}: {source}; check that the state folder is writable and has space"
+        "could not write the audit log at {path}: {source}; check that the state folder is writable and has space (or, for a shared history, that its object store is reachable with the credentials given)"
     )]
     Io {
         path: PathBuf,
@@ -187,52 +200,9 @@ pub struct AuditLog {
     /// each append reads only what was appended since (by any process), so
     /// its cost does not grow with the log.
     index: Mutex<KeyIndex>,
-}
-
-/// Keys per entry kind of the log's first `covered` bytes.
-#[derive(Default)]
-struct KeyIndex {
-    covered: u64,
-    /// Bytes of the log read to build it, over its life (tests look).
-    read: u64,
-    /// The head hash when `covered` was reached: a log that is not the one
-    /// indexed (rewritten, cut) is indexed again from its start.
-    hash: String,
-    keys: std::collections::HashMap<String, HashSet<String>>,
-}
-
-impl KeyIndex {
-    /// Bring the index up to `head` (reading only the new bytes).
-    fn catch_up(&mut self, file: &mut File, head: &Head, path: &Path) -> Result<(), AuditError> {
-        if self.covered > head.len || (self.covered == head.len && self.hash != head.hash) {
-            *self = KeyIndex {
-                read: self.read,
-                ..KeyIndex::default()
-            };
-        }
-        if self.covered < head.len {
-            file.seek(SeekFrom::Start(self.covered)).map_err(io(path))?;
-            let mut bytes = Vec::with_capacity((head.len - self.covered) as usize);
-            file.take(head.len - self.covered)
-                .read_to_end(&mut bytes)
-                .map_err(io(path))?;
-            self.read += bytes.len() as u64;
-            for e in parse_lines(&bytes, path)? {
-                if let Some(k) = e.key {
-                    self.keys.entry(e.kind).or_default().insert(k);
-                }
-            }
-            self.covered = head.len;
-            self.hash = head.hash.clone();
-        }
-        Ok(())
-    }
-
-    fn contains(&self, kind: AuditKind, key: &str) -> bool {
-        self.keys
-            .get(kind.as_str())
-            .is_some_and(|k| k.contains(key))
-    }
+    /// In a shared history: the writer's chain on the object store, which
+    /// takes every entry instead of the file (see [`chain`]).
+    shared: Option<chain::Chain>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -252,6 +222,7 @@ impl AuditLog {
             dir: state_dir.to_path_buf(),
             guard: Mutex::new(()),
             index: Mutex::new(KeyIndex::default()),
+            shared: None,
         };
         log.locked(|_, _| {
             fsutil::remove_temp_files(state_dir, |target| target == HEAD_FILE)
@@ -261,8 +232,33 @@ impl AuditLog {
         Ok(log)
     }
 
+    /// The log of a dataset whose history is shared: `writer`'s chain on
+    /// `objects` (the shared history's store), not a file of `state_dir`
+    /// (see [`chain`]).
+    pub fn open_shared(
+        state_dir: &Path,
+        objects: Arc<dyn crate::backend::Backend>,
+        writer: &str,
+    ) -> Result<AuditLog, AuditError> {
+        Ok(AuditLog {
+            dir: state_dir.to_path_buf(),
+            guard: Mutex::new(()),
+            index: Mutex::new(KeyIndex::default()),
+            shared: Some(chain::Chain::open(objects, writer)?),
+        })
+    }
+
+    /// The writer's chain, when the log is on a shared history.
+    pub fn shared(&self) -> Option<&chain::Chain> {
+        self.shared.as_ref()
+    }
+
+    /// Where the log is: `audit.jsonl`, or the chain's prefix on the store.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(AUDIT_FILE)
+        match &self.shared {
+            Some(c) => c.location(),
+            None => self.dir.join(AUDIT_FILE),
+        }
     }
 
     /// Append an entry; returns it.
@@ -272,6 +268,10 @@ impl AuditLog {
         key: Option<&str>,
         payload: serde_json::Value,
     ) -> Result<AuditEntry, AuditError> {
+        if let Some(c) = &self.shared {
+            let e = c.append(fresh(kind, key, payload), false)?;
+            return Ok(e.expect("an append that is not once-only always writes"));
+        }
         self.locked(|file, head| write_entry(file, head, &self.path(), kind, key, payload))
     }
 
@@ -284,6 +284,10 @@ impl AuditLog {
         key: &str,
         payload: serde_json::Value,
     ) -> Result<Option<AuditEntry>, AuditError> {
+        if let Some(c) = &self.shared {
+            // the keys this process read or wrote (see [`chain`])
+            return c.append(fresh(kind, Some(key), payload), true);
+        }
         let path = self.path();
         self.locked(|file, head| {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,14 +308,26 @@ impl AuditLog {
         })
     }
 
-    /// The keys of every entry of a kind (read once, e.g. at start).
+    /// The keys of every entry of a kind (read once, e.g. at start; a
+    /// shared chain reads every entry for it).
     pub fn keys(&self, kind: AuditKind) -> Result<HashSet<String>, AuditError> {
+        if self.shared.is_some() {
+            return Ok(self
+                .entries()?
+                .into_iter()
+                .filter(|e| e.kind == kind.as_str())
+                .filter_map(|e| e.key)
+                .collect());
+        }
         let path = self.path();
         self.locked(|file, head| keys_of(file, head.len, &path, kind))
     }
 
     /// Every entry, in order (does not verify the chain: see [`verify()`]).
     pub fn entries(&self) -> Result<Vec<AuditEntry>, AuditError> {
+        if let Some(c) = &self.shared {
+            return c.entries();
+        }
         let path = self.path();
         self.locked(|file, head| {
             let bytes = read_prefix(file, head.len, &path)?;
@@ -326,6 +342,21 @@ impl AuditLog {
             .into_iter()
             .rev()
             .find(|e| kinds.iter().any(|k| k.as_str() == e.kind)))
+    }
+
+    /// `config_hash` of the last config entry (`config_loaded`,
+    /// `config_changed`), if any: a shared chain's head names it, a file
+    /// is read back.
+    pub fn last_config_hash(&self) -> Result<Option<String>, AuditError> {
+        if let Some(c) = &self.shared {
+            return Ok(c.head().last_config_hash);
+        }
+        Ok(self
+            .last_of(&[AuditKind::ConfigLoaded, AuditKind::ConfigChanged])?
+            .as_ref()
+            .and_then(|e| e.payload.get("config_hash"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
     }
 
     /// Run `f` with the log open for appending, under the process and file
@@ -442,6 +473,20 @@ impl AuditLog {
     }
 }
 
+/// An entry recorded now, before it is placed in a chain (`seq`, `prev`
+/// and `hash` are set where it is appended).
+fn fresh(kind: AuditKind, key: Option<&str>, payload: serde_json::Value) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        kind: kind.as_str().to_string(),
+        key: key.map(str::to_string),
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        payload,
+        prev: String::new(),
+        hash: String::new(),
+    }
+}
+
 fn write_entry(
     file: &mut File,
     head: &mut Head,
@@ -450,15 +495,9 @@ fn write_entry(
     key: Option<&str>,
     payload: serde_json::Value,
 ) -> Result<AuditEntry, AuditError> {
-    let mut e = AuditEntry {
-        seq: head.entries,
-        kind: kind.as_str().to_string(),
-        key: key.map(str::to_string),
-        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        payload,
-        prev: head.hash.clone(),
-        hash: String::new(),
-    };
+    let mut e = fresh(kind, key, payload);
+    e.seq = head.entries;
+    e.prev = head.hash.clone();
     e.hash = e.computed_hash();
     let mut line = serde_json::to_vec(&e).expect("audit entries serialize");
     line.push(b'\n');
@@ -528,12 +567,7 @@ pub fn record_config(
     rules_hash: &str,
     trigger: &str,
 ) -> Result<AuditKind, AuditError> {
-    let last = log.last_of(&[AuditKind::ConfigLoaded, AuditKind::ConfigChanged])?;
-    let previous = last
-        .as_ref()
-        .and_then(|e| e.payload.get("config_hash"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let previous = log.last_config_hash()?;
     let kind = if previous.as_deref() == Some(config_hash) {
         AuditKind::ConfigLoaded
     } else {

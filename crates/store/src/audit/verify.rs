@@ -4,20 +4,22 @@
 //! manifest pack if one holds it, and with its pack summary if one holds
 //! it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, LocalBackend};
 
+use super::chain::{CHAINS, ChainHead, HEAD_OBJECT, entry_seq};
 use super::{AUDIT_FILE, AuditEntry, AuditError, AuditKind, GENESIS, HEAD_FILE, Head, io};
 
 /// The first problem [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tampered {
-    /// 1-based line of the log where it shows.
+    /// 1-based line of the log where it shows (0 in a shared chain, whose
+    /// entries are objects).
     pub line: usize,
     /// The sequence number of the first bad entry.
     pub seq: u64,
@@ -57,15 +59,14 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
         Ok(b) => serde_json::from_slice(&b).ok(),
         Err(_) => None,
     };
-    let mut derived = HashMap::new();
-    let mut prev = GENESIS.to_string();
-    let mut expected = 0u64;
+    let mut walk = Walk::new(state_dir, objects);
     let bad = |line: usize, seq: u64, reason: String| Tampered { line, seq, reason };
     let mut tampered = None;
     let mut line_no = 0;
     for raw in bytes.split_inclusive(|&b| b == b'\n') {
         line_no += 1;
         let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let expected = walk.expected;
         let e: AuditEntry = match serde_json::from_slice(line) {
             Ok(e) => e,
             Err(err) => {
@@ -79,52 +80,13 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
                 break;
             }
         };
-        if e.seq != expected {
-            let what = if e.seq > expected {
-                format!(
-                    "entry {expected} is missing: line {line_no} holds entry {} instead; entries were removed or reordered",
-                    e.seq
-                )
-            } else {
-                format!(
-                    "line {line_no} holds entry {} where entry {expected} was expected; entries were reordered or copied",
-                    e.seq
-                )
-            };
-            tampered = Some(bad(line_no, expected, what));
+        if let Some((seq, reason)) = walk.step(&e, &format!("line {line_no}"))? {
+            tampered = Some(bad(line_no, seq, reason));
             break;
         }
-        if e.prev != prev {
-            let before = expected.saturating_sub(1);
-            tampered = Some(bad(
-                line_no,
-                before,
-                format!(
-                    "entry {expected} (line {line_no}) does not chain to the entry before it: entry {before} was changed (its hash is no longer {}) or replaced",
-                    e.prev
-                ),
-            ));
-            break;
-        }
-        let computed = e.computed_hash();
-        if computed != e.hash {
-            tampered = Some(bad(
-                line_no,
-                expected,
-                format!(
-                    "entry {expected} (line {line_no}, {}) was edited: its content hashes to {computed}, not to its recorded hash {}",
-                    e.kind, e.hash
-                ),
-            ));
-            break;
-        }
-        if let Some(reason) = manifest_changed(state_dir, objects, &mut derived, &e)? {
-            tampered = Some(bad(line_no, expected, reason));
-            break;
-        }
-        prev = e.hash;
-        expected += 1;
     }
+    let expected = walk.expected;
+    let prev = walk.prev;
     if tampered.is_none()
         && let Some(h) = &head
         && h.entries > expected
@@ -144,6 +106,229 @@ pub fn verify_with(state_dir: &Path, objects: &dyn Backend) -> Result<Verificati
         head_hash: prev,
         tampered,
     })
+}
+
+/// What [`verify_chains`] found in one writer's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerification {
+    /// The writer (replica name) whose chain it is.
+    pub writer: String,
+    /// Where the chain is.
+    pub location: PathBuf,
+    pub verification: Verification,
+    /// A batch the writer committed just before it stopped that its chain
+    /// does not log: a crash between the commit and the entry, which the
+    /// writer's next start repairs. Only the writer's newest batch can be
+    /// in that state (it commits one batch at a time); any other batch of
+    /// the writer's missing from its chain is a finding.
+    pub unlogged: Option<String>,
+}
+
+/// Check every writer's chain on a shared history (see [`super::chain`]),
+/// each like [`verify`] checks `audit.jsonl`: entries in order without a
+/// gap, each chained to the one before and hashing as recorded, the head
+/// not ahead of the last entry, each logged manifest (and its pack's copy
+/// and summary) as logged. And the other way round: every batch a writer
+/// committed since its chain's first batch entry is in its chain, so a
+/// removed entry is found even at the end of a chain. Reads every entry:
+/// one request each.
+pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, AuditError> {
+    let io_at = |key: &str| {
+        let path = objects.locate(key);
+        move |source| AuditError::Io { path, source }
+    };
+    let writers = objects.folders(CHAINS).map_err(io_at(CHAINS))?;
+    if writers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches =
+        crate::history::read_summaries_from(objects).map_err(|e| AuditError::Damaged {
+            path: objects.locate("history"),
+            reason: format!("its batches could not be read to check the chains against: {e}"),
+        })?;
+    let mut out = Vec::new();
+    for folder in writers {
+        let writer = folder.rsplit('/').next().unwrap_or(&folder).to_string();
+        let location = objects.locate(&folder);
+        let head: Option<ChainHead> = objects
+            .get(&format!("{folder}/{HEAD_OBJECT}"))
+            .map_err(io_at(&folder))?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let mut walk = Walk::new(&location, objects);
+        let mut logged = HashSet::new();
+        let mut first_batch: Option<u64> = None;
+        let mut tampered = None;
+        let bad = |seq: u64, reason: String| Tampered {
+            line: 0,
+            seq,
+            reason,
+        };
+        for key in objects.list(&folder).map_err(io_at(&folder))? {
+            let Some(seq) = entry_seq(&key) else { continue };
+            let at = format!("object {}", objects.locate(&key).display());
+            let parsed = objects
+                .get(&key)
+                .map_err(io_at(&key))?
+                .map(|b| serde_json::from_slice::<AuditEntry>(&b));
+            let e = match parsed {
+                Some(Ok(e)) => e,
+                Some(Err(err)) => {
+                    tampered = Some(bad(
+                        seq,
+                        format!(
+                            "{at}, entry {seq}, is not a valid audit entry ({err}): it was edited"
+                        ),
+                    ));
+                    break;
+                }
+                None => continue,
+            };
+            if let Some((seq, reason)) = walk.step(&e, &at)? {
+                tampered = Some(bad(seq, reason));
+                break;
+            }
+            if e.kind == AuditKind::BatchCommitted.as_str()
+                && let Some(batch) = e.key
+            {
+                if first_batch.is_none() {
+                    first_batch = e.payload.get("history_seq").and_then(|v| v.as_u64());
+                }
+                logged.insert(batch);
+            }
+        }
+        if tampered.is_none()
+            && let Some(h) = &head
+            && h.entries > walk.expected
+        {
+            tampered = Some(bad(
+                walk.expected,
+                format!(
+                    "the chain ends after entry {} but its head records {} entries: entries were removed from the end",
+                    walk.expected as i64 - 1,
+                    h.entries
+                ),
+            ));
+        }
+        let mut unlogged = None;
+        if tampered.is_none()
+            && let Some(first) = first_batch
+        {
+            let own: Vec<&crate::history::BatchSummary> = batches
+                .iter()
+                .filter(|b| b.writer.as_deref() == Some(writer.as_str()))
+                .collect();
+            let newest = own
+                .iter()
+                .max_by_key(|b| (b.seq, &b.batch_id))
+                .map(|b| b.batch_id.as_str());
+            let missing: Vec<&&crate::history::BatchSummary> = own
+                .iter()
+                .filter(|b| b.seq >= first && !logged.contains(&b.batch_id))
+                .collect();
+            match missing.as_slice() {
+                [] => {}
+                [only] if Some(only.batch_id.as_str()) == newest => {
+                    unlogged = Some(only.batch_id.clone());
+                }
+                [..] => {
+                    let b = missing
+                        .iter()
+                        .find(|b| Some(b.batch_id.as_str()) != newest)
+                        .unwrap_or(&missing[0]);
+                    tampered = Some(bad(
+                        walk.expected,
+                        format!(
+                            "batch {} (commit {}), committed by {writer} after its chain began, is not in the chain, and it is not {writer}'s newest batch (the only one a crash can leave unlogged): its entry was removed",
+                            b.batch_id, b.seq
+                        ),
+                    ));
+                }
+            }
+        }
+        let verification = Verification {
+            good_entries: walk.expected,
+            head_hash: walk.prev,
+            tampered,
+        };
+        out.push(ChainVerification {
+            writer,
+            location,
+            verification,
+            unlogged,
+        });
+    }
+    Ok(out)
+}
+
+/// The checks of one entry after another, whatever holds them (the lines
+/// of `audit.jsonl`, the objects of a shared chain).
+struct Walk<'a> {
+    state_dir: &'a Path,
+    objects: &'a dyn Backend,
+    derived: HashMap<String, Derived>,
+    /// Hash of the last good entry.
+    prev: String,
+    /// Sequence number of the next entry.
+    expected: u64,
+}
+
+impl<'a> Walk<'a> {
+    fn new(state_dir: &'a Path, objects: &'a dyn Backend) -> Walk<'a> {
+        Walk {
+            state_dir,
+            objects,
+            derived: HashMap::new(),
+            prev: GENESIS.to_string(),
+            expected: 0,
+        }
+    }
+
+    /// Check the next entry, found at `at` (for messages); the first bad
+    /// entry's number and what is wrong, or `None` and the walk moves on.
+    fn step(&mut self, e: &AuditEntry, at: &str) -> Result<Option<(u64, String)>, AuditError> {
+        let expected = self.expected;
+        if e.seq != expected {
+            let what = if e.seq > expected {
+                format!(
+                    "entry {expected} is missing: {at} holds entry {} instead; entries were removed or reordered",
+                    e.seq
+                )
+            } else {
+                format!(
+                    "{at} holds entry {} where entry {expected} was expected; entries were reordered or copied",
+                    e.seq
+                )
+            };
+            return Ok(Some((expected, what)));
+        }
+        if e.prev != self.prev {
+            let before = expected.saturating_sub(1);
+            return Ok(Some((
+                before,
+                format!(
+                    "entry {expected} ({at}) does not chain to the entry before it: entry {before} was changed (its hash is no longer {}) or replaced",
+                    e.prev
+                ),
+            )));
+        }
+        let computed = e.computed_hash();
+        if computed != e.hash {
+            return Ok(Some((
+                expected,
+                format!(
+                    "entry {expected} ({at}, {}) was edited: its content hashes to {computed}, not to its recorded hash {}",
+                    e.kind, e.hash
+                ),
+            )));
+        }
+        if let Some(reason) = manifest_changed(self.state_dir, self.objects, &mut self.derived, e)?
+        {
+            return Ok(Some((expected, reason)));
+        }
+        self.prev = e.hash.clone();
+        self.expected += 1;
+        Ok(None)
+    }
 }
 
 /// What a writer's part of a shared history holds besides its manifests,

@@ -45,7 +45,8 @@
 //!
 //! **Shared.** [`History::open_shared`] keeps the batch objects (manifests,
 //! profiles, metrics, stream index) on a backend that several replicas
-//! share (an object store), and the rest (lock, alerts file, audit log,
+//! share (an object store), with the replica's audit chain beside them
+//! ([`crate::audit::chain`]), and the rest (lock, alerts file,
 //! checkpoint, quarantine) in the replica's own state folder. Each batch is
 //! in the shared history once, whichever replica commits it first; a
 //! replica's manifests name it ([`Manifest::writer`]), and its repairs on
@@ -56,8 +57,10 @@
 //! Every commit is also recorded in the dataset's hash-chained audit log
 //! ([`super::audit`]) with the SHA-256 of the manifest's bytes, right after
 //! the alerts and before the caller checkpoints. A crash before that entry
-//! is repaired on open: committed batches missing from the audit log are
-//! appended in commit order, each exactly once (keyed by batch id).
+//! is repaired on open (module `repair`): committed batches missing from the
+//! audit log are appended in commit order, each exactly once (keyed by
+//! batch id; on a shared chain, the batches after the last one its head
+//! names).
 
 mod checkpoint;
 mod error;
@@ -65,6 +68,7 @@ pub mod metric_packs;
 mod metrics;
 pub mod packs;
 mod read;
+mod repair;
 pub mod streams;
 pub mod summary;
 
@@ -162,7 +166,7 @@ pub struct Manifest {
 pub struct History {
     root: PathBuf,
     /// Manifests, profiles and metrics (keys under `history/`).
-    objects: Box<dyn Backend>,
+    objects: std::sync::Arc<dyn Backend>,
     by_sha: HashMap<String, String>,
     ids: HashSet<String>,
     /// Why each quarantined batch was quarantined.
@@ -227,6 +231,13 @@ impl History {
         writer: Option<String>,
     ) -> Result<History, HistoryError> {
         let lock = WriterLock::acquire(state_dir)?;
+        let objects: std::sync::Arc<dyn Backend> = std::sync::Arc::from(objects);
+        // a shared history's audit entries go to the writer's chain beside
+        // it, so that they outlive the replica's own folder
+        let audit = match &writer {
+            Some(w) => AuditLog::open_shared(state_dir, objects.clone(), w)?,
+            None => AuditLog::open(state_dir)?,
+        };
         let root = state_dir.to_path_buf();
         for path in lock.remove_temp_files().map_err(io(&root))? {
             tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
@@ -247,7 +258,7 @@ impl History {
             ids: HashSet::new(),
             quarantined: HashMap::new(),
             next_seq: 0,
-            audit: AuditLog::open(state_dir)?,
+            audit,
             streams: HashMap::new(),
             past: None,
             moved: HashMap::new(),
@@ -319,22 +330,6 @@ impl History {
     /// The dataset's audit log (shared with the rest of the daemon).
     pub fn audit(&self) -> &AuditLog {
         &self.audit
-    }
-
-    /// Append the audit entries of committed batches that a crash kept out
-    /// of the audit log, in commit order.
-    fn repair_audit(&self, batches: &[BatchSummary]) -> Result<(), HistoryError> {
-        let logged = self.audit.keys(AuditKind::BatchCommitted)?;
-        for b in batches.iter().filter(|b| !logged.contains(&b.batch_id)) {
-            let (bytes, m) = read::committed_manifest(self.objects.as_ref(), &b.batch_id)?;
-            tracing::info!(batch_id = %m.batch_id, "recording a committed batch missing from the audit log");
-            self.audit.append(
-                AuditKind::BatchCommitted,
-                Some(&m.batch_id),
-                manifest_audit_payload(&m, &bytes),
-            )?;
-        }
-        Ok(())
     }
 
     /// Profiles and metrics written by a batch that crashed before its
@@ -512,54 +507,6 @@ impl History {
             buf.push(b'\n');
         }
         fsutil::append_lines(&path, &buf).map_err(io(&path))
-    }
-
-    /// Cut a torn last line and append alerts of committed batches that are
-    /// missing from the alerts file; returns those alerts.
-    fn repair_alerts(&self, batches: &[BatchSummary]) -> Result<Vec<Alert>, HistoryError> {
-        let path = self.alerts_path();
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        let complete = match text.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None => 0,
-        };
-        if complete < text.len() {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io(&path))?;
-            f.set_len(complete as u64).map_err(io(&path))?;
-            f.sync_all().map_err(io(&path))?;
-        }
-        let mut present = HashSet::new();
-        for line in text[..complete]
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
-                && let Some(id) = v.get("alert_id").and_then(|v| v.as_str())
-            {
-                present.insert(id.to_string());
-            }
-        }
-        let missing: Vec<Alert> = batches
-            .iter()
-            .flat_map(|m| m.alerts.iter())
-            .filter(|a| !present.contains(&a.alert_id))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                alerts = missing.len(),
-                "appended alerts of committed batches that a crash had left out of alerts.jsonl"
-            );
-        }
-        self.append_alerts(&missing)?;
-        Ok(missing)
     }
 }
 

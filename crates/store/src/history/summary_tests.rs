@@ -169,10 +169,11 @@ fn packs_without_summaries_are_read_and_then_summarized() {
     assert_eq!(gets(&reqs, "history/packs/"), 1, "{reqs:?}");
 }
 
-/// `audit verify` compares every summary of the replica's batches with
-/// the batch's manifest, reading that replica's packs and summaries only: an
-/// edited summary (here, a quarantined batch shown as processed, which a
-/// start would then read as a batch to compare again) is named.
+/// `audit verify` compares every summary of a replica's batches with
+/// the batch's manifest, reading each chain's writer's packs and
+/// summaries for its entries: an edited summary (here, a quarantined
+/// batch shown as processed, which a start would then read as a batch to
+/// compare again) is named, in the chain of the replica that wrote it.
 #[test]
 fn audit_verify_names_an_edited_summary() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,21 +183,26 @@ fn audit_verify_names_an_edited_summary() {
         Box::new(objects.clone()),
         Box::new(objects.clone()),
     );
-    let state = dir.path().join("a");
-    // it reads a's packs and summaries, not b's
     let (counting, log) = crate::backend::Counting::new(objects.clone());
-    let verified = crate::audit::verify_with(&state, &counting).unwrap();
-    assert_eq!(verified.tampered, None);
-    assert_eq!(verified.good_entries, 14);
+    let chains = crate::audit::verify_chains(&counting).unwrap();
+    let good: Vec<(&str, u64, bool)> = chains
+        .iter()
+        .map(|c| {
+            (
+                c.writer.as_str(),
+                c.verification.good_entries,
+                c.verification.tampered.is_none() && c.unlogged.is_none(),
+            )
+        })
+        .collect();
+    assert_eq!(good, [("a", 14, true), ("b", 2, true)]);
+    // the batches once (for the check that each is logged), then each
+    // chain's writer's packs and summaries once
     let reqs = log.take();
-    assert_eq!(gets(&reqs, "history/pack-summaries/a/"), 3, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/pack-summaries/a/"), 3 + 3, "{reqs:?}");
     assert_eq!(gets(&reqs, "history/packs/a/"), 3, "{reqs:?}");
-    assert!(
-        !reqs
-            .iter()
-            .any(|(_, k)| k.ends_with("/b") || k.contains("/b/")),
-        "{reqs:?}"
-    );
+    assert_eq!(gets(&reqs, "history/pack-summaries/b/"), 1 + 1, "{reqs:?}");
+    assert_eq!(gets(&reqs, "history/packs/b/"), 1, "{reqs:?}");
 
     let key = &objects.list(A).unwrap()[1];
     let mut s: serde_json::Value =
@@ -204,9 +210,12 @@ fn audit_verify_names_an_edited_summary() {
     assert_eq!(s["batches"][1]["batch_id"], "x05");
     s["batches"][1]["status"] = "processed".into();
     objects.put(key, &serde_json::to_vec(&s).unwrap()).unwrap();
-    let tampered = crate::audit::verify_with(&state, &objects)
-        .unwrap()
+    let chains = crate::audit::verify_chains(&objects).unwrap();
+    assert_eq!(chains[1].verification.tampered, None, "b's chain is intact");
+    let tampered = chains[0]
+        .verification
         .tampered
+        .clone()
         .expect("an edited summary is found");
     assert_eq!(tampered.seq, 5);
     assert!(
