@@ -72,14 +72,17 @@ pub(crate) fn history_err(rules: &Rules, source: HistoryError) -> AppError {
 impl Worker {
     /// Drive a source until it is done (shutdown, or a `--once` run that
     /// handled what was there): each batch it yields is processed, then
-    /// acknowledged. Stops the alert delivery at the end (what is not
-    /// delivered stays pending in the outbox).
+    /// acknowledged. At the end, packs what a shared history has not
+    /// packed yet, and stops the alert delivery (what is not delivered
+    /// stays pending in the outbox).
     pub fn drive<S: Source>(
         mut self,
         mut source: S,
         shutdown: &Shutdown,
     ) -> Result<RunSummary, AppError> {
         while self.step(&mut source, shutdown)?.is_some() {}
+        // a clean stop: a shared history's last manifests are packed
+        self.history.pack_rest();
         if let Some(n) = self.notifier.take() {
             n.stop();
         }

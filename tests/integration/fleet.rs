@@ -435,9 +435,10 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         }
     }
 
-    // packs of two: each replica's full packs have their summaries (what
-    // the restarted replica's start read), and `audit verify` below checks
-    // each summary against its manifest
+    // packs of two: each replica's packs have their summaries (what the
+    // restarted replica's start read), and `audit verify` below checks
+    // each summary against its manifest; the clean stop packed the rest,
+    // so every batch is in a pack
     let history = fleet.s3.backend("history", "fleet/events");
     let mut summaries = 0;
     for r in REPLICAS {
@@ -446,7 +447,16 @@ fn kafka_fleet_with_a_shared_history_survives_a_killed_replica() {
         let summarized = history
             .list(&format!("history/pack-summaries/{r}"))
             .unwrap();
-        assert_eq!(packs.len(), own / 2, "replica {r}: {packs:?}");
+        assert_eq!(packs.len(), own.div_ceil(2), "replica {r}: {packs:?}");
+        let packed: usize = packs
+            .iter()
+            .map(|k| {
+                let p: serde_json::Value =
+                    serde_json::from_slice(&history.get(k).unwrap().unwrap()).unwrap();
+                p["manifests"].as_array().unwrap().len()
+            })
+            .sum();
+        assert_eq!(packed, own, "replica {r}: every batch packed");
         assert_eq!(summarized.len(), packs.len(), "replica {r}: {summarized:?}");
         summaries += summarized.len();
     }

@@ -13,12 +13,14 @@
 //!
 //! A batch's rows come from exactly one place, so none is lost or counted
 //! twice, whatever the replicas write meanwhile: a pack is written (with
-//! a create-if-absent) only after its batches' files, and a file is
-//! skipped only for a pack that was read whole.
+//! a create-if-absent) only after its batches' files, a file is skipped
+//! only for a pack that was read whole, and a batch two packs hold (a
+//! partial pack written at a stop whose manifest pack failed, then a full
+//! pack over the same batches) is taken from the first one read.
 
 use std::collections::HashSet;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -113,20 +115,34 @@ pub fn read_metrics(objects: &dyn Backend) -> Result<Vec<RecordBatch>, HistoryEr
                     continue;
                 }
             };
-            for b in &rows {
+            // a batch an earlier pack held (two packs over one batch: a
+            // partial pack whose manifest pack failed, then a full one) is
+            // taken from that pack only
+            let mut held = HashSet::new();
+            for b in rows {
                 let Some(ids) = b
                     .column_by_name("batch_id")
                     .and_then(|c| c.as_string_opt::<i32>())
                 else {
+                    out.push(b);
                     continue;
                 };
+                let keep: BooleanArray = (0..ids.len())
+                    .map(|i| Some(ids.is_null(i) || !packed.contains(ids.value(i))))
+                    .collect();
                 for i in 0..ids.len() {
-                    if !ids.is_null(i) && !packed.contains(ids.value(i)) {
-                        packed.insert(ids.value(i).to_string());
+                    if !ids.is_null(i) {
+                        held.insert(ids.value(i).to_string());
                     }
                 }
+                out.push(if keep.true_count() == b.num_rows() {
+                    b
+                } else {
+                    arrow::compute::filter_record_batch(&b, &keep)
+                        .map_err(parquet::errors::ParquetError::from)?
+                });
             }
-            out.extend(rows);
+            packed.extend(held);
         }
     }
     for key in keys.iter().filter(|k| k.ends_with(".parquet")) {

@@ -36,9 +36,11 @@
 //! pack ([`super::metric_packs`]), so that `dqmon query` over a shared
 //! history reads a file per 128 batches.
 //!
-//! Only a shared history packs (a local folder's reads are cheap); the
-//! manifests of a replica whose name is never used again (a replica
-//! removed from the fleet) stay unpacked, read one by one.
+//! Only a shared history packs (a local folder's reads are cheap). At a
+//! clean stop a replica packs the rest, however few ([`History::pack_rest`]),
+//! so that a replica whose name is never used again (a pod replaced, a
+//! replica removed) leaves no manifest to be read one by one; only one that
+//! was killed does.
 
 use std::collections::{HashMap, HashSet};
 
@@ -234,7 +236,7 @@ impl History {
             return;
         }
         while self.unpacked.len() >= self.pack_size {
-            match self.write_pack() {
+            match self.write_pack(self.pack_size) {
                 Ok(()) => {
                     self.unpacked.drain(..self.pack_size);
                 }
@@ -251,11 +253,36 @@ impl History {
         self.pack_retry_at = 0;
     }
 
-    fn write_pack(&mut self) -> Result<(), HistoryError> {
+    /// At a clean stop: pack this writer's committed manifests that no
+    /// pack holds yet, however few, so that a replica whose name does not
+    /// come back (a pod replaced by one with another name, a replica
+    /// removed) leaves none to be read one by one. Not after the name was
+    /// lost (its packs are another process's to write); a failure is
+    /// logged, and the next start with this name packs them as usual.
+    pub fn pack_rest(&mut self) {
+        if self.writer.is_none() || self.unpacked.is_empty() {
+            return;
+        }
+        if let Some(k) = &self.name
+            && k.check().is_err()
+        {
+            return;
+        }
+        let n = self.unpacked.len();
+        match self.write_pack(n) {
+            Ok(()) => self.unpacked.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, batches = n, "could not pack the last manifests at stop; they stay unpacked until this replica name starts again (the batches are committed)")
+            }
+        }
+    }
+
+    /// Write a pack of the first `n` unpacked manifests.
+    fn write_pack(&mut self, n: usize) -> Result<(), HistoryError> {
         let writer = self.writer.clone().expect("only a shared history packs");
-        let mut manifests = Vec::with_capacity(self.pack_size);
-        let mut summaries = Vec::with_capacity(self.pack_size);
-        for u in &self.unpacked[..self.pack_size] {
+        let mut manifests = Vec::with_capacity(n);
+        let mut summaries = Vec::with_capacity(n);
+        for u in &self.unpacked[..n] {
             let key = manifest_key(&u.batch_id);
             let path = self.objects.locate(&key);
             let bytes = match &u.committed {
@@ -286,11 +313,7 @@ impl History {
         );
         // the metrics first: a manifest pack is written only once its
         // batches' metrics are packed too
-        super::metric_packs::write(
-            self.objects.as_ref(),
-            &name,
-            &self.unpacked[..self.pack_size],
-        )?;
+        super::metric_packs::write(self.objects.as_ref(), &name, &self.unpacked[..n])?;
         let key = format!("{PACKS}/{name}.json");
         let pack = Pack {
             format: PACK_FORMAT,

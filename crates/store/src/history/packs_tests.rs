@@ -347,3 +347,85 @@ fn refused_packs_are_retried_once_per_pack_and_hold_bounded_memory() {
     assert_eq!(super::super::metric_packs::batch_ids(&rows).len(), 8);
     assert_eq!(gets(&log.take(), "history/metrics/"), 0);
 }
+
+/// A clean stop packs the rest (`pack_rest`): a replica that stops after
+/// 5 batches with packs of 4 leaves a second pack of one, with its
+/// summary and metrics, so a start reads no manifest one by one; the
+/// next start with that name packs from the batch after it. And a batch
+/// that two metric packs hold (a partial pack whose manifest pack failed,
+/// then a full one over the same batches) is read once, from the first.
+#[test]
+fn a_clean_stop_packs_the_rest_and_a_batch_in_two_metric_packs_is_read_once() {
+    use super::super::metric_packs::read_metrics;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = crate::backend::LocalBackend::new(dir.path().join("shared"));
+    let profile = empty_profile();
+    let open = || {
+        let mut h =
+            History::open_shared(&dir.path().join("a"), Box::new(objects.clone()), "a").unwrap();
+        h.pack_size = 4;
+        h
+    };
+    let mut a = open();
+    for i in 0..5u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), Some(&profile))
+            .unwrap();
+    }
+    a.pack_rest();
+    assert!(a.unpacked.is_empty());
+    drop(a);
+    let names = |folder: &str| -> Vec<String> {
+        objects
+            .list(folder)
+            .unwrap()
+            .iter()
+            .map(|k| k.rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let pack = |a: u64, b: u64, ext: &str| format!("{a:012}-{b:012}.{ext}");
+    assert_eq!(
+        names("history/packs/a"),
+        [pack(0, 3, "json"), pack(4, 4, "json")]
+    );
+    assert_eq!(
+        names("history/pack-summaries/a"),
+        [pack(0, 3, "json"), pack(4, 4, "json")]
+    );
+    assert_eq!(
+        names("history/metric-packs/a"),
+        [pack(0, 3, "parquet"), pack(4, 4, "parquet")]
+    );
+    let (counted, log) = Counting::new(objects.clone());
+    let mut a = History::open_shared(&dir.path().join("a"), Box::new(counted), "a").unwrap();
+    assert_eq!(
+        gets(&log.take(), "history/batches/"),
+        0,
+        "only the stream head"
+    );
+    assert!(a.unpacked.is_empty());
+    a.pack_size = 4;
+    for i in 5..9u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), Some(&profile))
+            .unwrap();
+    }
+    drop(a);
+    assert_eq!(names("history/packs/a")[2], pack(5, 8, "json"));
+
+    // the partial pack of x4 again, as if a stop had packed x4..x5 in
+    // metrics but failed before its manifest pack
+    let rows_before = read_metrics(&objects).unwrap();
+    let copy = objects
+        .get(&format!("history/metric-packs/a/{}", pack(5, 8, "parquet")))
+        .unwrap()
+        .unwrap();
+    objects
+        .put(
+            &format!("history/metric-packs/a/{}", pack(4, 6, "parquet")),
+            &copy,
+        )
+        .unwrap();
+    let rows_after = read_metrics(&objects).unwrap();
+    let count = |rows: &[RecordBatch]| rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+    assert!(count(&rows_before) > 0);
+    assert_eq!(count(&rows_after), count(&rows_before));
+}
