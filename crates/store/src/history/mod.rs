@@ -288,7 +288,7 @@ impl History {
             }
             h.next_seq = h.next_seq.max(m.seq + 1);
         }
-        h.open_streams(&batches)?;
+        h.open_streams(&batches, read.heads)?;
         // in a shared history, the repairs take this replica's batches only
         let own = h.own_of(&batches);
         h.repaired = h.repair_alerts(&own)?;

@@ -94,9 +94,15 @@ impl History {
     /// At open: each stream's head (its furthest position that carries
     /// evidence; of two batches at one position, the first committed), read
     /// from its manifest; where new streams start (the evidence of the last
-    /// manifest without a stream); and the streams' index repaired. One
-    /// manifest read per stream, whatever the history's length.
-    pub(super) fn open_streams(&mut self, batches: &[BatchSummary]) -> Result<(), HistoryError> {
+    /// manifest without a stream); and the streams' index repaired. At
+    /// most one manifest read per stream, whatever the history's length,
+    /// and none for a head the start read whole already (`read`: by
+    /// stream, see `summary::Read::heads`).
+    pub(super) fn open_streams(
+        &mut self,
+        batches: &[BatchSummary],
+        mut read: HashMap<String, Manifest>,
+    ) -> Result<(), HistoryError> {
         let mut heads: HashMap<&str, &BatchSummary> = HashMap::new();
         for b in batches.iter().filter(|b| b.evidence) {
             let (Some(stream), Some(seq)) = (&b.stream, b.stream_seq) else {
@@ -110,7 +116,11 @@ impl History {
         let mut heads: Vec<&BatchSummary> = heads.into_values().collect();
         heads.sort_by(|a, b| (a.seq, &a.batch_id).cmp(&(b.seq, &b.batch_id)));
         for b in heads {
-            let (_, m) = super::read::committed_manifest(self.objects.as_ref(), &b.batch_id)?;
+            // the head's manifest, unless the start read it already
+            let m = match b.stream.as_ref().and_then(|s| read.remove(s)) {
+                Some(m) if m.batch_id == b.batch_id => m,
+                _ => super::read::committed_manifest(self.objects.as_ref(), &b.batch_id)?.1,
+            };
             self.advance(&m);
             // a crash between the manifest and its index entry
             self.index_stream(m.stream.as_deref(), m.stream_seq, &m.batch_id)?;

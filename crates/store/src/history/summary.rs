@@ -168,6 +168,11 @@ pub(super) struct Read {
     pub(super) batches: Vec<BatchSummary>,
     pub(super) packed: HashSet<String>,
     pub(super) unsummarized: Vec<(String, Vec<BatchSummary>)>,
+    /// Of the manifests read whole (those no summary or pack held), the
+    /// furthest one with evidence of each stream, by stream: a stream's
+    /// head is most often one of them (the newest batches are not packed
+    /// yet), and the start needs its evidence.
+    pub(super) heads: HashMap<String, Manifest>,
 }
 
 /// The summaries of every batch under `keys` (listed manifest keys): from
@@ -223,6 +228,7 @@ pub(super) fn read(
     )?;
     let packed: HashSet<String> = found.values().map(|s| s.batch_id.clone()).collect();
     let mut batches = Vec::with_capacity(keys.len());
+    let mut heads: HashMap<String, Manifest> = HashMap::new();
     for key in keys {
         if let Some(s) = found.remove(key) {
             batches.push(s);
@@ -230,12 +236,18 @@ pub(super) fn read(
         }
         if let Some((_, m)) = super::read::get_manifest(objects, key)? {
             batches.push(BatchSummary::from(&m));
+            if let (Some(stream), Some(seq), true) = (&m.stream, m.stream_seq, m.evidence.is_some())
+                && heads.get(stream).is_none_or(|h| h.stream_seq < Some(seq))
+            {
+                heads.insert(stream.clone(), m);
+            }
         }
     }
     Ok(Read {
         batches,
         packed,
         unsummarized,
+        heads,
     })
 }
 
