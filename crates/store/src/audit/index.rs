@@ -1,11 +1,10 @@
 //! The keys of a local audit log's entries, kept up to date by reading
 //! only what was appended since (for [`super::AuditLog::append_once`]).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-
-use std::collections::HashSet;
 
 use super::{AuditError, AuditKind, Head, io, parse_lines};
 
@@ -18,7 +17,7 @@ pub(super) struct KeyIndex {
     /// The head hash when `covered` was reached: a log that is not the one
     /// indexed (rewritten, cut) is indexed again from its start.
     pub(super) hash: String,
-    pub(super) keys: std::collections::HashMap<String, HashSet<String>>,
+    pub(super) keys: HashMap<String, HashSet<String>>,
 }
 
 impl KeyIndex {

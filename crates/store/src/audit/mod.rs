@@ -96,6 +96,9 @@ pub enum AuditKind {
     ConfigLoaded,
     /// The config's hash differs from the last one recorded (at start or on reload).
     ConfigChanged,
+    /// A shared history's chain continues the replica's `audit.jsonl`,
+    /// which logs its batches up to commit `after_history_seq` (payload).
+    ChainStarted,
 }
 
 impl AuditKind {
@@ -108,6 +111,7 @@ impl AuditKind {
             AuditKind::AlertSent => "alert_sent",
             AuditKind::ConfigLoaded => "config_loaded",
             AuditKind::ConfigChanged => "config_changed",
+            AuditKind::ChainStarted => "chain_started",
         }
     }
 }

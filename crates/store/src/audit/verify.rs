@@ -129,7 +129,8 @@ pub struct ChainVerification {
 /// gap, each chained to the one before and hashing as recorded, the head
 /// not ahead of the last entry, each logged manifest (and its pack's copy
 /// and summary) as logged. And the other way round: every batch a writer
-/// committed since its chain's first batch entry is in its chain, so a
+/// committed is in its chain (but those its own `audit.jsonl` logged
+/// before the chain began, which a `chain_started` entry names), so a
 /// removed entry is found even at the end of a chain. Reads every entry:
 /// one request each.
 pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, AuditError> {
@@ -156,7 +157,8 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
             .and_then(|b| serde_json::from_slice(&b).ok());
         let mut walk = Walk::new(&location, objects);
         let mut logged = HashSet::new();
-        let mut first_batch: Option<u64> = None;
+        // the writer's batches up to this commit are in its own audit.jsonl
+        let mut started_after: Option<u64> = None;
         let mut tampered = None;
         let bad = |seq: u64, reason: String| Tampered {
             line: 0,
@@ -190,10 +192,11 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
             if e.kind == AuditKind::BatchCommitted.as_str()
                 && let Some(batch) = e.key
             {
-                if first_batch.is_none() {
-                    first_batch = e.payload.get("history_seq").and_then(|v| v.as_u64());
-                }
                 logged.insert(batch);
+            } else if e.kind == AuditKind::ChainStarted.as_str()
+                && let Some(after) = e.payload.get("after_history_seq").and_then(|v| v.as_u64())
+            {
+                started_after = started_after.max(Some(after));
             }
         }
         if tampered.is_none()
@@ -210,9 +213,8 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
             ));
         }
         let mut unlogged = None;
-        if tampered.is_none()
-            && let Some(first) = first_batch
-        {
+        if tampered.is_none() {
+            let first = started_after.map_or(0, |s| s + 1);
             let own: Vec<&crate::history::BatchSummary> = batches
                 .iter()
                 .filter(|b| b.writer.as_deref() == Some(writer.as_str()))
@@ -238,7 +240,7 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
                     tampered = Some(bad(
                         walk.expected,
                         format!(
-                            "batch {} (commit {}), committed by {writer} after its chain began, is not in the chain, and it is not {writer}'s newest batch (the only one a crash can leave unlogged): its entry was removed",
+                            "batch {} (commit {}), committed by {writer}, is not in its chain, and it is not {writer}'s newest batch (the only one a crash can leave unlogged): its entry was removed",
                             b.batch_id, b.seq
                         ),
                     ));

@@ -30,7 +30,25 @@ impl History {
                     // replica committed before its chain existed are in
                     // its own `audit.jsonl`, if it kept one
                     Some(None) if self.root.join(crate::audit::AUDIT_FILE).exists() => {
-                        AuditLog::open(&self.root)?.keys(AuditKind::BatchCommitted)?
+                        let local = AuditLog::open(&self.root)?.keys(AuditKind::BatchCommitted)?;
+                        // the chain says where the local log ends, so that
+                        // verify asks it only for the batches after
+                        let after = batches
+                            .iter()
+                            .filter(|b| local.contains(&b.batch_id))
+                            .map(|b| b.seq)
+                            .max();
+                        if let Some(after) = after {
+                            self.audit.append(
+                                AuditKind::ChainStarted,
+                                None,
+                                serde_json::json!({
+                                    "after_history_seq": after,
+                                    "logged_in": crate::audit::AUDIT_FILE,
+                                }),
+                            )?;
+                        }
+                        local
                     }
                     Some(None) => HashSet::new(),
                     // a local log; or a chain whose last batch is not one

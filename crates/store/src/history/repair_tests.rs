@@ -120,5 +120,42 @@ fn a_chain_continues_a_local_log_written_before_chains() {
     assert_eq!(batches_logged(&objects), ["x2"]);
     let c = chain_of(&objects);
     assert_eq!((c.verification.tampered, c.unlogged), (None, None));
-    assert_eq!(c.verification.good_entries, 1);
+    // the chain_started entry (after commit 1) and x2
+    assert_eq!(c.verification.good_entries, 2);
+}
+
+/// A chain whose every batch entry was cut (the head rewritten to its
+/// first entry, a config record) is found: the writer's batches must all
+/// be in its chain, not only those after its first batch entry.
+#[test]
+fn a_chain_cut_down_to_its_config_entry_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("a");
+    let objects = LocalBackend::new(dir.path().join("shared"));
+    let log = AuditLog::open_shared(&state, std::sync::Arc::new(objects.clone()), "a").unwrap();
+    log.append(
+        AuditKind::ConfigChanged,
+        None,
+        serde_json::json!({ "config_hash": "c" }),
+    )
+    .unwrap();
+    let after_config = objects.get("audit/a/head.json").unwrap().unwrap();
+    drop(log);
+    let mut a = History::open_shared(&state, Box::new(objects.clone()), "a").unwrap();
+    for i in 0..3u64 {
+        a.commit(manifest(&format!("x{i}"), i, "f"), None).unwrap();
+    }
+    drop(a);
+    assert_eq!(chain_of(&objects).verification.tampered, None);
+    for seq in 1..4 {
+        objects
+            .delete(&crate::audit::chain::entry_key("a", seq))
+            .unwrap();
+    }
+    objects.put("audit/a/head.json", &after_config).unwrap();
+    let t = chain_of(&objects)
+        .verification
+        .tampered
+        .expect("a chain cut to its first entry is found");
+    assert!(t.reason.contains("batch x0"), "{}", t.reason);
 }
