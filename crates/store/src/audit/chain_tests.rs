@@ -184,6 +184,10 @@ fn verify_chains_names_edited_and_removed_entries() {
         refused.to_string().contains("entries were removed"),
         "{refused}"
     );
+    // an edited head: found (it is what tells entries cut from the end)
+    objects.put("audit/a/head.json", b"{}").unwrap();
+    let t = first(&objects);
+    assert!(t.reason.contains("is not a chain head"), "{}", t.reason);
 }
 
 #[test]

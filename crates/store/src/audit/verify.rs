@@ -151,10 +151,13 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
     for folder in writers {
         let writer = folder.rsplit('/').next().unwrap_or(&folder).to_string();
         let location = objects.locate(&folder);
-        let head: Option<ChainHead> = objects
-            .get(&format!("{folder}/{HEAD_OBJECT}"))
-            .map_err(io_at(&folder))?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        // a missing head is a chain's start (or a crash before its first
+        // head): the entries say where it ends; an unreadable one is a
+        // finding, since it is what tells entries cut from the end
+        let head_key = format!("{folder}/{HEAD_OBJECT}");
+        let head_bytes = objects.get(&head_key).map_err(io_at(&head_key))?;
+        let head: Option<Result<ChainHead, _>> =
+            head_bytes.map(|b| serde_json::from_slice::<ChainHead>(&b));
         let mut walk = Walk::new(&location, objects);
         let mut logged = HashSet::new();
         // the writer's batches up to this commit are in its own audit.jsonl
@@ -200,7 +203,18 @@ pub fn verify_chains(objects: &dyn Backend) -> Result<Vec<ChainVerification>, Au
             }
         }
         if tampered.is_none()
-            && let Some(h) = &head
+            && let Some(Err(e)) = &head
+        {
+            tampered = Some(bad(
+                walk.expected,
+                format!(
+                    "its head {} is not a chain head ({e}): it was edited",
+                    objects.locate(&head_key).display()
+                ),
+            ));
+        }
+        if tampered.is_none()
+            && let Some(Ok(h)) = &head
             && h.entries > walk.expected
         {
             tampered = Some(bad(
