@@ -250,8 +250,15 @@ pub(super) fn hash_column(array: &ArrayRef, row_hash: &mut [u64]) {
                         }
                     })
                     .collect();
-                for (h, k) in row_hash.iter_mut().zip(dict.keys().iter()) {
-                    *h = mix(*h, k.map(|k| hashes[k as usize]).unwrap_or(NULL));
+                let keys = dict.keys();
+                if keys.null_count() == 0 {
+                    for (h, &k) in row_hash.iter_mut().zip(keys.values()) {
+                        *h = mix(*h, hashes[k as usize]);
+                    }
+                } else {
+                    for (h, k) in row_hash.iter_mut().zip(keys.iter()) {
+                        *h = mix(*h, k.map(|k| hashes[k as usize]).unwrap_or(NULL));
+                    }
                 }
             }
         }

@@ -443,15 +443,35 @@ pub(super) fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>),
     if int_like {
         let ints = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
         let ints: &Int64Array = ints.as_primitive();
-        let mut seen: FastMap<i64, u32> = FastMap::default();
-        for v in ints.iter() {
-            ids.push(match v {
-                Some(v) => *seen.entry(v).or_insert_with(|| {
-                    names.push(v.to_string());
-                    (names.len() - 1) as u32
-                }),
-                None => u32::MAX,
-            });
+        // a label usually has few classes: found by a scan of those seen
+        // (in order of first row, so a class's id is its index), faster
+        // than a hash; past `SCANNED` classes, by a map
+        const SCANNED: usize = 16;
+        let mut seen: Vec<i64> = Vec::new();
+        let mut many: FastMap<i64, u32> = FastMap::default();
+        let mut id_of = |v: i64| {
+            let found = if seen.len() <= SCANNED {
+                seen.iter().position(|&s| s == v).map(|at| at as u32)
+            } else {
+                many.get(&v).copied()
+            };
+            found.unwrap_or_else(|| {
+                let id = seen.len() as u32;
+                seen.push(v);
+                names.push(v.to_string());
+                if seen.len() > SCANNED {
+                    if many.is_empty() {
+                        many.extend(seen.iter().enumerate().map(|(i, &s)| (s, i as u32)));
+                    } else {
+                        many.insert(v, id);
+                    }
+                }
+                id
+            })
+        };
+        match ints.nulls() {
+            None => ids.extend(ints.values().iter().map(|&v| id_of(v))),
+            Some(_) => ids.extend(ints.iter().map(|v| v.map_or(u32::MAX, &mut id_of))),
         }
     } else {
         let dict = to_dictionary(array)?;
@@ -471,4 +491,43 @@ pub(super) fn label_classes(array: &ArrayRef) -> Result<(Vec<u32>, Vec<String>),
         }
     }
     Ok((ids, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+
+    use super::*;
+
+    /// Integer labels get ids in order of first row, nulls `u32::MAX`,
+    /// whether the classes are few (scanned) or many (mapped): the same
+    /// ids a map from value to first-seen index gives.
+    #[test]
+    fn integer_classes_are_numbered_in_order_of_first_row() {
+        for classes in [2i64, 16, 17, 40] {
+            let rows: Vec<Option<i64>> = (0..500i64)
+                .map(|i| (i % 7 != 3).then_some((i * 7919 + 13) % classes - 5))
+                .collect();
+            let array: ArrayRef = Arc::new(Int64Array::from(rows.clone()));
+            let (ids, names) = label_classes(&array).unwrap();
+            let mut first: Vec<i64> = Vec::new();
+            for (row, id) in rows.iter().zip(&ids) {
+                match row {
+                    None => assert_eq!(*id, u32::MAX),
+                    Some(v) => {
+                        let at = first.iter().position(|f| f == v).unwrap_or_else(|| {
+                            first.push(*v);
+                            first.len() - 1
+                        });
+                        assert_eq!(*id as usize, at, "{classes} classes");
+                    }
+                }
+            }
+            let expected: Vec<String> = first.iter().map(i64::to_string).collect();
+            assert_eq!(names, expected);
+            assert_eq!(names.len() as i64, classes);
+        }
+    }
 }

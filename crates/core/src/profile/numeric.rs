@@ -40,11 +40,14 @@ impl<'r> Profiler<'r> {
         }
         let values = floats.values();
         match floats.nulls() {
+            // gathered slice by slice in row order: the same values in the
+            // same order as a scatter row by row, with no per-row push
             None => {
-                for (i, &v) in values.iter().enumerate() {
-                    self.num_scratch[self.slice_of_row[i] as usize]
+                for (s, scratch) in self.num_scratch.iter_mut().enumerate().take(nslices) {
+                    let rows = &self.slice_order[self.slice_starts[s]..self.slice_starts[s + 1]];
+                    scratch
                         .values
-                        .push(v);
+                        .extend(rows.iter().map(|&i| values[i as usize]));
                 }
             }
             Some(nulls) => {

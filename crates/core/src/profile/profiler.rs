@@ -47,6 +47,8 @@ impl<'r> Profiler<'r> {
             text_seen: Vec::new(),
             text_buckets: Vec::new(),
             batch_slice_rows: Vec::new(),
+            slice_order: Vec::new(),
+            slice_starts: Vec::new(),
             binners: rules
                 .slice_bins
                 .iter()
@@ -115,6 +117,7 @@ impl<'r> Profiler<'r> {
         for (s, &c) in self.batch_slice_rows.iter().enumerate() {
             self.slices[s].rows += c as u64;
         }
+        self.group_rows_by_slice();
 
         self.row_hash.clear();
         self.row_hash.resize(n, 0x9E37_79B9_7F4A_7C15);
@@ -189,6 +192,27 @@ impl<'r> Profiler<'r> {
                 .update_hash(h);
         }
         Ok(())
+    }
+
+    /// Fill `slice_order` and `slice_starts` from `slice_of_row` and
+    /// `batch_slice_rows` (a counting sort: stable, so row order is kept
+    /// within each slice).
+    fn group_rows_by_slice(&mut self) {
+        self.slice_starts.clear();
+        self.slice_starts.push(0);
+        let mut at = 0;
+        for &c in &self.batch_slice_rows {
+            at += c;
+            self.slice_starts.push(at);
+        }
+        self.slice_order.clear();
+        self.slice_order.resize(at, 0);
+        let mut next = self.slice_starts.clone();
+        for (i, &s) in self.slice_of_row.iter().enumerate() {
+            let to = &mut next[s as usize];
+            self.slice_order[*to] = i as u32;
+            *to += 1;
+        }
     }
 
     /// Fill `slice_of_row` with the slice index of every row.
