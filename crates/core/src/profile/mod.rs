@@ -488,9 +488,9 @@ pub struct Profiler<'r> {
     /// Rows of this record batch per slice.
     batch_slice_rows: Vec<usize>,
     /// This record batch's rows grouped by slice, in row order within a
-    /// slice: slice `s` holds `slice_order[slice_starts[s]..slice_starts[s
-    /// + 1]]`. A numeric column without nulls is gathered through it into
-    /// its slices (see `numeric`).
+    /// slice: slice `s` holds the rows of `slice_order` from
+    /// `slice_starts[s]` to `slice_starts[s + 1]`. A numeric column without
+    /// nulls is gathered through it into its slices (see `numeric`).
     slice_order: Vec<u32>,
     slice_starts: Vec<usize>,
     /// Per binned slice column or label feature: its bins.
